@@ -1,0 +1,319 @@
+"""The ART plumbing shared by every purifier: validation, layouts, scaling, chunking, seeding and BPDA modes.
+
+A :class:`PurifierPreprocessor` is an ART :class:`~art.defences.preprocessor.PreprocessorPyTorch`. ART's
+``PyTorchClassifier`` differentiates through :meth:`PurifierPreprocessor.forward` with autograd whenever every
+preprocessing step is a ``PreprocessorPyTorch``, so the backward chosen by ``bpda`` is carried by ``forward`` itself
+(autograd functions inside the defences), and the NumPy entry points :meth:`__call__` and
+:meth:`estimate_gradient` run the same code.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Any
+
+import numpy as np
+import torch
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+
+from art_purifiers.ops.quantize import Rounding, clamp_straight_through
+
+BPDA_MODES: tuple[str, ...] = ("straight_through", "identity", "surrogate")
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# relative slack on the clip_values range check (attacks clip exactly; float32 round-off is tiny)
+_RANGE_TOLERANCE = 1e-5
+# pixels per CPU chunk (about 2 MB of float32, in cache)
+_CPU_CHUNK_ELEMENTS = 1 << 19
+
+Randomness = dict[str, Any] | None
+
+
+class PurifierPreprocessor(PreprocessorPyTorch):
+    """
+    Base class of the input-purification defences: a batched, device-agnostic ``PreprocessorPyTorch``.
+
+    Subclasses implement :meth:`_purify` on ``(N, C, H, W)`` float tensors in ``[0, 1]`` and, when they are random,
+    :meth:`_draw` (all per-image randomness for a batch, drawn on the CPU before chunking so that outputs do not
+    depend on ``batch_size`` or the device).
+
+    Layout: ``channels_first=True`` (NCHW) by default, because these defences sit in front of PyTorch models; ART's
+    NumPy defences default to NHWC, so set ``channels_first=False`` for NHWC data.
+
+    Memory: ``PyTorchClassifier`` moves the whole input array to the device before calling :meth:`forward`;
+    ``batch_size`` bounds the intermediates of the purification, not that first copy.
+
+    Chaining: several of these defences chain in one ``preprocessing_defences`` list (all-torch path). Chaining one
+    with ART's NumPy-only defences makes ART raise ``NotImplementedError`` (``art/estimators/pytorch.py``).
+    """
+
+    params = ["clip_values", "channels_first", "bpda", "seed", "batch_size", "device_type"]
+    #: Whether two calls on the same input may differ (EOT is meaningful only then).
+    randomized: bool = False
+
+    def __init__(
+        self,
+        *,
+        clip_values: tuple[float, float] = (0.0, 1.0),
+        channels_first: bool = True,
+        bpda: str = "straight_through",
+        seed: int | None = None,
+        batch_size: int = 256,
+        apply_fit: bool = False,
+        apply_predict: bool = True,
+        device_type: str = "gpu",
+    ) -> None:
+        """
+        :param clip_values: ``(min, max)`` of the input range, e.g. ``(0, 1)`` or ``(0, 255)``; outputs are clipped
+                            to it. 8-bit steps of a defence work on the range mapped to ``[0, 255]``.
+        :param channels_first: ``True`` for NCHW input (default), ``False`` for NHWC.
+        :param bpda: Backward of the non-differentiable steps: ``"straight_through"`` (identity through each such
+                     step, exact gradients elsewhere), ``"identity"`` (the whole defence is the identity in
+                     backward) or ``"surrogate"`` (smooth approximations in backward). The forward is always exact.
+        :param seed: Seed of the defence's own random generator; ``None`` seeds it from OS entropy.
+        :param batch_size: Number of images purified at once.
+        :param apply_fit: Apply the defence when the classifier is trained.
+        :param apply_predict: Apply the defence at prediction time.
+        :param device_type: ``"gpu"`` or ``"cpu"``: the device of the NumPy entry points (``forward`` always runs on
+                            the device of its input).
+        """
+        super().__init__(device_type=device_type, is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict)
+        self.clip_values = clip_values
+        self.channels_first = channels_first
+        self.bpda = bpda
+        self.seed = seed
+        self.batch_size = batch_size
+        self.device_type = device_type
+        self._check_params()
+        self._generator = torch.Generator()
+        self._reseed()
+
+    # ------------------------------------------------------------------ subclass hooks
+
+    def _draw(self, num_images: int, height: int, width: int) -> Randomness:
+        """
+        Draw the random parameters of ``num_images`` images from ``self._generator`` (CPU).
+
+        :return: A dict of tensors or objects supporting slicing on their first dimension, or ``None``.
+        """
+        return None
+
+    def _purify(self, x: torch.Tensor, randomness: Randomness) -> torch.Tensor:
+        """
+        Purify ``(N, C, H, W)`` images in ``[0, 1]`` (float32 or float64) on ``x.device``.
+
+        Non-differentiable steps must use the backward selected by :attr:`rounding` / :attr:`bpda`. Values may
+        leave ``[0, 1]``; the base class clips them.
+        """
+        raise NotImplementedError
+
+    @property
+    def rounding(self) -> Rounding:
+        """The rounding variant of ``ops.quantize`` matching the BPDA mode."""
+        return {"straight_through": "straight_through", "surrogate": "soft", "identity": "hard"}[
+            self.bpda
+        ]  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ ART API
+
+    def forward(self, x: torch.Tensor, y: Any | None = None) -> tuple[torch.Tensor, Any | None]:
+        """
+        Purify a batch on ``x.device``, carrying the BPDA backward for autograd.
+
+        :param x: Images ``(N, C, H, W)`` (or ``(N, H, W, C)`` with ``channels_first=False``) within
+                  ``clip_values``, floating point, 1 or 3 channels.
+        :param y: Labels, returned unchanged.
+        :return: Purified images (same shape, dtype and device) and ``y``.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"forward expects a torch.Tensor, got {type(x).__name__}; use __call__ for NumPy arrays.")
+        self._validate(tuple(x.shape), x.dtype)
+        self._check_values(x)
+        nchw = x if self.channels_first else x.permute(0, 3, 1, 2)
+        randomness = self._draw(nchw.shape[0], nchw.shape[2], nchw.shape[3])
+        chunk = self._chunk_size(nchw)
+        needs_grad = torch.is_grad_enabled() and x.requires_grad
+        parts = []
+        out = None if needs_grad else torch.empty(nchw.shape, dtype=x.dtype, device=x.device)
+        for start in range(0, nchw.shape[0], chunk):
+            part = None if randomness is None else {key: value[start : start + chunk] for key, value in randomness.items()}
+            purified = self._purify_scaled(nchw[start : start + chunk], part)
+            if out is None:
+                parts.append(purified)
+            else:
+                out[start : start + chunk] = purified
+        if out is None:
+            out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if not self.channels_first:
+            out = out.permute(0, 2, 3, 1)
+        return out, y
+
+    def __call__(self, x: np.ndarray, y: Any | None = None) -> tuple[np.ndarray, Any | None]:
+        """
+        Purify a NumPy batch on ``self.device``; the input array is never modified.
+
+        :param x: Images as in :meth:`forward`, as a floating-point NumPy array.
+        :param y: Labels, returned unchanged.
+        :return: Purified images (same shape and dtype) and ``y``.
+        """
+        x_tensor = self._numpy_to_tensor(x, "x")
+        with torch.no_grad():
+            out, _ = self.forward(x_tensor)
+        return out.cpu().numpy(), y
+
+    def estimate_gradient(self, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """
+        Backpropagate ``grad`` (the gradient with respect to the purified images) to ``x`` with the ``bpda`` backward.
+
+        For a randomized defence this draws fresh randomness, as a new forward pass would.
+
+        :param x: Images as in :meth:`__call__`.
+        :param grad: Gradient of the same shape as ``x``.
+        :return: Gradient with respect to ``x``, same shape and dtype as ``x``.
+        """
+        x_tensor = self._numpy_to_tensor(x, "x").clone().requires_grad_(True)
+        grad_tensor = self._numpy_to_tensor(grad, "grad", validate=False)
+        if grad_tensor.shape != x_tensor.shape:
+            raise ValueError(f"grad has shape {tuple(grad_tensor.shape)} but x has shape {tuple(x_tensor.shape)}.")
+        with torch.enable_grad():
+            out, _ = self.forward(x_tensor)
+            out.backward(grad_tensor.to(out.dtype))
+        assert x_tensor.grad is not None
+        return x_tensor.grad.cpu().numpy()
+
+    def set_params(self, **kwargs: Any) -> None:
+        """
+        Set parameters listed in :attr:`params`; a new ``seed`` re-seeds the generator.
+
+        :raises ValueError: for unknown names or invalid values (the defence is left unchanged).
+        """
+        unknown = sorted(set(kwargs) - set(self.params))
+        if unknown:
+            raise ValueError(f"Unknown parameter(s) {unknown} for {type(self).__name__}; valid: {self.params}.")
+        previous = {key: getattr(self, key) for key in kwargs}
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+        try:
+            self._check_params()
+        except (TypeError, ValueError):
+            for key, value in previous.items():
+                setattr(self, key, value)
+            raise
+        if "seed" in kwargs:
+            self._reseed()
+        if "device_type" in kwargs:
+            PreprocessorPyTorch.__init__(
+                self, device_type=self.device_type, is_fitted=True, apply_fit=self.apply_fit,
+                apply_predict=self.apply_predict,
+            )
+
+    def get_params(self) -> dict[str, Any]:
+        """Current values of :attr:`params`."""
+        return {key: getattr(self, key) for key in self.params}
+
+    def _check_params(self) -> None:
+        clip = self.clip_values
+        if (
+            not isinstance(clip, (tuple, list))
+            or len(clip) != 2
+            or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in clip)
+            or not all(math.isfinite(float(v)) for v in clip)
+            or float(clip[0]) >= float(clip[1])
+        ):
+            raise ValueError(f"clip_values must be a (min, max) pair of finite numbers with min < max, got {clip!r}.")
+        self.clip_values = (float(clip[0]), float(clip[1]))
+        if not isinstance(self.channels_first, bool):
+            raise TypeError(f"channels_first must be a bool, got {self.channels_first!r}.")
+        if self.bpda not in BPDA_MODES:
+            raise ValueError(f"bpda must be one of {BPDA_MODES}, got {self.bpda!r}.")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0
+        ):
+            raise ValueError(f"seed must be None or a non-negative integer, got {self.seed!r}.")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
+        if self.device_type not in ("gpu", "cpu"):
+            raise ValueError(f"device_type must be 'gpu' or 'cpu', got {self.device_type!r}.")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _reseed(self) -> None:
+        seed = secrets.randbits(63) if self.seed is None else int(self.seed)
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def _chunk_size(self, x: torch.Tensor) -> int:
+        if x.device.type != "cpu":
+            return int(self.batch_size)
+        # on the CPU, small chunks keep every pass over the pixels in cache (several times faster at 224 px)
+        per_image = x.shape[1] * x.shape[2] * x.shape[3]
+        return int(min(self.batch_size, max(1, _CPU_CHUNK_ELEMENTS // per_image)))
+
+    def _purify_scaled(self, x: torch.Tensor, randomness: Randomness) -> torch.Tensor:
+        """Map a chunk from ``clip_values`` to [0, 1], purify with the BPDA backward, clip, map back and cast."""
+        low, high = self.clip_values
+        work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        needs_grad = torch.is_grad_enabled() and x.requires_grad
+        unit = (x.to(work_dtype) - low) * (1.0 / (high - low))
+        if not needs_grad or self.bpda == "identity":
+            with torch.no_grad():
+                purified = self._purify(unit, randomness).clamp_(0.0, 1.0).mul_(high - low).add_(low).to(x.dtype)
+            # identity in backward: the value of the purified images, the gradient of x
+            return x + (purified - x.detach()) if needs_grad else purified
+        purified = clamp_straight_through(self._purify(unit, randomness), 0.0, 1.0)
+        return (purified * (high - low) + low).to(x.dtype)
+
+    def _validate(self, shape: tuple[int, ...], dtype: Any) -> None:
+        layout = "(N, C, H, W)" if self.channels_first else "(N, H, W, C)"
+        if len(shape) != 4:
+            raise ValueError(f"{type(self).__name__} expects a 4-D batch {layout}, got shape {shape}.")
+        if shape[0] == 0:
+            raise ValueError("Empty batch: x has 0 images.")
+        channels = shape[1] if self.channels_first else shape[3]
+        spatial = shape[2:] if self.channels_first else shape[1:3]
+        if channels not in (1, 3):
+            other = shape[3] if self.channels_first else shape[1]
+            hint = f" Did you mean channels_first={not self.channels_first}?" if other in (1, 3) else ""
+            raise ValueError(f"Expected 1 or 3 channels in layout {layout}, got shape {shape}.{hint}")
+        if min(spatial) < 1:
+            raise ValueError(f"Images must have non-zero height and width, got shape {shape}.")
+        if dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"x must be floating point (float16/32/64), got dtype {dtype}; convert it first.")
+
+    def _check_values(self, x: torch.Tensor) -> None:
+        low, high = self.clip_values
+        x_min, x_max = (float(v) for v in torch.aminmax(x.detach().float()))
+        if not (math.isfinite(x_min) and math.isfinite(x_max)):
+            raise ValueError("x contains NaN or infinite values.")
+        slack = _RANGE_TOLERANCE * (high - low)
+        if x_min < low - slack or x_max > high + slack:
+            hint = " Did you mean clip_values=(0, 255)?" if high <= 1.0 and x_max <= 255.0 else ""
+            raise ValueError(
+                f"x has values in [{x_min:g}, {x_max:g}], outside clip_values=({low:g}, {high:g}).{hint}"
+            )
+
+    def _numpy_to_tensor(self, array: Any, name: str, validate: bool = True) -> torch.Tensor:
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"{name} must be a NumPy array, got {type(array).__name__}.")
+        if array.dtype.kind != "f":
+            raise TypeError(f"{name} must be floating point (float16/32/64), got dtype {array.dtype}; convert it first.")
+        if validate:
+            self._validate(array.shape, torch.float32)
+        if self.device.type == "cpu" and array.flags.writeable:
+            # shares memory: forward never writes into its input
+            return torch.from_numpy(np.ascontiguousarray(array))
+        return torch.tensor(array, device=self.device)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_generator"] = self._generator.get_state()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        generator_state = state.pop("_generator")
+        self.__dict__.update(state)
+        self._generator = torch.Generator()
+        self._generator.set_state(generator_state)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.params)
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,129 @@
+"""Quantization of blockwise DCT coefficients with an 8x8 table, and the rounding variants used for BPDA.
+
+Rounding variants (the forward value is always the exact ``torch.round``):
+
+- ``"hard"``: plain rounding, zero gradient almost everywhere (use under ``torch.no_grad``);
+- ``"straight_through"``: identity in backward (BPDA of Athalye et al.);
+- ``"soft"``: backward of the polynomial ``r(x) = round(x) + (x - round(x))**3`` (Shin & Song, 2017).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from art_purifiers.ops.dct import BLOCK_SIZE, block_dct_matrix, pad_to_blocks
+
+Rounding = Literal["hard", "straight_through", "soft"]
+ROUNDING_MODES: tuple[str, ...] = ("hard", "straight_through", "soft")
+
+
+class _RoundStraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+
+class _RoundSoft(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        rounded = torch.round(x)
+        ctx.save_for_backward(x - rounded)
+        return rounded
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (residual,) = ctx.saved_tensors
+        return grad * 3.0 * residual.square()
+
+
+def round_with(x: torch.Tensor, rounding: Rounding) -> torch.Tensor:
+    """
+    Round to the nearest integer (ties to even, like ``torch.round``) with the chosen backward.
+
+    :param x: Any tensor.
+    :param rounding: ``"hard"``, ``"straight_through"`` or ``"soft"`` (see the module docstring).
+    """
+    if rounding == "hard":
+        return torch.round(x)
+    if rounding == "straight_through":
+        return _RoundStraightThrough.apply(x)
+    if rounding == "soft":
+        return _RoundSoft.apply(x)
+    raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}.")
+
+
+def clamp_straight_through(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """
+    Clamp to ``[low, high]`` in forward, identity in backward (so saturated pixels keep their gradient).
+    """
+    return x + (x.detach().clamp(low, high) - x.detach())
+
+
+def scale_quantization_table(table: torch.Tensor, quality: int) -> torch.Tensor:
+    """
+    Scale a base (quality 50) quantization table to another quality with the IJG (libjpeg) formula.
+
+    :param table: Base table, shape ``(8, 8)``.
+    :param quality: JPEG-style quality in ``[1, 100]``; 50 returns the table unchanged (for integer tables).
+    :return: Integer-valued table clipped to ``[1, 255]``.
+    """
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an integer in [1, 100], got {quality!r}.")
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return torch.floor((table * scale + 50) / 100).clamp(1, 255)
+
+
+def check_table(table: torch.Tensor) -> None:
+    """
+    Raise a ``ValueError`` unless ``table`` is a finite, strictly positive ``(8, 8)`` tensor.
+    """
+    if tuple(table.shape) != (BLOCK_SIZE, BLOCK_SIZE):
+        raise ValueError(f"A quantization table must have shape (8, 8), got {tuple(table.shape)}.")
+    if not bool(torch.isfinite(table).all()) or not bool((table > 0).all()):
+        raise ValueError("A quantization table must contain finite values > 0.")
+
+
+def quantize_dct(
+    x: torch.Tensor,
+    table: torch.Tensor,
+    rounding: Rounding = "hard",
+    scale: float = 255.0,
+    level_shift: float = 128.0,
+) -> torch.Tensor:
+    """
+    Quantize and dequantize the orthonormal 8x8 DCT coefficients of every block and channel.
+
+    Per block ``b`` (in units of ``x * scale``): ``IDCT(table * round(DCT(b - level_shift) / table)) + level_shift``,
+    divided by ``scale`` again. The same table applies to every channel. The transforms, the division by the table
+    and the level shift are folded into two 64x64 matrices so the work is two matrix products and one rounding.
+
+    :param x: Images ``(N, C, H, W)``, floating point (any size: edge-replicated to multiples of 8, cropped back).
+    :param table: Quantization steps, shape ``(8, 8)``, ``[u, v]`` = vertical, horizontal frequency.
+    :param rounding: Backward of the rounding (``"hard"``, ``"straight_through"``, ``"soft"``).
+    :param scale: Factor from the units of ``x`` to the units of the table (255 for images in [0, 1]).
+    :param level_shift: Value subtracted before the DCT (128, as in JPEG; only the DC coefficient is affected).
+    :return: Images of the same shape and dtype; not clipped.
+    """
+    check_table(table)
+    height, width = x.shape[-2:]
+    padded = pad_to_blocks(x)
+    n, c, hp, wp = padded.shape
+    kron = block_dct_matrix(torch.float64, x.device)
+    steps = table.to(device=x.device, dtype=torch.float64).reshape(-1)
+    # coefficients / table = blocks @ analysis + bias, and pixels = levels @ synthesis + level_shift / scale
+    analysis = (kron.T * (scale / steps)).to(x.dtype)
+    bias = (-level_shift * kron.sum(dim=1) / steps).to(x.dtype)
+    synthesis = (kron * (steps / scale).unsqueeze(1)).to(x.dtype)
+
+    blocks = padded.reshape(n, c, hp // BLOCK_SIZE, BLOCK_SIZE, wp // BLOCK_SIZE, BLOCK_SIZE).transpose(3, 4)
+    flat = blocks.reshape(-1, BLOCK_SIZE * BLOCK_SIZE)
+    levels = round_with(torch.addmm(bias, flat, analysis), rounding)
+    restored = torch.addmm(torch.full_like(bias, level_shift / scale), levels, synthesis)
+    out = restored.reshape(n, c, hp // BLOCK_SIZE, wp // BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE).transpose(3, 4)
+    return out.reshape(n, c, hp, wp)[..., :height, :width]

@@ -1,0 +1,171 @@
+"""Named pretrained artifacts shipped with the package (restorers, classifiers, ...).
+
+Every artifact is one file in ``art_purifiers/weights/`` written by :func:`save`: a dict with the architecture name
+and constructor config, the state dict (fp16 allowed), and a model card (data, resolution, metrics and the exact
+command that produced it). Files are checked against the sha256 recorded in :data:`REGISTRY` and loaded with
+``torch.load(..., weights_only=True)``. Weights that users train with the same commands load with :func:`load_file`.
+
+>>> from art_purifiers import zoo
+>>> zoo.names()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from art_purifiers.nets import ARCHITECTURES
+
+FORMAT = "art-purifiers-weights/1"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """
+    A shipped weight file.
+
+    :param name: Public name, e.g. ``"cifar10-reference"``.
+    :param filename: File name inside ``art_purifiers/weights``.
+    :param sha256: Hex digest of the file.
+    :param architecture: Name registered with :func:`art_purifiers.nets.register_architecture`.
+    :param command: The command that produced the file.
+    :param summary: One line for listings (data, resolution, headline metric).
+    """
+
+    name: str
+    filename: str
+    sha256: str
+    architecture: str
+    command: str
+    summary: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+#: Shipped artifacts by name. Later issues add entries (restorers, reference classifier, ...).
+REGISTRY: dict[str, Artifact] = {}
+
+
+def names() -> list[str]:
+    """Sorted names of the shipped artifacts."""
+    return sorted(REGISTRY)
+
+
+def info(name: str) -> Artifact:
+    """
+    The registry entry of an artifact.
+
+    :raises KeyError: for unknown names, listing the known ones.
+    """
+    if name not in REGISTRY:
+        raise KeyError(f"Unknown artifact {name!r}; shipped artifacts: {names() or 'none'}.")
+    return REGISTRY[name]
+
+
+def sha256_of(file: str | Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def path(name: str) -> Path:
+    """
+    Path of a shipped artifact after checking its sha256.
+
+    :raises FileNotFoundError: if the file is missing from the installation.
+    :raises RuntimeError: if its sha256 does not match the registry.
+    """
+    artifact = info(name)
+    file = WEIGHTS_DIR / artifact.filename
+    if not file.is_file():
+        raise FileNotFoundError(f"Weight file {file} of artifact {name!r} is missing from the installation.")
+    actual = sha256_of(file)
+    if actual != artifact.sha256:
+        raise RuntimeError(f"Weight file {file} is corrupt or was replaced: sha256 {actual} != {artifact.sha256}.")
+    return file
+
+
+def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
+    """
+    Build a shipped artifact's module, load its checked weights and put it in eval mode.
+
+    :param name: One of :func:`names`.
+    :param device: Device of the returned module.
+    """
+    artifact = info(name)
+    module = load_file(path(name), device=device)
+    if type(module) is not ARCHITECTURES.get(artifact.architecture):
+        raise RuntimeError(f"Artifact {name!r} should hold a {artifact.architecture!r}, the file holds another.")
+    return module
+
+
+def card(file: str | Path) -> dict[str, Any]:
+    """The model card stored in a weight file (data, resolution, metrics, command)."""
+    return dict(_read(file)["card"])
+
+
+def load_file(file: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """
+    Load a weight file written by :func:`save` (shipped or user-trained) into a float32 module in eval mode.
+
+    :param file: Path of the file.
+    :param device: Device of the returned module.
+    """
+    payload = _read(file)
+    architecture = payload["architecture"]
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"{file}: unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}.")
+    module = ARCHITECTURES[architecture](**payload["config"])
+    state = {key: value.float() if value.is_floating_point() else value for key, value in payload["state_dict"].items()}
+    module.load_state_dict(state)
+    return module.to(device).eval()
+
+
+def save(
+    file: str | Path,
+    module: nn.Module,
+    architecture: str,
+    config: dict[str, Any],
+    card: dict[str, Any],
+    half: bool = True,
+) -> str:
+    """
+    Write a module in the zoo format and return the file's sha256 (for the registry).
+
+    :param file: Destination path.
+    :param module: The trained module (an instance of the registered ``architecture``).
+    :param architecture: Registered architecture name.
+    :param config: Keyword arguments that rebuild the module: ``ARCHITECTURES[architecture](**config)``.
+    :param card: Model card: at least ``data``, ``resolution``, ``metrics`` and ``command``.
+    :param half: Store floating-point tensors as float16 (halves the size; loading converts back to float32).
+    """
+    if ARCHITECTURES.get(architecture) is not type(module):
+        raise ValueError(f"module is a {type(module).__name__}, not the registered architecture {architecture!r}.")
+    missing = {"data", "resolution", "metrics", "command"} - set(card)
+    if missing:
+        raise ValueError(f"The model card lacks {sorted(missing)}.")
+    state = {
+        key: (value.detach().half() if half and value.is_floating_point() else value.detach()).cpu().contiguous()
+        for key, value in module.state_dict().items()
+    }
+    payload = {"format": FORMAT, "architecture": architecture, "config": config, "card": card, "state_dict": state}
+    torch.save(payload, file)
+    return sha256_of(file)
+
+
+def _read(file: str | Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError and others for unsafe or damaged files
+        raise ValueError(f"{file} is not a loadable art-purifiers weight file: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{file} is not an art-purifiers weight file (format {FORMAT!r}).")
+    return payload

@@ -1,0 +1,26 @@
+"""Shared fixtures: small deterministic image batches and a scikit-image photo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    """Four random 3x20x28 images in [0, 1] (sizes not multiples of 8 on purpose)."""
+    return np.random.default_rng(0).random((4, 3, 20, 28)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def photo_224() -> np.ndarray:
+    """scikit-image's astronaut, resized to 224x224, float64 (3, H, W) in [0, 1]."""
+    from skimage import data, transform
+
+    return transform.resize(data.astronaut(), (224, 224), anti_aliasing=True).transpose(2, 0, 1)
