@@ -22,6 +22,7 @@ not a preprocessor).
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -218,6 +219,11 @@ class NNFavoredJpeg(PurifierPreprocessor):
             )
         else:
             best = max(rows, key=lambda r: (r["clean_accuracy"], r["adversarial_accuracy"]))
+            warnings.warn(
+                f"No candidate kept the clean-accuracy loss within {max_accuracy_loss:.3f}; returning the one with the "
+                f"smallest loss ({best['clean_accuracy_loss']:.3f}).",
+                stacklevel=2,
+            )
         return TableSearchResult(
             favored_diagonals=int(best["favored_diagonals"]),
             qs_af=float(best["qs_af"]),

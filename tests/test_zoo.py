@@ -1,0 +1,80 @@
+"""The zoo's file format, sha256 checks and weights_only loading, with a tiny architecture registered here."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from art_purifiers import zoo
+from art_purifiers.nets import ARCHITECTURES, register_architecture
+
+CARD = {"data": "none", "resolution": "any", "metrics": {}, "command": "pytest"}
+
+
+@register_architecture("test-tiny")
+class Tiny(torch.nn.Module):
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, width, 3)
+        self.register_buffer("steps", torch.tensor(3))
+
+
+def test_round_trip_keeps_weights_config_and_card(tmp_path: Path) -> None:
+    module = Tiny(width=5)
+    file = tmp_path / "tiny.pt"
+    digest = zoo.save(file, module, "test-tiny", {"width": 5}, CARD, half=False)
+    assert digest == zoo.sha256_of(file) and len(digest) == 64
+    loaded = zoo.load_file(file)
+    assert isinstance(loaded, Tiny) and not loaded.training and loaded.conv.out_channels == 5
+    torch.testing.assert_close(loaded.conv.weight, module.conv.weight)
+    assert int(loaded.steps) == 3 and zoo.card(file)["command"] == "pytest"
+    zoo.save(file, module, "test-tiny", {"width": 5}, CARD, half=True)
+    half = zoo.load_file(file)
+    assert half.conv.weight.dtype == torch.float32
+    torch.testing.assert_close(half.conv.weight, module.conv.weight, atol=1e-3, rtol=1e-3)
+
+
+def test_registry_lookup_and_sha256_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "tiny.pt"
+    digest = zoo.save(file, Tiny(), "test-tiny", {}, CARD)
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setitem(zoo.REGISTRY, "tiny", zoo.Artifact("tiny", "tiny.pt", digest, "test-tiny", "pytest"))
+    assert "tiny" in zoo.names() and zoo.path("tiny") == file
+    assert isinstance(zoo.load("tiny"), Tiny)
+    file.write_bytes(file.read_bytes() + b"tampered")
+    with pytest.raises(RuntimeError, match="sha256"):
+        zoo.load("tiny")
+    file.unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        zoo.path("tiny")
+    with pytest.raises(KeyError, match="Unknown artifact"):
+        zoo.load("no-such-model")
+
+
+def test_unsafe_or_foreign_files_are_refused(tmp_path: Path) -> None:
+    unsafe = tmp_path / "unsafe.pt"
+    with open(unsafe, "wb") as handle:
+        pickle.dump({"format": zoo.FORMAT, "payload": Tiny}, handle, protocol=2)  # a class object: refused by weights_only
+    with pytest.raises(ValueError, match="not a loadable"):
+        zoo.load_file(unsafe)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ValueError, match="not an art-purifiers weight file"):
+        zoo.load_file(foreign)
+    unknown = tmp_path / "unknown.pt"
+    torch.save({"format": zoo.FORMAT, "architecture": "nope", "config": {}, "card": CARD, "state_dict": {}}, unknown)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        zoo.load_file(unknown)
+
+
+def test_save_validates_its_inputs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model card lacks"):
+        zoo.save(tmp_path / "x.pt", Tiny(), "test-tiny", {}, {"data": "x"})
+    with pytest.raises(ValueError, match="registered architecture"):
+        zoo.save(tmp_path / "x.pt", torch.nn.Linear(1, 1), "test-tiny", {}, CARD)
+    with pytest.raises(ValueError, match="already registered"):
+        register_architecture("test-tiny")(torch.nn.Linear)
+    assert ARCHITECTURES["test-tiny"] is Tiny
