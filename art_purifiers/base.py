@@ -136,7 +136,9 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         parts = []
         out = None if needs_grad else torch.empty(nchw.shape, dtype=x.dtype, device=x.device)
         for start in range(0, nchw.shape[0], chunk):
-            part = None if randomness is None else {key: value[start : start + chunk] for key, value in randomness.items()}
+            part = (
+                None if randomness is None else {key: value[start : start + chunk] for key, value in randomness.items()}
+            )
             purified = self._purify_scaled(nchw[start : start + chunk], part)
             if out is None:
                 parts.append(purified)
@@ -203,7 +205,10 @@ class PurifierPreprocessor(PreprocessorPyTorch):
             self._reseed()
         if "device_type" in kwargs:
             PreprocessorPyTorch.__init__(
-                self, device_type=self.device_type, is_fitted=True, apply_fit=self.apply_fit,
+                self,
+                device_type=self.device_type,
+                is_fitted=True,
+                apply_fit=self.apply_fit,
                 apply_predict=self.apply_predict,
             )
 
@@ -230,7 +235,11 @@ class PurifierPreprocessor(PreprocessorPyTorch):
             isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0
         ):
             raise ValueError(f"seed must be None or a non-negative integer, got {self.seed!r}.")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+        if (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, (int, np.integer))
+            or self.batch_size < 1
+        ):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
         if self.device_type not in ("gpu", "cpu"):
             raise ValueError(f"device_type must be 'gpu' or 'cpu', got {self.device_type!r}.")
@@ -287,15 +296,15 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         slack = _RANGE_TOLERANCE * (high - low)
         if x_min < low - slack or x_max > high + slack:
             hint = " Did you mean clip_values=(0, 255)?" if high <= 1.0 and x_max <= 255.0 else ""
-            raise ValueError(
-                f"x has values in [{x_min:g}, {x_max:g}], outside clip_values=({low:g}, {high:g}).{hint}"
-            )
+            raise ValueError(f"x has values in [{x_min:g}, {x_max:g}], outside clip_values=({low:g}, {high:g}).{hint}")
 
     def _numpy_to_tensor(self, array: Any, name: str, validate: bool = True) -> torch.Tensor:
         if not isinstance(array, np.ndarray):
             raise TypeError(f"{name} must be a NumPy array, got {type(array).__name__}.")
         if array.dtype.kind != "f":
-            raise TypeError(f"{name} must be floating point (float16/32/64), got dtype {array.dtype}; convert it first.")
+            raise TypeError(
+                f"{name} must be floating point (float16/32/64), got dtype {array.dtype}; convert it first."
+            )
         if validate:
             self._validate(array.shape, torch.float32)
         if self.device.type == "cpu" and array.flags.writeable:

@@ -29,8 +29,13 @@ def small_cnn() -> torch.nn.Module:
 
 def classifier(model: torch.nn.Module, defences: list | None = None) -> PyTorchClassifier:
     return PyTorchClassifier(
-        model, torch.nn.CrossEntropyLoss(), (3, 16, 16), 10, clip_values=(0.0, 1.0),
-        preprocessing_defences=defences, device_type="cpu",
+        model,
+        torch.nn.CrossEntropyLoss(),
+        (3, 16, 16),
+        10,
+        clip_values=(0.0, 1.0),
+        preprocessing_defences=defences,
+        device_type="cpu",
     )
 
 
@@ -119,5 +124,7 @@ def test_pgd_through_the_defence_lowers_the_loss_target() -> None:
     defence = NNFavoredJpeg(favored_diagonals=15, qs_of=4, device_type="cpu")
     defended = classifier(model, [defence])
     y = defended.predict(x).argmax(1)
-    x_adv = ProjectedGradientDescent(defended, eps=16 / 255, eps_step=4 / 255, max_iter=10, verbose=False).generate(x, y)
+    x_adv = ProjectedGradientDescent(defended, eps=16 / 255, eps_step=4 / 255, max_iter=10, verbose=False).generate(
+        x, y
+    )
     assert (defended.predict(x_adv).argmax(1) == y).mean() < 0.5

@@ -91,7 +91,9 @@ def test_learn_table_matches_reference() -> None:
     table = QuantizeDistort(batch_size=2).learn_table(clean, adversarial)
     np.testing.assert_allclose(table, learn_table_numpy(clean, adversarial), atol=1e-9)
     assert table.min() >= 20 and table.max() == 100
-    nhwc = QuantizeDistort(channels_first=False).learn_table(clean.transpose(0, 2, 3, 1), adversarial.transpose(0, 2, 3, 1))
+    nhwc = QuantizeDistort(channels_first=False).learn_table(
+        clean.transpose(0, 2, 3, 1), adversarial.transpose(0, 2, 3, 1)
+    )
     np.testing.assert_allclose(nhwc, table)
     with pytest.raises(ValueError, match="no block changed"):
         QuantizeDistort().learn_table(clean, clean.copy())
@@ -120,8 +122,15 @@ def test_search_table_picks_the_best_admissible_candidate() -> None:
     classifier = PyTorchClassifier(_Brightness(), torch.nn.CrossEntropyLoss(), (3, 32, 32), 2, clip_values=(0, 1))
     defence = NNFavoredJpeg()
     result = defence.search_table(
-        classifier, x_clean, y_clean, x_adv, y_adv, favored_diagonals=[1, 3], qs_af_values=[1, 40, 120, 1000],
-        max_accuracy_loss=0.1, verbose=False,
+        classifier,
+        x_clean,
+        y_clean,
+        x_adv,
+        y_adv,
+        favored_diagonals=[1, 3],
+        qs_af_values=[1, 40, 120, 1000],
+        max_accuracy_loss=0.1,
+        verbose=False,
     )
     assert len(result.rows) == 8 and defence.favored_diagonals == 5  # the defence is left unchanged
     admissible = [r for r in result.rows if r["clean_accuracy_loss"] <= 0.1 + 1e-9]
@@ -140,8 +149,15 @@ def test_search_table_picks_the_best_admissible_candidate() -> None:
     assert defence.qs_af == result.qs_af
     with pytest.warns(UserWarning, match="No candidate"):
         infeasible = defence.search_table(
-            classifier, x_clean, y_clean, x_adv, y_adv, favored_diagonals=[1], qs_af_values=[1000],
-            max_accuracy_loss=0.0, verbose=False,
+            classifier,
+            x_clean,
+            y_clean,
+            x_adv,
+            y_adv,
+            favored_diagonals=[1],
+            qs_af_values=[1000],
+            max_accuracy_loss=0.0,
+            verbose=False,
         )
     assert not infeasible.feasible
     with pytest.raises(ValueError, match="y_adv is required"):

@@ -134,7 +134,9 @@ def test_axis_map_with_pixel_cells_matches_reference() -> None:
     rng = np.random.default_rng(5)
     for cell in (3, 8, 11):
         stretch = 1 + rng.uniform(-0.3, 0.3, 40)
-        ours = axis_source_indices(60, torch.tensor([float(cell)]), torch.from_numpy(stretch)[None], torch.tensor([False]))
+        ours = axis_source_indices(
+            60, torch.tensor([float(cell)]), torch.from_numpy(stretch)[None], torch.tensor([False])
+        )
         np.testing.assert_array_equal(ours[0].numpy(), axis_map_numpy(60, float(cell), stretch, False))
 
 

@@ -57,7 +57,9 @@ def test_registry_lookup_and_sha256_checks(tmp_path: Path, monkeypatch: pytest.M
 def test_unsafe_or_foreign_files_are_refused(tmp_path: Path) -> None:
     unsafe = tmp_path / "unsafe.pt"
     with open(unsafe, "wb") as handle:
-        pickle.dump({"format": zoo.FORMAT, "payload": Tiny}, handle, protocol=2)  # a class object: refused by weights_only
+        pickle.dump(
+            {"format": zoo.FORMAT, "payload": Tiny}, handle, protocol=2
+        )  # a class object: refused by weights_only
     with pytest.raises(ValueError, match="not a loadable"):
         zoo.load_file(unsafe)
     foreign = tmp_path / "foreign.pt"

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,10 @@ NUM_DIAGONALS = 2 * BLOCK_SIZE - 1
 
 
 def nn_favored_table(
-    favored_diagonals: int = DEFAULT_FAVORED_DIAGONALS, qs_of: float = 16.0, qs_af: float = 50.0, quality: int | None = None
+    favored_diagonals: int = DEFAULT_FAVORED_DIAGONALS,
+    qs_of: float = 16.0,
+    qs_af: float = 50.0,
+    quality: int | None = None,
 ) -> np.ndarray:
     """
     The NN-favored quantization table.

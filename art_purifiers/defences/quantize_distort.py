@@ -48,7 +48,14 @@ class QuantizeDistort(PurifierPreprocessor):
     gradient (a gather); ``"surrogate"`` uses the cubic soft-rounding gradient for the rounding instead.
     """
 
-    params = PurifierPreprocessor.params + ["table", "distortion_limit", "num_cells", "cell_size", "quantize", "distort"]
+    params = PurifierPreprocessor.params + [
+        "table",
+        "distortion_limit",
+        "num_cells",
+        "cell_size",
+        "quantize",
+        "distort",
+    ]
 
     def __init__(
         self,
@@ -85,10 +92,10 @@ class QuantizeDistort(PurifierPreprocessor):
 
     def _check_params(self) -> None:
         super()._check_params()
-        table = np.asarray(self.table, dtype=np.float64) if not isinstance(self.table, torch.Tensor) else self.table
-        table = torch.as_tensor(table, dtype=torch.float64)
-        check_table(table)
-        self.table = table.numpy().copy()
+        source = self.table.detach().cpu().numpy() if isinstance(self.table, torch.Tensor) else self.table
+        table = np.array(source, dtype=np.float64)  # a copy: later changes to the caller's array do not leak in
+        check_table(torch.from_numpy(table))
+        self.table = table
         limit = self.distortion_limit
         if isinstance(limit, bool) or not isinstance(limit, (int, float, np.number)) or not 0 <= limit < 1:
             raise ValueError(f"distortion_limit must be in [0, 1), got {limit!r}.")

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 BLOCK_SIZE = 8
 
 
-def dct_matrix(n: int = BLOCK_SIZE, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
+def dct_matrix(
+    n: int = BLOCK_SIZE, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """
     Orthonormal DCT-II matrix ``D`` (``D @ v`` transforms a length-``n`` signal; ``D.T`` inverts it).
 

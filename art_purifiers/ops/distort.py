@@ -26,10 +26,10 @@ class GridDistortion:
     rows: torch.Tensor
     cols: torch.Tensor
 
-    def __getitem__(self, index: slice) -> "GridDistortion":
+    def __getitem__(self, index: slice) -> GridDistortion:
         return GridDistortion(self.rows[index], self.cols[index])
 
-    def to(self, device: torch.device | str) -> "GridDistortion":
+    def to(self, device: torch.device | str) -> GridDistortion:
         """Move both maps to ``device``."""
         return GridDistortion(self.rows.to(device), self.cols.to(device))
 
