@@ -27,6 +27,12 @@ _RANGE_TOLERANCE = 1e-5
 _CPU_CHUNK_ELEMENTS = 1 << 19
 
 Randomness = dict[str, Any] | None
+# identity mode never differentiates through the defence, so plain rounding suffices there
+_ROUNDING_FOR_BPDA: dict[str, Rounding] = {
+    "straight_through": "straight_through",
+    "surrogate": "soft",
+    "identity": "hard",
+}
 
 
 class PurifierPreprocessor(PreprocessorPyTorch):
@@ -110,9 +116,7 @@ class PurifierPreprocessor(PreprocessorPyTorch):
     @property
     def rounding(self) -> Rounding:
         """The rounding variant of ``ops.quantize`` matching the BPDA mode."""
-        return {"straight_through": "straight_through", "surrogate": "soft", "identity": "hard"}[
-            self.bpda
-        ]  # type: ignore[return-value]
+        return _ROUNDING_FOR_BPDA[self.bpda]
 
     # ------------------------------------------------------------------ ART API
 
