@@ -39,6 +39,14 @@ def classifier(model: torch.nn.Module, defences: list | None = None) -> PyTorchC
     )
 
 
+def defence_and_twin(
+    defence_class: type[PurifierPreprocessor], **kwargs: object
+) -> tuple[PurifierPreprocessor, PurifierPreprocessor]:
+    """A defence and a copy in the same generator state: the twin's next call makes the defence's next draw."""
+    defence = defence_class(device_type="cpu", **kwargs)
+    return defence, copy.deepcopy(defence)
+
+
 @pytest.fixture
 def batch() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
@@ -66,8 +74,7 @@ def test_identity_mode_equals_undefended_gradient_at_the_purified_point(
 ) -> None:
     x, y = batch
     model = small_cnn()
-    defence = defence_class(bpda="identity", seed=7, device_type="cpu")
-    twin = copy.deepcopy(defence)  # same generator state: the same random draw as the classifier's next call
+    defence, twin = defence_and_twin(defence_class, bpda="identity", seed=7)
     purified = twin(x)[0]
     defended = classifier(model, [defence]).loss_gradient(x, y)
     undefended = classifier(model).loss_gradient(purified, y)
@@ -84,8 +91,7 @@ def test_predictions_are_those_of_the_purified_images(
 ) -> None:
     x, _ = batch
     model = small_cnn()
-    defence = defence_class(seed=1, device_type="cpu")
-    twin = copy.deepcopy(defence)
+    defence, twin = defence_and_twin(defence_class, seed=1)
     np.testing.assert_allclose(
         classifier(model, [defence]).predict(x), classifier(model).predict(twin(x)[0]), rtol=1e-5, atol=1e-6
     )

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from art_purifiers.ops.dct import BLOCK_SIZE, block_dct_matrix, pad_to_blocks
+from art_purifiers.ops.dct import BLOCK_SIZE, block_dct_matrix, from_blocks, pad_to_blocks, to_blocks
 
 Rounding = Literal["hard", "straight_through", "soft"]
 ROUNDING_MODES: tuple[str, ...] = ("hard", "straight_through", "soft")
@@ -113,7 +113,6 @@ def quantize_dct(
     check_table(table)
     height, width = x.shape[-2:]
     padded = pad_to_blocks(x)
-    n, c, hp, wp = padded.shape
     kron = block_dct_matrix(torch.float64, x.device)
     steps = table.to(device=x.device, dtype=torch.float64).reshape(-1)
     # coefficients / table = blocks @ analysis + bias, and pixels = levels @ synthesis + level_shift / scale
@@ -121,9 +120,8 @@ def quantize_dct(
     bias = (-level_shift * kron.sum(dim=1) / steps).to(x.dtype)
     synthesis = (kron * (steps / scale).unsqueeze(1)).to(x.dtype)
 
-    blocks = padded.reshape(n, c, hp // BLOCK_SIZE, BLOCK_SIZE, wp // BLOCK_SIZE, BLOCK_SIZE).transpose(3, 4)
+    blocks = to_blocks(padded)
     flat = blocks.reshape(-1, BLOCK_SIZE * BLOCK_SIZE)
     levels = round_with(torch.addmm(bias, flat, analysis), rounding)
     restored = torch.addmm(torch.full_like(bias, level_shift / scale), levels, synthesis)
-    out = restored.reshape(n, c, hp // BLOCK_SIZE, wp // BLOCK_SIZE, BLOCK_SIZE, BLOCK_SIZE).transpose(3, 4)
-    return out.reshape(n, c, hp, wp)[..., :height, :width]
+    return from_blocks(restored.reshape(blocks.shape))[..., :height, :width]
