@@ -1,9 +1,10 @@
 """art-purifiers: input-purification defences for the Adversarial Robustness Toolbox (ART), in PyTorch."""
 
 from art_purifiers import zoo
+from art_purifiers.attacks import EOTPyTorchClassifier
 from art_purifiers.base import BPDA_MODES, PurifierPreprocessor
 from art_purifiers.defences import NNFavoredJpeg, QuantizeDistort
 
 __version__ = "0.1.0"
 
-__all__ = ["BPDA_MODES", "NNFavoredJpeg", "PurifierPreprocessor", "QuantizeDistort", "__version__", "zoo"]
+__all__ = ["BPDA_MODES", "EOTPyTorchClassifier", "NNFavoredJpeg", "PurifierPreprocessor", "QuantizeDistort", "__version__", "zoo"]

@@ -1,4 +1,4 @@
-"""The ``art-purifiers`` command line: ``demo`` (offline showcase) and ``zoo`` (list shipped weights)."""
+"""The ``art-purifiers`` command line: ``demo`` (offline showcase), ``evaluate`` (adaptive attack suite) and ``zoo``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--size", type=int, default=224, help="photo size in pixels (default 224)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the randomized defences")
     commands.add_parser("zoo", help="list the shipped pretrained artifacts")
+    _add_evaluate_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -85,11 +87,66 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{row['photo']:<10} {row['defence']:<{width}}  PSNR {row['psnr_db']:6.2f} dB  SSIM {row['ssim']:.4f}"
             )
         print(f"wrote {args.output / 'demo.png'} and {args.output / 'demo.md'}")
+    elif args.command == "evaluate":
+        return _run_evaluate(parser, args, argv)
     elif args.command == "zoo":
         from art_purifiers import zoo
 
         for name in zoo.names() or ["(no artifacts shipped yet)"]:
             print(name)
+    return 0
+
+
+def _add_evaluate_parser(commands: Any) -> None:
+    from art_purifiers.evaluation import DEFAULT_ATTACKS
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="run the adaptive attack suite against defences",
+        description="Attack defended classifiers through ART and write results.json, results.md, results.csv and "
+        "plots to --output. Re-running the same command resumes an interrupted run.",
+    )
+    evaluate.add_argument("--defence", action="append", required=True, dest="defences", metavar="SPEC",
+                          help="defence spec, repeatable: none, jpeg:quality=50, NNFavoredJpeg:table=search, "
+                          "QuantizeDistort:table=learned, ...")  # fmt: skip
+    evaluate.add_argument("--attack", action="append", dest="attacks", metavar="SPEC",
+                          help=f"attack spec, repeatable (default: {' '.join(DEFAULT_ATTACKS)})")  # fmt: skip
+    evaluate.add_argument("--classifier", default="cifar10-reference", help="zoo name, weight file or module:attr")
+    evaluate.add_argument("--dataset", default="cifar10", help="cifar10 or imagefolder:PATH")
+    evaluate.add_argument("--data-dir", help="CIFAR-10 directory (default: $ART_PURIFIERS_DATA)")
+    evaluate.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision")
+    evaluate.add_argument("--image-size", type=int, help="resize ImageFolder images to this size")
+    evaluate.add_argument("--num-images", type=int, default=500, help="clean-correct test images to attack")
+    evaluate.add_argument("--draws", type=int, default=5, help="defence draws for randomized defences")
+    evaluate.add_argument("--fit-images", type=int, default=256, help="training images for table search/learning")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=int, default=100)
+    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    evaluate.add_argument("--no-sanity", action="store_true", help="skip the sanity-check attacks")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.add_argument("--output", type=Path, required=True, help="output directory (resumable)")
+
+
+def _run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    import shlex
+
+    from art_purifiers.evaluation import DEFAULT_ATTACKS, EvaluationConfig, evaluate
+
+    for name, minimum in (("num_images", 1), ("draws", 1), ("fit_images", 1), ("batch_size", 1)):
+        if getattr(args, name) < minimum:
+            parser.error(f"--{name.replace('_', '-')} must be at least {minimum}")
+    config = EvaluationConfig(
+        defences=args.defences, attacks=args.attacks or list(DEFAULT_ATTACKS), classifier=args.classifier,
+        dataset=args.dataset, data_dir=args.data_dir, download=args.download, image_size=args.image_size,
+        num_images=args.num_images, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
+        chunk_size=args.batch_size, fit_images=args.fit_images, sanity_checks=not args.no_sanity, device=args.device,
+        command="art-purifiers " + shlex.join(sys.argv[1:] if argv is None else list(argv)), verbose=not args.quiet,
+    )  # fmt: skip
+    try:
+        evaluate(config, args.output)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    print(f"wrote {args.output / 'results.json'}, results.md, results.csv and plots")
     return 0
 
 

@@ -27,3 +27,7 @@ def register_architecture(name: str) -> Callable[[ModuleT], ModuleT]:
         return cls
 
     return register
+
+
+# Importing the architecture modules registers them (after the registry above exists).
+from art_purifiers.nets import classifier  # noqa: E402,F401

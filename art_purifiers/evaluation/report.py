@@ -1,0 +1,185 @@
+"""Reports of an evaluation: Markdown and CSV tables in the papers' style, and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+CSV_FIELDS = ("defence", "attack", "kind", "eps", "steps", "eot", "accuracy", "std", "ci95_low", "ci95_high", "n",
+              "success_rate", "mean_l2", "mean_linf", "seconds", "sanity_only")  # fmt: skip
+
+
+def _percent(row: dict[str, Any], randomized: bool) -> str:
+    text = f"{100 * row['accuracy']:.1f}"
+    if randomized:
+        text += f" ± {100 * row['std']:.1f}"
+    return text
+
+
+def _cell(label: str, entry: dict[str, Any], kind: str) -> str:
+    row = entry["rows"].get(label)
+    if row is None:
+        return "n/a"
+    if "accuracy" not in row:
+        return row.get("skipped", "n/a")
+    text = _percent(row, entry.get("randomized", False))
+    if kind in ("cw", "deepfool"):
+        text += f" (L2 {row['mean_l2']:.2f})"
+    if row.get("notes"):
+        text += " †"
+    return text
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The Markdown report: the headline table, then details, sanity checks and provenance per defence."""
+    attacks = [a for a in results["attacks"] if not a["sanity_only"]]
+    config, data = results["config"], results["data"]
+    n = config["num_images"]
+    lines = [
+        "# Robust accuracy (%) under adaptive attacks",
+        "",
+        f"Classifier `{config['classifier']}` on {n} {config['dataset']} test images it classifies correctly "
+        f"(undefended clean accuracy on all {data['test_images']} test images: "
+        f"{100 * data['undefended_clean_accuracy']:.2f}%). Randomized defences: mean ± std over {config['draws']} "
+        "defence draws. C&W and DeepFool cells give accuracy and the mean L2 norm of the perturbations. "
+        "† marks a cell with a note in the details below.",
+        "",
+    ]
+    if data.get("note"):
+        lines += [f"**Data:** {data['note']}", ""]
+    header = ["Defence", f"Clean (all {data['test_images']})", f"Clean ({n})"] + [a["label"] for a in attacks]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for spec, entry in results["defences"].items():
+        if "clean" not in entry:
+            continue
+        clean = entry["clean"]
+        cells = [f"`{spec}`", f"{100 * clean['full_split_accuracy']:.1f}", _percent(clean, entry.get("randomized", False))]
+        cells += [_cell(a["label"], entry, a["kind"]) for a in attacks]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [(spec, c) for spec, e in results["defences"].items() for c in e.get("sanity", []) if not c["passed"]]
+    lines += ["", "## Sanity checks", ""]
+    if failed:
+        lines += [f"- ⚠️ **FAILED** `{spec}`: {c['name']}: {c['detail']}" for spec, c in failed]
+    else:
+        lines.append("All sanity checks passed (details per defence below).")
+    for spec, entry in results["defences"].items():
+        if "clean" not in entry:
+            continue
+        lines += ["", f"## `{spec}`", ""]
+        info = entry.get("info", {})
+        for key in ("note", "fitted", "table"):
+            if key in info:
+                lines.append(f"- {key}: `{json.dumps(info[key])}`")
+        clean = entry["clean"]
+        if "quality" in clean:
+            q = clean["quality"]
+            lines.append(f"- purified clean images vs clean: PSNR {q['psnr_db']:.2f} dB, SSIM {q['ssim']:.4f}")
+            lines.append(f"- throughput: defence {clean['defence_images_per_second']:.0f} images/s, "
+                         f"defended loss gradient {clean['gradient_images_per_second']:.0f} images/s")  # fmt: skip
+        if "randomness" in clean:
+            r = clean["randomness"]
+            lines.append(f"- randomness (two purifications of one image, Qiu et al. Table 1): "
+                         f"L2 (RMS) {r['l2_rms']:.4f}, SSIM {r['ssim']:.4f}")  # fmt: skip
+        lines += ["", "| Attack | Accuracy (%) | 95% CI | Success rate (%) | mean L2 | mean Linf | seconds | notes |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for attack in results["attacks"]:
+            row = entry["rows"].get(attack["label"])
+            if not row or "accuracy" not in row:
+                continue
+            name = attack["label"] + (" (sanity)" if attack["sanity_only"] else "")
+            lines.append(
+                f"| {name} | {_percent(row, entry.get('randomized', False))} | "
+                f"{100 * row['ci95'][0]:.1f}–{100 * row['ci95'][1]:.1f} | {100 * row['success_rate']:.1f} | "
+                f"{row['mean_l2']:.3f} | {row['mean_linf']:.4f} | {row['seconds']:.0f} | {'; '.join(row['notes'])} |"
+            )
+        lines += ["", "Sanity checks:", ""]
+        lines += [f"- {'✅' if c['passed'] else '⚠️ FAILED'} {c['name']}: {c['detail']}" for c in entry.get("sanity", [])]
+    env = results["environment"]
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"- command: `{config['command']}`" if config.get("command") else "- command: (Python API)",
+        f"- seed {config['seed']}, {config['draws']} draws, fit images {config['fit_images']}, batch {config['batch_size']}",
+        f"- art-purifiers {env['art_purifiers']}, ART {env['art']}, torch {env['torch']}, numpy {env['numpy']}, "
+        f"Python {env['python']}, {env['platform']}, device {env['device']} ({env['cpu_threads']} threads)"
+        + (f", {env['gpu']}" if env.get("gpu") else ""),
+        f"- data: {data['source']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (defence, attack), long format."""
+    rows = []
+    sanity_only = {a["label"]: a["sanity_only"] for a in results["attacks"]}
+    for spec, entry in results["defences"].items():
+        for label, row in entry.get("rows", {}).items():
+            if "accuracy" not in row:
+                continue
+            rows.append({
+                "defence": spec, "attack": label, "kind": row["kind"], "eps": row["eps"], "steps": row["steps"],
+                "eot": row["eot"], "accuracy": row["accuracy"], "std": row["std"], "ci95_low": row["ci95"][0],
+                "ci95_high": row["ci95"][1], "n": row["n"], "success_rate": row["success_rate"],
+                "mean_l2": row["mean_l2"], "mean_linf": row["mean_linf"], "seconds": row["seconds"],
+                "sanity_only": sanity_only.get(label, False),
+            })  # fmt: skip
+    return rows
+
+
+def plot(results: dict[str, Any], output: Path) -> list[Path]:
+    """``accuracy_vs_budget.png`` and ``accuracy_vs_iterations.png`` (PGD Linf, one line per defence)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    for name, x_key, group_key, xlabel in (
+        ("accuracy_vs_budget.png", "eps", "steps", "Linf budget (x/255)"),
+        ("accuracy_vs_iterations.png", "steps", "eps", "PGD iterations"),
+    ):
+        figure, axes = plt.subplots(figsize=(6, 4))
+        for spec, entry in results["defences"].items():
+            rows = [r for r in entry.get("rows", {}).values() if r.get("kind") == "pgd" and "accuracy" in r]
+            if not rows:
+                continue
+            if x_key == "eps":  # per budget, the run with the most iterations
+                best: dict[float, dict[str, Any]] = {}
+                for r in rows:
+                    if r["eps"] not in best or r["steps"] > best[r["eps"]]["steps"]:
+                        best[r["eps"]] = r
+                points = sorted((r["eps"] * 255, r["accuracy"], r["std"]) for r in best.values())
+            else:  # at the budget with the most iteration counts
+                counts: dict[float, list[dict[str, Any]]] = {}
+                for r in rows:
+                    counts.setdefault(r["eps"], []).append(r)
+                series = max(counts.values(), key=len)
+                if len(series) < 2:
+                    continue
+                points = sorted((r["steps"], r["accuracy"], r["std"]) for r in series)
+            xs, ys, errors = zip(*points)
+            axes.errorbar(xs, [100 * y for y in ys], yerr=[100 * e for e in errors], marker="o", capsize=3, label=spec)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel("accuracy under PGD-BPDA (%)")
+        axes.set_ylim(-2, 102)
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(output / name, dpi=120)
+        plt.close(figure)
+        files.append(output / name)
+    return files
+
+
+def write_reports(results: dict[str, Any], output: Path) -> None:
+    """Write ``results.md``, ``results.csv`` and the plots next to ``results.json``."""
+    (output / "results.md").write_text(markdown(results))
+    with open(output / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(csv_rows(results))
+    plot(results, output)

@@ -1,0 +1,87 @@
+"""
+Sanity checks of an evaluation (Carlini et al. 2019, section 5; Tramer et al. 2020). A failed check means the
+attacks did not do their job (gradient masking, too few iterations, a broken attack), not that the defence works.
+
+* ``large budget``: PGD at a budget that destroys any image must bring accuracy near zero.
+* ``iterations``: more PGD iterations must not raise accuracy (beyond binomial noise).
+* ``budget``: a larger budget must not raise accuracy.
+* ``white-box vs black-box``: the best gradient attack must not be weaker than the black-box ones (Square,
+  transfer) at the same budget.
+
+Tolerances are two binomial standard errors plus one image, so a check fires on real contradictions only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from art_purifiers.evaluation.metrics import binomial_standard_error
+from art_purifiers.evaluation.specs import AttackSpec
+
+#: Accuracy the large-budget PGD must stay under.
+LARGE_BUDGET_MAX_ACCURACY = 0.05
+LARGE_BUDGET_MIN_EPS = 32 / 255
+
+
+def _tolerance(accuracy: float, n: int) -> float:
+    return 2 * binomial_standard_error(accuracy, n) + 1 / max(n, 1)
+
+
+def run_checks(entry: dict[str, Any], attacks: list[AttackSpec], n: int) -> list[dict[str, Any]]:
+    """
+    The checks for one defence's results.
+
+    :param entry: The defence's results, with ``rows`` keyed by attack label.
+    :param attacks: The attacks of the run (for their kinds and budgets).
+    :param n: Number of attacked images.
+    :return: One dict per check: ``name``, ``passed``, ``detail``.
+    """
+    rows = entry.get("rows", {})
+    done = [(attack, rows[attack.label]) for attack in attacks if "accuracy" in rows.get(attack.label, {})]
+    checks: list[dict[str, Any]] = []
+
+    pgd = [(a, r) for a, r in done if a.kind == "pgd"]
+    large = [(a, r) for a, r in pgd if a.eps is not None and a.eps >= LARGE_BUDGET_MIN_EPS]
+    for attack, row in large:
+        checks.append({
+            "name": f"large budget ({attack.label})",
+            "passed": row["accuracy"] <= LARGE_BUDGET_MAX_ACCURACY,
+            "detail": f"accuracy {row['accuracy']:.3f} (must be <= {LARGE_BUDGET_MAX_ACCURACY})",
+        })  # fmt: skip
+
+    by_eps: dict[float, list[tuple[AttackSpec, dict[str, Any]]]] = {}
+    for attack, row in pgd:
+        by_eps.setdefault(attack.eps or 0.0, []).append((attack, row))
+    for eps, group in sorted(by_eps.items()):
+        group.sort(key=lambda item: item[0].steps)
+        for (fewer, row_fewer), (more, row_more) in zip(group, group[1:]):
+            tolerance = _tolerance(row_fewer["accuracy"], n)
+            checks.append({
+                "name": f"iterations ({fewer.steps} -> {more.steps} steps at {fewer.label.split(' (')[0]})",
+                "passed": row_more["accuracy"] <= row_fewer["accuracy"] + tolerance,
+                "detail": f"{row_fewer['accuracy']:.3f} -> {row_more['accuracy']:.3f} (tolerance {tolerance:.3f})",
+            })  # fmt: skip
+
+    longest: dict[float, tuple[AttackSpec, dict[str, Any]]] = {eps: group[-1] for eps, group in sorted(by_eps.items())}
+    budgets = sorted(longest.items())
+    for (_, (small, row_small)), (_, (big, row_big)) in zip(budgets, budgets[1:]):
+        tolerance = _tolerance(row_small["accuracy"], n)
+        checks.append({
+            "name": f"budget ({small.label} -> {big.label})",
+            "passed": row_big["accuracy"] <= row_small["accuracy"] + tolerance,
+            "detail": f"{row_small['accuracy']:.3f} -> {row_big['accuracy']:.3f} (tolerance {tolerance:.3f})",
+        })  # fmt: skip
+
+    for black, row_black in [(a, r) for a, r in done if a.gradient_free]:
+        white = [(a, r) for a, r in done if not a.gradient_free and a.eps == black.eps and a.kind != "pgd-l2"]
+        if not white:
+            continue
+        best, row_best = min(white, key=lambda item: item[1]["accuracy"])
+        tolerance = _tolerance(row_black["accuracy"], n)
+        checks.append({
+            "name": f"white-box vs black-box ({best.label} vs {black.label})",
+            "passed": row_best["accuracy"] <= row_black["accuracy"] + tolerance,
+            "detail": f"white-box {row_best['accuracy']:.3f}, black-box {row_black['accuracy']:.3f} "
+            f"(tolerance {tolerance:.3f})",
+        })  # fmt: skip
+    return checks

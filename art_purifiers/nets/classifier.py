@@ -1,0 +1,65 @@
+"""
+A compact all-convolutional CIFAR classifier, small enough to train on a 2-core CPU.
+
+Three stages of (conv 3x3, 2x2 max pool, BN, GELU, conv 3x3, BN, GELU) after a 3x3 stem, then global max pooling
+and a linear layer whose logits are scaled down (a fixed temperature that keeps high learning rates stable).
+The shape follows the fast CIFAR-10 training literature (Page's ResNet-9, Jordan's airbench); the widths are
+chosen for CPU speed. Input: NCHW float in [0, 1]; the normalization lives inside the module, so attacks and
+defences see pixel space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from art_purifiers.nets import register_architecture
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def _conv_bn_gelu(in_channels: int, out_channels: int, pool: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.BatchNorm2d(out_channels), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
+@register_architecture("cifar-convnet")
+class CifarConvNet(nn.Module):
+    """
+    :param widths: Channels of the stem and of the three stages.
+    :param num_classes: Number of logits.
+    :param logit_scale: Fixed multiplier of the logits.
+    :param mean: Per-channel mean subtracted from the [0, 1] input.
+    :param std: Per-channel standard deviation dividing it.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (24, 64, 192, 192),
+        num_classes: int = 10,
+        logit_scale: float = 0.125,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+    ) -> None:
+        super().__init__()
+        if len(widths) != 4:
+            raise ValueError(f"widths needs 4 entries (stem and three stages), got {list(widths)}.")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        stages: list[nn.Module] = [_conv_bn_gelu(3, widths[0])]
+        for in_channels, out_channels in zip(widths[:-1], widths[1:]):
+            stages += [_conv_bn_gelu(in_channels, out_channels, pool=True), _conv_bn_gelu(out_channels, out_channels)]
+        self.features = nn.Sequential(*stages)
+        self.head = nn.Linear(widths[-1], num_classes, bias=False)
+        self.logit_scale = logit_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        x = self.features(x).amax(dim=(2, 3))
+        return self.head(x) * self.logit_scale
