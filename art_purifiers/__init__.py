@@ -7,4 +7,12 @@ from art_purifiers.defences import NNFavoredJpeg, QuantizeDistort
 
 __version__ = "0.1.0"
 
-__all__ = ["BPDA_MODES", "EOTPyTorchClassifier", "NNFavoredJpeg", "PurifierPreprocessor", "QuantizeDistort", "__version__", "zoo"]
+__all__ = [
+    "BPDA_MODES",
+    "EOTPyTorchClassifier",
+    "NNFavoredJpeg",
+    "PurifierPreprocessor",
+    "QuantizeDistort",
+    "__version__",
+    "zoo",
+]

@@ -106,11 +106,22 @@ def _add_evaluate_parser(commands: Any) -> None:
         description="Attack defended classifiers through ART and write results.json, results.md, results.csv and "
         "plots to --output. Re-running the same command resumes an interrupted run.",
     )
-    evaluate.add_argument("--defence", action="append", required=True, dest="defences", metavar="SPEC",
-                          help="defence spec, repeatable: none, jpeg:quality=50, NNFavoredJpeg:table=search, "
-                          "QuantizeDistort:table=learned, ...")  # fmt: skip
-    evaluate.add_argument("--attack", action="append", dest="attacks", metavar="SPEC",
-                          help=f"attack spec, repeatable (default: {' '.join(DEFAULT_ATTACKS)})")  # fmt: skip
+    evaluate.add_argument(
+        "--defence",
+        action="append",
+        required=True,
+        dest="defences",
+        metavar="SPEC",
+        help="defence spec, repeatable: none, jpeg:quality=50, NNFavoredJpeg:table=search, "
+        "QuantizeDistort:table=learned, ...",
+    )
+    evaluate.add_argument(
+        "--attack",
+        action="append",
+        dest="attacks",
+        metavar="SPEC",
+        help=f"attack spec, repeatable (default: {' '.join(DEFAULT_ATTACKS)})",
+    )
     evaluate.add_argument("--classifier", default="cifar10-reference", help="zoo name, weight file or module:attr")
     evaluate.add_argument("--dataset", default="cifar10", help="cifar10 or imagefolder:PATH")
     evaluate.add_argument("--data-dir", help="CIFAR-10 directory (default: $ART_PURIFIERS_DATA)")
@@ -136,12 +147,24 @@ def _run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, arg
         if getattr(args, name) < minimum:
             parser.error(f"--{name.replace('_', '-')} must be at least {minimum}")
     config = EvaluationConfig(
-        defences=args.defences, attacks=args.attacks or list(DEFAULT_ATTACKS), classifier=args.classifier,
-        dataset=args.dataset, data_dir=args.data_dir, download=args.download, image_size=args.image_size,
-        num_images=args.num_images, draws=args.draws, seed=args.seed, batch_size=args.batch_size,
-        chunk_size=args.batch_size, fit_images=args.fit_images, sanity_checks=not args.no_sanity, device=args.device,
-        command="art-purifiers " + shlex.join(sys.argv[1:] if argv is None else list(argv)), verbose=not args.quiet,
-    )  # fmt: skip
+        defences=args.defences,
+        attacks=args.attacks or list(DEFAULT_ATTACKS),
+        classifier=args.classifier,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        download=args.download,
+        image_size=args.image_size,
+        num_images=args.num_images,
+        draws=args.draws,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        chunk_size=args.batch_size,
+        fit_images=args.fit_images,
+        sanity_checks=not args.no_sanity,
+        device=args.device,
+        command="art-purifiers " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
+        verbose=not args.quiet,
+    )
     try:
         evaluate(config, args.output)
     except (ValueError, FileNotFoundError) as error:

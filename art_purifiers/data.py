@@ -78,16 +78,16 @@ def _list_image_folder(root: Path) -> tuple[list[tuple[Path, int]], tuple[str, .
 def _decode(file: Path, size: int | None) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(file) as image:
-        image = image.convert("RGB")
-        if size is not None and image.size != (size, size):
-            # Resize the short side, then centre-crop: the usual evaluation transform.
-            scale = size / min(image.size)
-            resized = (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
-            image = image.resize(resized, Image.Resampling.BICUBIC)
-            left, top = (image.width - size) // 2, (image.height - size) // 2
-            image = image.crop((left, top, left + size, top + size))
-        return np.asarray(image, dtype=np.uint8)
+    with Image.open(file) as opened:
+        image = opened.convert("RGB")
+    if size is not None and image.size != (size, size):
+        # Resize the short side, then centre-crop: the usual evaluation transform.
+        scale = size / min(image.size)
+        resized = (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
+        image = image.resize(resized, Image.Resampling.BICUBIC)
+        left, top = (image.width - size) // 2, (image.height - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.uint8)
 
 
 def load_image_folder(
@@ -158,7 +158,9 @@ def load_cifar10(data_dir: str | Path | None = None, split: str = "test", downlo
     if directory is not None and (directory / split).is_dir():
         dataset = load_image_folder(directory / split)
         if dataset.classes != CIFAR10_CLASSES:
-            raise ValueError(f"{directory / split} has classes {dataset.classes}, expected CIFAR-10's {CIFAR10_CLASSES}.")
+            raise ValueError(
+                f"{directory / split} has classes {dataset.classes}, expected CIFAR-10's {CIFAR10_CLASSES}."
+            )
         if tuple(dataset.images.shape[1:]) != (3, 32, 32):
             raise ValueError(f"{directory / split} holds {tuple(dataset.images.shape[1:])} images, not 3x32x32.")
         return dataset

@@ -12,6 +12,7 @@ command that produced it). Files are checked against the sha256 recorded in :dat
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,23 @@ class Artifact:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-#: Shipped artifacts by name. Later issues add entries (restorers, reference classifier, ...).
-REGISTRY: dict[str, Artifact] = {}
+#: Shipped artifacts by name.
+REGISTRY: dict[str, Artifact] = {
+    artifact.name: artifact
+    for artifact in (
+        Artifact(
+            name="cifar10-reference",
+            filename="cifar10-reference.pt",
+            sha256="186b8708f6d77d601d55f43bba6d6b30e83e8da5470dfaf57cf76d45da81a7fc",
+            architecture="cifar-convnet",
+            command="python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 "
+            "--output /work/runs/classifier --epochs 18",
+            summary="CIFAR-10 reference classifier, 32x32 NCHW in [0, 1], 1.1 M parameters; 89.80% top-1 on the "
+            "5,000 shared test images (JPEG q75 copy)",
+            tags=("classifier", "cifar10"),
+        ),
+    )
+}
 
 
 def names() -> list[str]:
@@ -149,6 +165,8 @@ def save(
     """
     if ARCHITECTURES.get(architecture) is not type(module):
         raise ValueError(f"module is a {type(module).__name__}, not the registered architecture {architecture!r}.")
+    # plain JSON types only: weights_only loading refuses anything else (e.g. torch.__version__'s class)
+    card = json.loads(json.dumps(card, default=str))
     missing = {"data", "resolution", "metrics", "command"} - set(card)
     if missing:
         raise ValueError(f"The model card lacks {sorted(missing)}.")

@@ -49,9 +49,17 @@ def linear_model(weight: torch.Tensor | None = None) -> nn.Module:
 
 
 def eot_classifier(defence: PurifierPreprocessor, k: int, model: nn.Module | None = None, **kwargs: Any) -> Any:
-    return EOTPyTorchClassifier(model or linear_model(), loss=nn.CrossEntropyLoss(), input_shape=(3, 4, 4),
-                                nb_classes=3, clip_values=(0.0, 1.0), preprocessing_defences=[defence],
-                                eot_samples=k, device_type="cpu", **kwargs)  # fmt: skip
+    return EOTPyTorchClassifier(
+        model or linear_model(),
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(3, 4, 4),
+        nb_classes=3,
+        clip_values=(0.0, 1.0),
+        preprocessing_defences=[defence],
+        eot_samples=k,
+        device_type="cpu",
+        **kwargs,
+    )
 
 
 def test_class_gradient_is_the_average_over_draws() -> None:
@@ -85,8 +93,14 @@ def test_loss_gradient_is_the_average_of_per_draw_loss_gradients() -> None:
     averaged = eot.loss_gradient(x, y)
     # reference: the same draws, one image-copy at a time, through a plain classifier and a mean-reduced loss
     invert = RandomInvert(seed=5, device_type="cpu")._draw(3 * k, 4, 4)["invert"].view(3, k)
-    plain = PyTorchClassifier(model, loss=nn.CrossEntropyLoss(), input_shape=(3, 4, 4), nb_classes=3,
-                              clip_values=(0.0, 1.0), device_type="cpu")  # fmt: skip
+    plain = PyTorchClassifier(
+        model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=(3, 4, 4),
+        nb_classes=3,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
     expected = np.zeros_like(x)
     for i in range(3):
         for j in range(k):
@@ -132,15 +146,24 @@ def test_cw_pairs_its_two_class_gradient_calls() -> None:
 
 ATTACKS = {
     "PGD": lambda c: ProjectedGradientDescent(c, eps=0.1, eps_step=0.05, max_iter=2, verbose=False),
-    "APGD-CE": lambda c: AutoProjectedGradientDescent(c, eps=0.1, max_iter=2, nb_random_init=1,
-                                                      loss_type="cross_entropy", verbose=False),
-    "APGD-DLR": lambda c: AutoProjectedGradientDescent(c, eps=0.1, max_iter=2, nb_random_init=1,
-                                                       loss_type="difference_logits_ratio", verbose=False),
-    "AutoAttack": lambda c: AutoAttack(c, eps=0.1, attacks=[AutoProjectedGradientDescent(
-        c, eps=0.1, max_iter=2, nb_random_init=1, loss_type="cross_entropy", verbose=False)]),
+    "APGD-CE": lambda c: AutoProjectedGradientDescent(
+        c, eps=0.1, max_iter=2, nb_random_init=1, loss_type="cross_entropy", verbose=False
+    ),
+    "APGD-DLR": lambda c: AutoProjectedGradientDescent(
+        c, eps=0.1, max_iter=2, nb_random_init=1, loss_type="difference_logits_ratio", verbose=False
+    ),
+    "AutoAttack": lambda c: AutoAttack(
+        c,
+        eps=0.1,
+        attacks=[
+            AutoProjectedGradientDescent(
+                c, eps=0.1, max_iter=2, nb_random_init=1, loss_type="cross_entropy", verbose=False
+            )
+        ],
+    ),
     "C&W": lambda c: CarliniL2Method(c, max_iter=2, binary_search_steps=1, verbose=False),
     "DeepFool": lambda c: DeepFool(c, max_iter=2, verbose=False),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))

@@ -80,3 +80,20 @@ def test_save_validates_its_inputs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_architecture("test-tiny")(torch.nn.Linear)
     assert ARCHITECTURES["test-tiny"] is Tiny
+
+
+def test_the_reference_classifier_ships_and_loads() -> None:
+    assert "cifar10-reference" in zoo.names()
+    model = zoo.load("cifar10-reference")
+    assert not model.training
+    logits = model(torch.rand(2, 3, 32, 32))
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+    card = zoo.card(zoo.path("cifar10-reference"))
+    assert card["metrics"]["test_top1"] >= 0.88 and "art_purifiers.training.classifier" in card["command"]
+
+
+def test_a_card_with_non_json_values_is_stored_as_plain_text(tmp_path: Path) -> None:
+    # torch.__version__ is a str subclass that weights_only loading refuses; save must store plain types
+    file = tmp_path / "tiny.pt"
+    zoo.save(file, Tiny(), "test-tiny", {}, {**CARD, "torch": torch.__version__})
+    assert zoo.card(file)["torch"] == str(torch.__version__)

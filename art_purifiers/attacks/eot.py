@@ -68,8 +68,9 @@ class EOTPyTorchClassifier(PyTorchClassifier):
     :param eot_predict: Also average ``predict`` over k draws (mean of the k model outputs); default: one draw.
     """
 
-    def __init__(self, model: torch.nn.Module, *args: Any, eot_samples: int = 10, eot_predict: bool = False,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, model: torch.nn.Module, *args: Any, eot_samples: int = 10, eot_predict: bool = False, **kwargs: Any
+    ) -> None:
         defences = kwargs.pop("preprocessing_defences", None)
         if defences is None:
             defences = []
@@ -95,16 +96,22 @@ class EOTPyTorchClassifier(PyTorchClassifier):
             self._eot.samples = previous
             raise
 
-    def loss_gradient(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, training_mode: bool = False,
-                      **kwargs: Any) -> np.ndarray | torch.Tensor:  # fmt: skip
+    def loss_gradient(
+        self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, training_mode: bool = False, **kwargs: Any
+    ) -> np.ndarray | torch.Tensor:
         gradient = super().loss_gradient(self._require_float(x), y, training_mode=training_mode, **kwargs)
         # A mean-reduced loss already averages the N*k rows; a summed one counts each image k times.
         if getattr(self._loss, "reduction", "mean") == "sum":
             gradient = gradient / self.eot_samples
         return gradient
 
-    def class_gradient(self, x: np.ndarray, label: int | list[int] | np.ndarray | None = None,
-                       training_mode: bool = False, **kwargs: Any) -> np.ndarray:  # fmt: skip
+    def class_gradient(
+        self,
+        x: np.ndarray,
+        label: int | list[int] | np.ndarray | None = None,
+        training_mode: bool = False,
+        **kwargs: Any,
+    ) -> np.ndarray:
         self._pair_draws(x)
         gradient = super().class_gradient(self._require_float(x), label=label, training_mode=training_mode, **kwargs)
         return gradient / self.eot_samples
@@ -112,16 +119,21 @@ class EOTPyTorchClassifier(PyTorchClassifier):
     def predict(self, x: np.ndarray, batch_size: int = 128, training_mode: bool = False, **kwargs: Any) -> np.ndarray:
         if not self.eot_predict or self.eot_samples == 1:
             return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
-        outputs = [super(EOTPyTorchClassifier, self).predict(x, batch_size, training_mode, **kwargs)
-                   for _ in range(self.eot_samples)]  # fmt: skip
+        outputs = [
+            super(EOTPyTorchClassifier, self).predict(x, batch_size, training_mode, **kwargs)
+            for _ in range(self.eot_samples)
+        ]
         return np.mean(outputs, axis=0)
 
     def _pair_draws(self, x: np.ndarray | torch.Tensor) -> None:
         """Replay the previous call's draws when the batch is identical (C&W's two calls per step)."""
         array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        key = hashlib.sha1(np.ascontiguousarray(array).view(np.uint8)).hexdigest() + str(array.shape)
-        generators = [d._generator for d in self.preprocessing_defences if isinstance(getattr(d, "_generator", None),
-                                                                                         torch.Generator)]
+        key = hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest() + str(array.shape)
+        generators = [
+            d._generator
+            for d in self.preprocessing_defences
+            if isinstance(getattr(d, "_generator", None), torch.Generator)
+        ]
         if self._paired_draws is not None and self._paired_draws[0] == key:
             for generator, state in zip(generators, self._paired_draws[1]):
                 generator.set_state(state)

@@ -3,4 +3,12 @@
 from art_purifiers.evaluation.specs import AttackSpec, parse_attack, parse_spec
 from art_purifiers.evaluation.suite import DEFAULT_ATTACKS, SANITY_ATTACKS, EvaluationConfig, evaluate
 
-__all__ = ["DEFAULT_ATTACKS", "SANITY_ATTACKS", "AttackSpec", "EvaluationConfig", "evaluate", "parse_attack", "parse_spec"]
+__all__ = [
+    "DEFAULT_ATTACKS",
+    "SANITY_ATTACKS",
+    "AttackSpec",
+    "EvaluationConfig",
+    "evaluate",
+    "parse_attack",
+    "parse_spec",
+]

@@ -7,8 +7,24 @@ import json
 from pathlib import Path
 from typing import Any
 
-CSV_FIELDS = ("defence", "attack", "kind", "eps", "steps", "eot", "accuracy", "std", "ci95_low", "ci95_high", "n",
-              "success_rate", "mean_l2", "mean_linf", "seconds", "sanity_only")  # fmt: skip
+CSV_FIELDS = (
+    "defence",
+    "attack",
+    "kind",
+    "eps",
+    "steps",
+    "eot",
+    "accuracy",
+    "std",
+    "ci95_low",
+    "ci95_high",
+    "n",
+    "success_rate",
+    "mean_l2",
+    "mean_linf",
+    "seconds",
+    "sanity_only",
+)
 
 
 def _percent(row: dict[str, Any], randomized: bool) -> str:
@@ -55,7 +71,11 @@ def markdown(results: dict[str, Any]) -> str:
         if "clean" not in entry:
             continue
         clean = entry["clean"]
-        cells = [f"`{spec}`", f"{100 * clean['full_split_accuracy']:.1f}", _percent(clean, entry.get("randomized", False))]
+        cells = [
+            f"`{spec}`",
+            f"{100 * clean['full_split_accuracy']:.1f}",
+            _percent(clean, entry.get("randomized", False)),
+        ]
         cells += [_cell(a["label"], entry, a["kind"]) for a in attacks]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [(spec, c) for spec, e in results["defences"].items() for c in e.get("sanity", []) if not c["passed"]]
@@ -76,14 +96,21 @@ def markdown(results: dict[str, Any]) -> str:
         if "quality" in clean:
             q = clean["quality"]
             lines.append(f"- purified clean images vs clean: PSNR {q['psnr_db']:.2f} dB, SSIM {q['ssim']:.4f}")
-            lines.append(f"- throughput: defence {clean['defence_images_per_second']:.0f} images/s, "
-                         f"defended loss gradient {clean['gradient_images_per_second']:.0f} images/s")  # fmt: skip
+            lines.append(
+                f"- throughput: defence {clean['defence_images_per_second']:.0f} images/s, "
+                f"defended loss gradient {clean['gradient_images_per_second']:.0f} images/s"
+            )
         if "randomness" in clean:
             r = clean["randomness"]
-            lines.append(f"- randomness (two purifications of one image, Qiu et al. Table 1): "
-                         f"L2 (RMS) {r['l2_rms']:.4f}, SSIM {r['ssim']:.4f}")  # fmt: skip
-        lines += ["", "| Attack | Accuracy (%) | 95% CI | Success rate (%) | mean L2 | mean Linf | seconds | notes |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            lines.append(
+                f"- randomness (two purifications of one image, Qiu et al. Table 1): "
+                f"L2 (RMS) {r['l2_rms']:.4f}, SSIM {r['ssim']:.4f}"
+            )
+        lines += [
+            "",
+            "| Attack | Accuracy (%) | 95% CI | Success rate (%) | mean L2 | mean Linf | seconds | notes |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for attack in results["attacks"]:
             row = entry["rows"].get(attack["label"])
             if not row or "accuracy" not in row:
@@ -95,14 +122,17 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{row['mean_l2']:.3f} | {row['mean_linf']:.4f} | {row['seconds']:.0f} | {'; '.join(row['notes'])} |"
             )
         lines += ["", "Sanity checks:", ""]
-        lines += [f"- {'✅' if c['passed'] else '⚠️ FAILED'} {c['name']}: {c['detail']}" for c in entry.get("sanity", [])]
+        lines += [
+            f"- {'✅' if c['passed'] else '⚠️ FAILED'} {c['name']}: {c['detail']}" for c in entry.get("sanity", [])
+        ]
     env = results["environment"]
     lines += [
         "",
         "## Provenance",
         "",
         f"- command: `{config['command']}`" if config.get("command") else "- command: (Python API)",
-        f"- seed {config['seed']}, {config['draws']} draws, fit images {config['fit_images']}, batch {config['batch_size']}",
+        f"- seed {config['seed']}, {config['draws']} draws, fit images {config['fit_images']}, "
+        f"batch {config['batch_size']}",
         f"- art-purifiers {env['art_purifiers']}, ART {env['art']}, torch {env['torch']}, numpy {env['numpy']}, "
         f"Python {env['python']}, {env['platform']}, device {env['device']} ({env['cpu_threads']} threads)"
         + (f", {env['gpu']}" if env.get("gpu") else ""),
@@ -119,13 +149,26 @@ def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         for label, row in entry.get("rows", {}).items():
             if "accuracy" not in row:
                 continue
-            rows.append({
-                "defence": spec, "attack": label, "kind": row["kind"], "eps": row["eps"], "steps": row["steps"],
-                "eot": row["eot"], "accuracy": row["accuracy"], "std": row["std"], "ci95_low": row["ci95"][0],
-                "ci95_high": row["ci95"][1], "n": row["n"], "success_rate": row["success_rate"],
-                "mean_l2": row["mean_l2"], "mean_linf": row["mean_linf"], "seconds": row["seconds"],
-                "sanity_only": sanity_only.get(label, False),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "defence": spec,
+                    "attack": label,
+                    "kind": row["kind"],
+                    "eps": row["eps"],
+                    "steps": row["steps"],
+                    "eot": row["eot"],
+                    "accuracy": row["accuracy"],
+                    "std": row["std"],
+                    "ci95_low": row["ci95"][0],
+                    "ci95_high": row["ci95"][1],
+                    "n": row["n"],
+                    "success_rate": row["success_rate"],
+                    "mean_l2": row["mean_l2"],
+                    "mean_linf": row["mean_linf"],
+                    "seconds": row["seconds"],
+                    "sanity_only": sanity_only.get(label, False),
+                }
+            )
     return rows
 
 
@@ -137,9 +180,9 @@ def plot(results: dict[str, Any], output: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     files = []
-    for name, x_key, group_key, xlabel in (
-        ("accuracy_vs_budget.png", "eps", "steps", "Linf budget (x/255)"),
-        ("accuracy_vs_iterations.png", "steps", "eps", "PGD iterations"),
+    for name, x_key, xlabel in (
+        ("accuracy_vs_budget.png", "eps", "Linf budget (x/255)"),
+        ("accuracy_vs_iterations.png", "steps", "PGD iterations"),
     ):
         figure, axes = plt.subplots(figsize=(6, 4))
         for spec, entry in results["defences"].items():

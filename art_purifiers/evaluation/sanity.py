@@ -43,34 +43,40 @@ def run_checks(entry: dict[str, Any], attacks: list[AttackSpec], n: int) -> list
     pgd = [(a, r) for a, r in done if a.kind == "pgd"]
     large = [(a, r) for a, r in pgd if a.eps is not None and a.eps >= LARGE_BUDGET_MIN_EPS]
     for attack, row in large:
-        checks.append({
-            "name": f"large budget ({attack.label})",
-            "passed": row["accuracy"] <= LARGE_BUDGET_MAX_ACCURACY,
-            "detail": f"accuracy {row['accuracy']:.3f} (must be <= {LARGE_BUDGET_MAX_ACCURACY})",
-        })  # fmt: skip
+        checks.append(
+            {
+                "name": f"large budget ({attack.label})",
+                "passed": row["accuracy"] <= LARGE_BUDGET_MAX_ACCURACY,
+                "detail": f"accuracy {row['accuracy']:.3f} (must be <= {LARGE_BUDGET_MAX_ACCURACY})",
+            }
+        )
 
     by_eps: dict[float, list[tuple[AttackSpec, dict[str, Any]]]] = {}
     for attack, row in pgd:
         by_eps.setdefault(attack.eps or 0.0, []).append((attack, row))
-    for eps, group in sorted(by_eps.items()):
+    for _, group in sorted(by_eps.items()):
         group.sort(key=lambda item: item[0].steps)
         for (fewer, row_fewer), (more, row_more) in zip(group, group[1:]):
             tolerance = _tolerance(row_fewer["accuracy"], n)
-            checks.append({
-                "name": f"iterations ({fewer.steps} -> {more.steps} steps at {fewer.label.split(' (')[0]})",
-                "passed": row_more["accuracy"] <= row_fewer["accuracy"] + tolerance,
-                "detail": f"{row_fewer['accuracy']:.3f} -> {row_more['accuracy']:.3f} (tolerance {tolerance:.3f})",
-            })  # fmt: skip
+            checks.append(
+                {
+                    "name": f"iterations ({fewer.steps} -> {more.steps} steps at {fewer.label.split(' (')[0]})",
+                    "passed": row_more["accuracy"] <= row_fewer["accuracy"] + tolerance,
+                    "detail": f"{row_fewer['accuracy']:.3f} -> {row_more['accuracy']:.3f} (tolerance {tolerance:.3f})",
+                }
+            )
 
     longest: dict[float, tuple[AttackSpec, dict[str, Any]]] = {eps: group[-1] for eps, group in sorted(by_eps.items())}
     budgets = sorted(longest.items())
     for (_, (small, row_small)), (_, (big, row_big)) in zip(budgets, budgets[1:]):
         tolerance = _tolerance(row_small["accuracy"], n)
-        checks.append({
-            "name": f"budget ({small.label} -> {big.label})",
-            "passed": row_big["accuracy"] <= row_small["accuracy"] + tolerance,
-            "detail": f"{row_small['accuracy']:.3f} -> {row_big['accuracy']:.3f} (tolerance {tolerance:.3f})",
-        })  # fmt: skip
+        checks.append(
+            {
+                "name": f"budget ({small.label} -> {big.label})",
+                "passed": row_big["accuracy"] <= row_small["accuracy"] + tolerance,
+                "detail": f"{row_small['accuracy']:.3f} -> {row_big['accuracy']:.3f} (tolerance {tolerance:.3f})",
+            }
+        )
 
     for black, row_black in [(a, r) for a, r in done if a.gradient_free]:
         white = [(a, r) for a, r in done if not a.gradient_free and a.eps == black.eps and a.kind != "pgd-l2"]
@@ -78,10 +84,12 @@ def run_checks(entry: dict[str, Any], attacks: list[AttackSpec], n: int) -> list
             continue
         best, row_best = min(white, key=lambda item: item[1]["accuracy"])
         tolerance = _tolerance(row_black["accuracy"], n)
-        checks.append({
-            "name": f"white-box vs black-box ({best.label} vs {black.label})",
-            "passed": row_best["accuracy"] <= row_black["accuracy"] + tolerance,
-            "detail": f"white-box {row_best['accuracy']:.3f}, black-box {row_black['accuracy']:.3f} "
-            f"(tolerance {tolerance:.3f})",
-        })  # fmt: skip
+        checks.append(
+            {
+                "name": f"white-box vs black-box ({best.label} vs {black.label})",
+                "passed": row_best["accuracy"] <= row_black["accuracy"] + tolerance,
+                "detail": f"white-box {row_best['accuracy']:.3f}, black-box {row_black['accuracy']:.3f} "
+                f"(tolerance {tolerance:.3f})",
+            }
+        )
     return checks

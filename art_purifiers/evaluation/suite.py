@@ -48,7 +48,7 @@ DEFAULT_ATTACKS = (
     "pgd-eot:eps=8/255,steps=20,k=10",
     "autoattack:eps=8/255",
     "square:eps=8/255,queries=1000",
-    "cw:steps=20",
+    "cw:steps=10",
 )
 #: Extra attacks the sanity checks need: fewer iterations, and a budget large enough to break any classifier.
 SANITY_ATTACKS = ("pgd:eps=8/255,steps=10", "pgd:eps=8/255,steps=20", "pgd:eps=64/255,steps=20")
@@ -126,13 +126,15 @@ class Suite:
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.attacks = [parse_attack(spec) for spec in config.attacks]
         if config.sanity_checks:
-            self.attacks += [a for a in map(parse_attack, SANITY_ATTACKS) if a.slug not in {b.slug for b in self.attacks}]
+            self.attacks += [
+                a for a in map(parse_attack, SANITY_ATTACKS) if a.slug not in {b.slug for b in self.attacks}
+            ]
         self.results_file = self.output / "results.json"
         self.results: dict[str, Any] = json.loads(self.results_file.read_text()) if self.results_file.is_file() else {}
         previous = self.results.get("config")
-        if previous and {k: v for k, v in previous.items() if k not in ("command", "verbose", "defences", "attacks")} != {
-            k: v for k, v in asdict(config).items() if k not in ("command", "verbose", "defences", "attacks")
-        }:
+        if previous and {
+            k: v for k, v in previous.items() if k not in ("command", "verbose", "defences", "attacks")
+        } != {k: v for k, v in asdict(config).items() if k not in ("command", "verbose", "defences", "attacks")}:
             raise ValueError(f"{self.output} holds a run with another configuration; use a new --output directory.")
 
     def run(self) -> dict[str, Any]:
@@ -149,23 +151,47 @@ class Suite:
         order = np.random.default_rng(config.seed).permutation(len(test))
         correct_order = order[clean_predictions[order] == test.labels.numpy()[order]]
         if len(correct_order) < config.num_images:
-            raise ValueError(f"Only {len(correct_order)} test images are classified correctly; asked for {config.num_images}.")
+            raise ValueError(
+                f"Only {len(correct_order)} test images are classified correctly; asked for {config.num_images}."
+            )
         self.indices = np.sort(correct_order[: config.num_images])
         self.x, self.y = x_all[self.indices], test.labels.numpy()[self.indices]
         self.x_full, self.y_full = x_all, test.labels.numpy()
         train = load_dataset(config, "train")
         fit_indices = np.random.default_rng(config.seed + 1).permutation(len(train))[: config.fit_images]
-        self.fit = FitData(train.as_float(fit_indices), train.labels.numpy()[fit_indices], undefended, self.state,
-                           config.seed, config.verbose)  # fmt: skip
-        self.results.update({
-            "config": asdict(config),
-            "environment": _environment(self.device),
-            "data": {"source": test.source, "test_images": len(test), "note": Q75_NOTE if "cifar10" in config.dataset else "",
-                     "undefended_clean_accuracy": float((clean_predictions == self.y_full).mean()),
-                     "selected_indices": self.indices.tolist()},
-            "attacks": [{"label": a.label, "kind": a.kind, "eps": a.eps, "steps": a.steps, "eot": a.eot,
-                         "sanity_only": a.slug not in {parse_attack(s).slug for s in config.attacks}} for a in self.attacks],
-        })  # fmt: skip
+        self.fit = FitData(
+            train.as_float(fit_indices),
+            train.labels.numpy()[fit_indices],
+            undefended,
+            self.state,
+            config.seed,
+            config.verbose,
+        )
+        requested = {parse_attack(spec).slug for spec in config.attacks}
+        self.results.update(
+            {
+                "config": asdict(config),
+                "environment": _environment(self.device),
+                "data": {
+                    "source": test.source,
+                    "test_images": len(test),
+                    "note": Q75_NOTE if "cifar10" in config.dataset else "",
+                    "undefended_clean_accuracy": float((clean_predictions == self.y_full).mean()),
+                    "selected_indices": self.indices.tolist(),
+                },
+                "attacks": [
+                    {
+                        "label": a.label,
+                        "kind": a.kind,
+                        "eps": a.eps,
+                        "steps": a.steps,
+                        "eot": a.eot,
+                        "sanity_only": a.slug not in requested,
+                    }
+                    for a in self.attacks
+                ],
+            }
+        )
         self.results.setdefault("defences", {})
         for spec in config.defences:
             self._evaluate_defence(spec)
@@ -240,8 +266,9 @@ class Suite:
                 result["randomness"] = metrics.randomness(purified, second)
         return result
 
-    def _run_attack(self, attack: AttackSpec, defences: list[Any], directory: Path, draws: int,
-                    is_random: bool) -> dict[str, Any] | None:  # fmt: skip
+    def _run_attack(
+        self, attack: AttackSpec, defences: list[Any], directory: Path, draws: int, is_random: bool
+    ) -> dict[str, Any] | None:
         config = self.config
         notes = []
         eot = attack.eot
@@ -293,12 +320,21 @@ class Suite:
         clean = self._accuracy_over_draws(defences, self.x, self.y, draws)
         success = [(c & ~a).sum() / max(c.sum(), 1) for c, a in zip(clean, correct)]
         return {
-            "kind": attack.kind, "eps": attack.eps, "steps": attack.steps, "eot_requested": attack.eot,
-            "eot": eot, **_summary(correct), "success_rate": float(np.mean(success)),
-            "mean_l2": float(l2.mean()), "median_l2": float(np.median(l2)), "mean_linf": float(linf.mean()),
-            "max_linf": float(linf.max()), "seconds": seconds, "images_per_second": n / max(seconds, 1e-9),
+            "kind": attack.kind,
+            "eps": attack.eps,
+            "steps": attack.steps,
+            "eot_requested": attack.eot,
+            "eot": eot,
+            **_summary(correct),
+            "success_rate": float(np.mean(success)),
+            "mean_l2": float(l2.mean()),
+            "median_l2": float(np.median(l2)),
+            "mean_linf": float(linf.mean()),
+            "max_linf": float(linf.max()),
+            "seconds": seconds,
+            "images_per_second": n / max(seconds, 1e-9),
             "notes": notes,
-        }  # fmt: skip
+        }
 
     def _save(self) -> None:
         temporary = self.results_file.with_suffix(".tmp")
@@ -317,8 +353,13 @@ def _summary(correct: np.ndarray) -> dict[str, Any]:
     per_draw = correct.mean(axis=1)
     mean = float(per_draw.mean())
     low, high = metrics.wilson_interval(mean, correct.shape[1])
-    return {"accuracy": mean, "std": float(per_draw.std(ddof=1)) if len(per_draw) > 1 else 0.0,
-            "ci95": [low, high], "per_draw": per_draw.tolist(), "n": int(correct.shape[1])}  # fmt: skip
+    return {
+        "accuracy": mean,
+        "std": float(per_draw.std(ddof=1)) if len(per_draw) > 1 else 0.0,
+        "ci95": [low, high],
+        "per_draw": per_draw.tolist(),
+        "n": int(correct.shape[1]),
+    }
 
 
 def _environment(device: str) -> dict[str, Any]:
@@ -327,12 +368,17 @@ def _environment(device: str) -> dict[str, Any]:
     import art_purifiers
 
     return {
-        "art_purifiers": art_purifiers.__version__, "art": art.__version__, "torch": torch.__version__,
-        "numpy": np.__version__, "python": platform.python_version(), "platform": platform.platform(),
-        "device": device, "cpu_threads": torch.get_num_threads(),
+        "art_purifiers": art_purifiers.__version__,
+        "art": art.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "cpu_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }  # fmt: skip
+    }
 
 
 def _jsonable(value: Any) -> Any:

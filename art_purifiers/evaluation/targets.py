@@ -41,11 +41,18 @@ def load_classifier(spec: str, device: str | torch.device = "cpu") -> nn.Module:
     raise ValueError(f"Classifier {spec!r} is neither a zoo name ({zoo.names()}), a weight file, nor module:attribute.")
 
 
-def make_classifier(model: nn.Module, defences: list[Any], input_shape: tuple[int, ...], nb_classes: int,
-                    device: str, eot: int = 1) -> PyTorchClassifier:  # fmt: skip
+def make_classifier(
+    model: nn.Module, defences: list[Any], input_shape: tuple[int, ...], nb_classes: int, device: str, eot: int = 1
+) -> PyTorchClassifier:
     """An ART classifier on [0, 1] NCHW inputs; an :class:`EOTPyTorchClassifier` when ``eot > 1``."""
-    kwargs = dict(loss=nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=nb_classes, clip_values=(0.0, 1.0),
-                  preprocessing_defences=defences or None, device_type="gpu" if device.startswith("cuda") else "cpu")  # fmt: skip
+    kwargs: dict[str, Any] = dict(
+        loss=nn.CrossEntropyLoss(),
+        input_shape=input_shape,
+        nb_classes=nb_classes,
+        clip_values=(0.0, 1.0),
+        preprocessing_defences=defences or None,
+        device_type="gpu" if device.startswith("cuda") else "cpu",
+    )
     if eot > 1:
         return EOTPyTorchClassifier(model, eot_samples=eot, **kwargs)
     return PyTorchClassifier(model, **kwargs)
@@ -72,11 +79,20 @@ class FitData:
             return np.load(file)
         np.random.seed(self.seed)
         if kind == "cw":
-            attack = CarliniL2Method(self.undefended, confidence=0.0, learning_rate=0.01, binary_search_steps=5,
-                                     max_iter=20, initial_const=0.1, batch_size=128, verbose=self.verbose)  # fmt: skip
+            attack = CarliniL2Method(
+                self.undefended,
+                confidence=0.0,
+                learning_rate=0.01,
+                binary_search_steps=5,
+                max_iter=20,
+                initial_const=0.1,
+                batch_size=128,
+                verbose=self.verbose,
+            )
         else:
-            attack = ProjectedGradientDescent(self.undefended, eps=8 / 255, eps_step=1 / 255, max_iter=20,
-                                              batch_size=128, verbose=self.verbose)  # fmt: skip
+            attack = ProjectedGradientDescent(
+                self.undefended, eps=8 / 255, eps_step=1 / 255, max_iter=20, batch_size=128, verbose=self.verbose
+            )
         x_adv = attack.generate(self.x, y=np.eye(self.undefended.nb_classes)[self.y]).astype(np.float32)
         file.parent.mkdir(parents=True, exist_ok=True)
         np.save(file, x_adv)
@@ -118,7 +134,9 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
         table = options.pop("table", "default")
         defence = QuantizeDistort(device_type="cpu", **options)
         if table == "learned":
-            learned = _cached_fit(fit, spec, lambda f: {"table": defence.learn_table(f.x, f.adversarial("cw")).tolist()})
+            learned = _cached_fit(
+                fit, spec, lambda f: {"table": defence.learn_table(f.x, f.adversarial("cw")).tolist()}
+            )
             defence.set_params(table=np.asarray(learned["table"]))
             info["fitted"] = learned
         elif table != "default":
@@ -148,8 +166,11 @@ def _cached_fit(fit: FitData | None, spec: str, compute: Callable[[FitData], dic
 def _search_table(defence: Any, fit: FitData) -> dict[str, Any]:
     x_adv = fit.adversarial("pgd")
     result = defence.search_table(fit.undefended, fit.x, fit.y, x_adv, fit.y, verbose=fit.verbose)
-    chosen = {key: (float(value) if isinstance(value, (float, np.floating)) else value)
-              for key, value in result.params.items() if not isinstance(value, np.ndarray)}  # fmt: skip
+    chosen = {
+        key: (float(value) if isinstance(value, (float, np.floating)) else value)
+        for key, value in result.params.items()
+        if not isinstance(value, np.ndarray)
+    }
     return {**chosen, "search_rows": len(result.rows), "adversarial": "PGD Linf 8/255, 20 steps, undefended model"}
 
 
@@ -186,33 +207,75 @@ def make_attack(spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int
     )
 
     options = dict(spec.options)
+    eps = float(spec.eps) if spec.eps is not None else 0.0
     if spec.kind in ("pgd", "pgd-l2", "pgd-eot", "pgd-identity", "transfer", "learned-bpda"):
         # Madry et al.'s step: 2.5 * eps / steps lets PGD travel the ball's diameter within the budget
-        eps_step = float(options.pop("eps_step", 2.5 * spec.eps / spec.steps))  # type: ignore[operator]
-        return ProjectedGradientDescent(classifier, norm=2 if spec.kind == "pgd-l2" else np.inf, eps=spec.eps,
-                                        eps_step=eps_step, max_iter=spec.steps, num_random_init=int(options.pop(
-                                            "restarts", 1)), batch_size=batch_size, verbose=False)  # fmt: skip
+        eps_step = float(options.pop("eps_step", 2.5 * eps / spec.steps))
+        return ProjectedGradientDescent(
+            classifier,
+            norm=2 if spec.kind == "pgd-l2" else np.inf,
+            eps=eps,
+            eps_step=eps_step,
+            max_iter=spec.steps,
+            num_random_init=int(options.pop("restarts", 1)),
+            batch_size=batch_size,
+            verbose=False,
+        )
     if spec.kind == "autoattack":
         queries = int(options.pop("queries", 1000))
-        apgd = [AutoProjectedGradientDescent(classifier, norm=np.inf, eps=spec.eps, eps_step=2 * spec.eps,
-                                             max_iter=spec.steps, nb_random_init=1, batch_size=batch_size,
-                                             loss_type=loss, verbose=False)
-                for loss in ("cross_entropy", "difference_logits_ratio")]  # fmt: skip
-        square = SquareAttack(classifier, norm=np.inf, eps=spec.eps, max_iter=queries, p_init=0.8, nb_restarts=1,
-                              batch_size=batch_size, verbose=False)  # fmt: skip
-        return AutoAttack(classifier, norm=np.inf, eps=spec.eps, eps_step=2 * spec.eps, attacks=[*apgd, square],
-                          batch_size=batch_size)  # fmt: skip
+        apgd = [
+            AutoProjectedGradientDescent(
+                classifier,
+                norm=np.inf,
+                eps=eps,
+                eps_step=2 * eps,
+                max_iter=spec.steps,
+                nb_random_init=1,
+                batch_size=batch_size,
+                loss_type=loss,
+                verbose=False,
+            )
+            for loss in ("cross_entropy", "difference_logits_ratio")
+        ]
+        square = SquareAttack(
+            classifier,
+            norm=np.inf,
+            eps=eps,
+            max_iter=queries,
+            p_init=0.8,
+            nb_restarts=1,
+            batch_size=batch_size,
+            verbose=False,
+        )
+        return AutoAttack(
+            classifier, norm=np.inf, eps=eps, eps_step=2 * eps, attacks=[*apgd, square], batch_size=batch_size
+        )
     if spec.kind == "cw":
-        return CarliniL2Method(classifier, confidence=0.0, learning_rate=float(options.pop("lr", 0.01)),
-                               binary_search_steps=int(options.pop("binary_search_steps", 5)), max_iter=spec.steps,
-                               initial_const=float(options.pop("initial_const", 0.1)), batch_size=batch_size,
-                               verbose=False)  # fmt: skip
+        return CarliniL2Method(
+            classifier,
+            confidence=0.0,
+            learning_rate=float(options.pop("lr", 0.01)),
+            binary_search_steps=int(options.pop("binary_search_steps", 5)),
+            max_iter=spec.steps,
+            initial_const=float(options.pop("initial_const", 0.1)),
+            batch_size=batch_size,
+            verbose=False,
+        )
     if spec.kind == "deepfool":
-        return DeepFool(classifier, max_iter=spec.steps, epsilon=0.02, nb_grads=10, batch_size=batch_size,
-                        verbose=False)  # fmt: skip
+        return DeepFool(
+            classifier, max_iter=spec.steps, epsilon=0.02, nb_grads=10, batch_size=batch_size, verbose=False
+        )
     if spec.kind == "square":
-        return SquareAttack(classifier, norm=np.inf, eps=spec.eps, max_iter=spec.steps, p_init=0.8,
-                            nb_restarts=int(options.pop("restarts", 1)), batch_size=batch_size, verbose=False)  # fmt: skip
+        return SquareAttack(
+            classifier,
+            norm=np.inf,
+            eps=eps,
+            max_iter=spec.steps,
+            p_init=0.8,
+            nb_restarts=int(options.pop("restarts", 1)),
+            batch_size=batch_size,
+            verbose=False,
+        )
     raise ValueError(f"No ART attack for {spec.kind!r}.")
 
 
@@ -222,8 +285,11 @@ def learned_bpda_chain(defences: list[Any], fit: FitData, steps: int = 400) -> l
         raise ValueError("Learned BPDA wraps exactly one defence.")
     defence = defences[0]
     file = fit.state_dir / "learned-bpda-approximator.pt"
-    approximator = train_approximator(defence, fit.x, steps=steps, seed=fit.seed, verbose=fit.verbose) \
-        if not file.is_file() else None  # fmt: skip
+    approximator = (
+        train_approximator(defence, fit.x, steps=steps, seed=fit.seed, verbose=fit.verbose)
+        if not file.is_file()
+        else None
+    )
     from art_purifiers.attacks.learned_bpda import Approximator
 
     if approximator is None:

@@ -152,9 +152,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_set = ImageDataset(train_set.images[: args.limit], train_set.labels[: args.limit], train_set.classes, "")
     started = time.time()
     model = train(
-        train_set, test_set, args.output, epochs=args.epochs, batch_size=args.batch_size, peak_lr=args.lr,
-        widths=args.widths, seed=args.seed, bf16=False if args.no_bf16 else None, resume=args.resume,
-    )  # fmt: skip
+        train_set,
+        test_set,
+        args.output,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        peak_lr=args.lr,
+        widths=args.widths,
+        seed=args.seed,
+        bf16=False if args.no_bf16 else None,
+        resume=args.resume,
+    )
     test_accuracy = accuracy(model.float().to(memory_format=torch.contiguous_format), test_set)
     card = {
         "data": f"CIFAR-10 train ({len(train_set)} images) from {train_set.source}",
@@ -163,10 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python -m art_purifiers.training.classifier " + shlex.join(sys.argv[1:] if argv is None else argv),
         "training_seconds_last_run": round(time.time() - started),
         "history": model.history,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
     sha = zoo.save(args.output / "cifar10-reference.pt", model, "cifar-convnet", {"widths": list(args.widths)}, card)
-    print(json.dumps({"test_accuracy": test_accuracy, "sha256": sha, "file": str(args.output / "cifar10-reference.pt")}))
+    print(
+        json.dumps({"test_accuracy": test_accuracy, "sha256": sha, "file": str(args.output / "cifar10-reference.pt")})
+    )
     return 0
 
 

@@ -1,0 +1,98 @@
+"""Data loading (ImageFolder, CIFAR-10 resolution and errors) and the classifier recipe's augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from art_purifiers.data import load_cifar10, load_image_folder
+from art_purifiers.training.classifier import augment, learning_rate
+
+
+def _write(root: Path, classes: dict[str, int], size: tuple[int, int] = (6, 5)) -> dict[str, list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    written: dict[str, list[np.ndarray]] = {}
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for index in range(count):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{index:03d}.png")
+            written.setdefault(name, []).append(pixels)
+    return written
+
+
+def test_image_folder_decodes_every_image_with_sorted_class_labels(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ART_PURIFIERS_CACHE", str(tmp_path / "cache"))
+    written = _write(tmp_path / "data", {"zebra": 2, "apple": 3})
+    for _ in range(2):  # the second load comes from the cache
+        dataset = load_image_folder(tmp_path / "data")
+        assert dataset.classes == ("apple", "zebra")
+        assert dataset.labels.tolist() == [0, 0, 0, 1, 1]
+        expected = np.stack(written["apple"] + written["zebra"]).transpose(0, 3, 1, 2)
+        np.testing.assert_array_equal(dataset.images.numpy(), expected)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    floats = dataset.as_float([4])
+    assert floats.dtype == np.float32 and floats.shape == (1, 3, 5, 6) and floats.max() <= 1.0
+
+
+def test_image_folder_resizes_and_centre_crops(tmp_path: Path) -> None:
+    _write(tmp_path / "data", {"a": 1}, size=(40, 20))
+    dataset = load_image_folder(tmp_path / "data", size=8, cache=False)
+    assert tuple(dataset.images.shape) == (1, 3, 8, 8)
+
+
+def test_image_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_image_folder(tmp_path / "missing")
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(ValueError, match="no class folders"):
+        load_image_folder(tmp_path / "flat")
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no image files"):
+        load_image_folder(tmp_path / "empty")
+    _write(tmp_path / "mixed", {"x": 1}, size=(6, 5))
+    _write(tmp_path / "mixed", {"y": 1}, size=(7, 5))
+    with pytest.raises(ValueError, match="different sizes"):
+        load_image_folder(tmp_path / "mixed", cache=False)
+
+
+def test_cifar10_needs_data_or_download(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ART_PURIFIERS_DATA", raising=False)
+    with pytest.raises(ValueError, match="No CIFAR-10 data given"):
+        load_cifar10()
+    with pytest.raises(ValueError, match="neither an ImageFolder layout"):
+        load_cifar10(tmp_path)
+    with pytest.raises(ValueError, match="split"):
+        load_cifar10(tmp_path, split="validation")
+    _write(tmp_path / "test", {"cat": 1, "dog": 1})
+    with pytest.raises(ValueError, match="expected CIFAR-10's"):
+        load_cifar10(tmp_path, "test")
+
+
+def test_augment_crops_and_flips_like_a_numpy_reference() -> None:
+    images = torch.randint(0, 256, (64, 3, 5, 7), dtype=torch.uint8)
+    out = augment(images, torch.Generator().manual_seed(0), pad=2).numpy()
+    padded = np.pad(images.numpy().astype(np.float32), ((0, 0), (0, 0), (2, 2), (2, 2)), mode="reflect")
+    flips = 0
+    for image, result in zip(padded, out):
+        crops = {
+            (dy, dx, f)
+            for dy in range(5)
+            for dx in range(5)
+            for f in (0, 1)
+            if np.array_equal((c := image[:, dy : dy + 5, dx : dx + 7])[..., ::-1] if f else c, result)
+        }
+        assert crops, "output is not a flipped or unflipped crop of the padded image"
+        flips += min(f for _, _, f in crops)
+    assert 10 < flips < 54  # about half flipped
+
+
+def test_one_cycle_schedule() -> None:
+    assert learning_rate(0, 100, 0.4) == 0.0
+    assert learning_rate(25, 100, 0.4) == pytest.approx(0.4)
+    assert learning_rate(100, 100, 0.4) == pytest.approx(0.0)
+    assert learning_rate(50, 100, 0.4) < learning_rate(30, 100, 0.4)

@@ -1,0 +1,230 @@
+"""The evaluation suite on tiny data: columns carry the right numbers, sanity checks fire, runs resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from art_purifiers.evaluation import EvaluationConfig, evaluate, metrics, parse_attack, parse_spec, sanity
+
+SIZE = 8
+# sign(w): half +1, half -1, so that the mid-grey base cancels in w . x
+SIGNS = np.where(np.arange(3 * SIZE * SIZE) % 2 == 0, 1.0, -1.0).reshape(3, SIZE, SIZE)
+# margins t (in grey levels) of the images; none equals a tested budget, so no ties
+LEVELS = [1, 2, 3, 5, 6, 7, 9, 10, 11, 13]
+
+
+def margin_model() -> nn.Module:
+    """Two classes: logit_0 = w . x, logit_1 = -w . x, with w = sign pattern; ||w||_1 = 3*8*8."""
+    weight = torch.tensor(SIGNS.reshape(1, -1), dtype=torch.float32)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(weight.shape[1], 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.cat([weight, -weight]))
+    return model.eval()
+
+
+def write_dataset(root: Path) -> None:
+    """Images 128 + s*t*sign(w) grey levels: w . x = s * t * ||w||_1 / 255, class a if s = +1 else b."""
+    for split in ("train", "test"):
+        for label, sign in (("a", 1), ("b", -1)):
+            (root / split / label).mkdir(parents=True)
+            for index, level in enumerate(LEVELS):
+                pixels = (128 + sign * level * SIGNS).astype(np.uint8).transpose(1, 2, 0)
+                Image.fromarray(pixels).save(root / split / label / f"{index}.png")
+
+
+@pytest.fixture
+def dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("ART_PURIFIERS_CACHE", str(tmp_path / "cache"))
+    write_dataset(tmp_path / "data")
+    return f"imagefolder:{tmp_path / 'data'}"
+
+
+def test_pgd_columns_hold_the_exact_robust_accuracy_of_a_linear_model(dataset: str, tmp_path: Path) -> None:
+    # Linf PGD moves w . x by eps * ||w||_1 at most, and reaches it on a linear model: an image with margin t grey
+    # levels survives eps = e/255 exactly when t > e. A swapped or mislabelled column gets other fractions.
+    budgets = [4, 8, 12]
+    config = EvaluationConfig(
+        defences=["none"],
+        attacks=[f"pgd:eps={e}/255,steps=20" for e in budgets],
+        classifier="tests.test_evaluation:margin_model",
+        dataset=dataset,
+        num_images=20,
+        draws=1,
+        fit_images=4,
+        sanity_checks=False,
+        device="cpu",
+        verbose=False,
+    )
+    results = evaluate(config, tmp_path / "out")
+    rows = results["defences"]["none"]["rows"]
+    for e in budgets:
+        expected = np.mean([level > e for level in LEVELS])
+        assert rows[f"PGD-BPDA Linf {e}/255 (20 steps)"]["accuracy"] == pytest.approx(expected)
+        assert rows[f"PGD-BPDA Linf {e}/255 (20 steps)"]["mean_linf"] == pytest.approx(e / 255, abs=1e-6)
+    table = (tmp_path / "out" / "results.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| Defence"))
+    row = next(line for line in table.splitlines() if line.startswith("| `none`"))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    for e in budgets:
+        assert cells[f"PGD-BPDA Linf {e}/255 (20 steps)"] == f"{100 * np.mean([t > e for t in LEVELS]):.1f}"
+    csv_text = (tmp_path / "out" / "results.csv").read_text()
+    assert csv_text.count("\n") == 1 + len(budgets)
+    assert (tmp_path / "out" / "accuracy_vs_budget.png").stat().st_size > 1000
+
+
+def test_randomized_defence_run_with_eot_draws_and_resume(dataset: str, tmp_path: Path) -> None:
+    config = EvaluationConfig(
+        defences=["QuantizeDistort:distortion_limit=0.25"],
+        attacks=["pgd:eps=8/255,steps=2", "pgd-eot:eps=8/255,steps=2,k=3", "square:eps=8/255,queries=3"],
+        classifier="tests.test_evaluation:margin_model",
+        dataset=dataset,
+        num_images=8,
+        draws=3,
+        fit_images=4,
+        device="cpu",
+        verbose=False,
+        chunk_size=4,
+        batch_size=4,
+    )
+    output = tmp_path / "out"
+    first = evaluate(config, output)
+    entry = first["defences"]["QuantizeDistort:distortion_limit=0.25"]
+    assert entry["randomized"] is True
+    row = entry["rows"]["PGD-BPDA+EOT Linf 8/255 (2 steps, k=3)"]
+    assert row["eot"] == 3 and len(row["per_draw"]) == 3 and row["n"] == 8
+    assert 0 <= row["ci95"][0] <= row["accuracy"] <= row["ci95"][1] <= 1
+    assert "randomness" in entry["clean"] and entry["clean"]["randomness"]["l2_rms"] > 0
+    assert [c["name"] for c in entry["sanity"]]  # the sanity attacks ran and were checked
+    # resuming: a finished run recomputes nothing and gives the same results
+    state = sorted((output / "state").rglob("*.npz"))
+    stamps = [f.stat().st_mtime_ns for f in state]
+    second = evaluate(config, output)
+    assert [f.stat().st_mtime_ns for f in state] == stamps
+    assert second["defences"] == json.loads(json.dumps(first["defences"]))
+
+
+def test_an_interrupted_attack_continues_from_its_saved_chunks(dataset: str, tmp_path: Path) -> None:
+    config = EvaluationConfig(
+        defences=["none"],
+        attacks=["pgd:eps=6/255,steps=5"],
+        classifier="tests.test_evaluation:margin_model",
+        dataset=dataset,
+        num_images=20,
+        draws=1,
+        fit_images=4,
+        sanity_checks=False,
+        device="cpu",
+        verbose=False,
+        chunk_size=10,
+    )
+    output = tmp_path / "out"
+    full = evaluate(config, output)
+    file = next((output / "state").rglob("pgd-*.npz"))
+    saved = dict(np.load(file))
+    # pretend the run stopped after the first chunk, with the second chunk's images never attacked
+    (output / "results.json").unlink()
+    x_adv = saved["x_adv"].copy()
+    x_adv[10:] = 0.5
+    np.savez_compressed(file, x_adv=x_adv, done=10, seconds=saved["seconds"])
+    resumed = evaluate(config, output)
+    label = "PGD-BPDA Linf 6/255 (5 steps)"
+    assert resumed["defences"]["none"]["rows"][label]["accuracy"] == full["defences"]["none"]["rows"][label]["accuracy"]
+
+
+def test_a_changed_configuration_is_refused_in_the_same_directory(dataset: str, tmp_path: Path) -> None:
+    base = dict(
+        defences=["none"],
+        attacks=["pgd:eps=6/255,steps=2"],
+        classifier="tests.test_evaluation:margin_model",
+        dataset=dataset,
+        num_images=4,
+        draws=1,
+        fit_images=4,
+        sanity_checks=False,
+        device="cpu",
+        verbose=False,
+    )
+    evaluate(EvaluationConfig(**base), tmp_path / "out")
+    with pytest.raises(ValueError, match="another configuration"):
+        evaluate(EvaluationConfig(**{**base, "seed": 1}), tmp_path / "out")
+
+
+ROW = {"accuracy": 0.0, "std": 0.0, "ci95": [0, 0]}
+
+
+def _entry(values: dict[str, float]) -> dict:
+    return {"rows": {label: {**ROW, "accuracy": value} for label, value in values.items()}}
+
+
+def test_sanity_checks_fire_on_contradictions() -> None:
+    attacks = [
+        parse_attack(s)
+        for s in (
+            "pgd:eps=8/255,steps=10",
+            "pgd:eps=8/255,steps=50",
+            "pgd:eps=64/255,steps=20",
+            "square:eps=8/255,queries=100",
+            "pgd:eps=4/255,steps=50",
+        )
+    ]
+    labels = [a.label for a in attacks]
+    healthy = _entry(dict(zip(labels, [0.30, 0.25, 0.0, 0.6, 0.5])))
+    assert all(c["passed"] for c in sanity.run_checks(healthy, attacks, 500))
+    broken = _entry(dict(zip(labels, [0.30, 0.45, 0.40, 0.10, 0.2])))
+    failed = {c["name"].split(" (")[0] for c in sanity.run_checks(broken, attacks, 500) if not c["passed"]}
+    assert failed == {"large budget", "iterations", "budget", "white-box vs black-box"}
+
+
+def test_sanity_tolerance_absorbs_binomial_noise() -> None:
+    attacks = [parse_attack("pgd:eps=8/255,steps=10"), parse_attack("pgd:eps=8/255,steps=50")]
+    noisy = _entry({attacks[0].label: 0.30, attacks[1].label: 0.31})  # one image out of 100
+    assert all(c["passed"] for c in sanity.run_checks(noisy, attacks, 100))
+
+
+def test_specs_parse_budgets_and_reject_nonsense() -> None:
+    attack = parse_attack("pgd-eot:eps=8/255,steps=20,k=10")
+    assert (attack.eps, attack.steps, attack.eot) == (pytest.approx(8 / 255), 20, 10)
+    assert attack.label == "PGD-BPDA+EOT Linf 8/255 (20 steps, k=10)"
+    assert parse_spec("CompressRestore:qf_range=(20,60),n_iter=3") == (
+        "CompressRestore",
+        {"qf_range": (20, 60), "n_iter": 3},
+    )
+    for bad in ("fgsm", "pgd:eps=-1", "cw:eps=0.1", "pgd:steps=0", "pgd:eps", "pgd-eot:k=0"):
+        with pytest.raises(ValueError):
+            parse_attack(bad)
+
+
+def test_wilson_interval_against_a_known_value() -> None:
+    # Wilson 95% interval of 50/100: 0.4038 .. 0.5962 (standard tables)
+    low, high = metrics.wilson_interval(0.5, 100)
+    assert (low, high) == (pytest.approx(0.4038, abs=1e-4), pytest.approx(0.5962, abs=1e-4))
+
+
+def test_cli_reports_a_bad_defence_spec(dataset: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from art_purifiers.cli import main
+
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "evaluate",
+                "--defence",
+                "nonsense",
+                "--classifier",
+                "tests.test_evaluation:margin_model",
+                "--dataset",
+                dataset,
+                "--num-images",
+                "2",
+                "--output",
+                str(tmp_path / "out"),
+                "--quiet",
+            ]
+        )
+    assert "Unknown defence 'nonsense'" in capsys.readouterr().err
