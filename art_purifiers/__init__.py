@@ -3,7 +3,7 @@
 from art_purifiers import zoo
 from art_purifiers.attacks import EOTPyTorchClassifier
 from art_purifiers.base import BPDA_MODES, PurifierPreprocessor
-from art_purifiers.defences import NNFavoredJpeg, QuantizeDistort
+from art_purifiers.defences import CompressRestore, NNFavoredJpeg, QuantizeDistort
 
 __version__ = "0.1.0"
 

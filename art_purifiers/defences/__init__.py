@@ -1,6 +1,14 @@
 """One module per paper; each defence is a thin :class:`~art_purifiers.base.PurifierPreprocessor` subclass."""
 
+from art_purifiers.defences.compress_restore import CompressRestore
 from art_purifiers.defences.nn_favored_jpeg import NNFavoredJpeg, TableSearchResult, nn_favored_table
 from art_purifiers.defences.quantize_distort import FEATURE_DISTILLATION_TABLE, QuantizeDistort
 
-__all__ = ["FEATURE_DISTILLATION_TABLE", "NNFavoredJpeg", "QuantizeDistort", "TableSearchResult", "nn_favored_table"]
+__all__ = [
+    "CompressRestore",
+    "FEATURE_DISTILLATION_TABLE",
+    "NNFavoredJpeg",
+    "QuantizeDistort",
+    "TableSearchResult",
+    "nn_favored_table",
+]

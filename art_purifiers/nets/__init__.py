@@ -30,4 +30,4 @@ def register_architecture(name: str) -> Callable[[ModuleT], ModuleT]:
 
 
 # Importing the architecture modules registers them (after the registry above exists).
-from art_purifiers.nets import classifier  # noqa: E402,F401
+from art_purifiers.nets import argan, classifier  # noqa: E402,F401

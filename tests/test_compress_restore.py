@@ -1,0 +1,199 @@
+"""The exact JPEG op against PIL, its differentiable surrogate, and CompressRestore with stand-in restorers."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from art_purifiers.defences.compress_restore import CompressRestore, nearest_quality
+from art_purifiers.nets.argan import PatchDiscriminator, RestorationGenerator
+from art_purifiers.ops.jpeg import jpeg_differentiable, jpeg_round_trip
+
+
+def pil_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """Reference: PIL's JPEG (libjpeg, 4:2:0 for colour) on one CHW float image in [0, 1]."""
+    pixels = np.round(image.transpose(1, 2, 0) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(buffer, "JPEG", quality=quality)
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float32) / 255
+    return decoded[None] if decoded.ndim == 2 else decoded.transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 37, 29), (1, 24, 40), (3, 8, 8)])
+def test_jpeg_round_trip_is_bit_exact_with_pil(shape: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(0)
+    # smooth images plus noise, like photos and like adversarial perturbations
+    base = rng.random((5, shape[0], 1, 1)) * np.linspace(0, 1, shape[2])[None, None, None, :]
+    images = np.clip(base + 0.1 * rng.standard_normal((5, *shape)), 0, 1).astype(np.float32)
+    qualities = [10, 20, 40, 60, 95]
+    out = jpeg_round_trip(torch.from_numpy(images), torch.tensor(qualities)).numpy()
+    for image, result, quality in zip(images, out, qualities):
+        np.testing.assert_array_equal(result, pil_round_trip(image, quality))
+
+
+def test_jpeg_round_trip_on_a_photo_at_several_qualities(photo_224: np.ndarray) -> None:
+    image = torch.from_numpy(photo_224).float()[None]
+    for quality in (20, 40, 60, 75):
+        np.testing.assert_array_equal(
+            jpeg_round_trip(image, quality)[0].numpy(), pil_round_trip(image[0].numpy(), quality)
+        )
+
+
+def test_jpeg_round_trip_validates() -> None:
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="one per image"):
+        jpeg_round_trip(x, [20, 30, 40])
+    with pytest.raises(ValueError, match=r"\[1, 100\]"):
+        jpeg_round_trip(x, 0)
+    with pytest.raises(ValueError, match="integers"):
+        jpeg_round_trip(x, torch.tensor([20.5, 30.0]))
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        jpeg_round_trip(torch.rand(2, 4, 8, 8), 50)
+
+
+def test_differentiable_jpeg_is_close_to_the_codec_and_has_gradients(photo_224: np.ndarray) -> None:
+    image = torch.from_numpy(photo_224).float()[None].requires_grad_(True)
+    for quality in (20, 60):
+        approximation = jpeg_differentiable(image, quality)
+        mse = float(((approximation.detach() - jpeg_round_trip(image.detach(), quality)) ** 2).mean())
+        assert 10 * np.log10(1 / mse) > 35  # the codec vs our approximation, in dB
+    approximation.sum().backward()
+    assert image.grad is not None and torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
+    grey = jpeg_differentiable(torch.rand(2, 1, 16, 16), [30, 70])
+    assert grey.shape == (2, 1, 16, 16)
+
+
+def test_nearest_quality_ties_go_to_the_lower() -> None:
+    available = [20, 40, 60]
+    assert [nearest_quality(q, available) for q in (10, 20, 29, 30, 31, 45, 50, 55, 60, 90)] == [
+        20, 20, 20, 20, 40, 40, 40, 60, 60, 60,
+    ]  # fmt: skip
+
+
+class Constant(nn.Module):
+    """A stand-in restorer whose output identifies it: every pixel = value."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0 + self.value
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = nn.Parameter(torch.tensor(factor))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+IDENTITIES = {20: nn.Identity(), 40: nn.Identity(), 60: nn.Identity()}
+
+
+def test_identity_restorers_leave_n_jpeg_round_trips_at_the_drawn_qualities() -> None:
+    x = np.random.default_rng(1).random((6, 3, 16, 16)).astype(np.float32)
+    defence = CompressRestore(restorers=IDENTITIES, seed=3, device_type="cpu")
+    out, _ = defence(x)
+    draws = CompressRestore(restorers=IDENTITIES, seed=3, device_type="cpu")._draw(6, 16, 16)["quality"].numpy()
+    assert draws.shape == (6, 3) and draws.min() >= 20 and draws.max() <= 60
+    for image, result, qualities in zip(x, out, draws):
+        expected = image
+        for quality in qualities:
+            expected = pil_round_trip(expected, int(quality))
+        np.testing.assert_array_equal(result, expected)
+
+
+def test_each_image_is_restored_by_the_generator_of_its_nearest_quality() -> None:
+    restorers = {20: Constant(0.2), 40: Constant(0.4), 60: Constant(0.6)}
+    defence = CompressRestore(restorers=restorers, n_iter=1, seed=0, device_type="cpu")
+    x = np.random.default_rng(2).random((40, 3, 8, 8)).astype(np.float32)
+    out, _ = defence(x)
+    qualities = CompressRestore(restorers=restorers, n_iter=1, seed=0, device_type="cpu")._draw(40, 8, 8)["quality"]
+    expected = [nearest_quality(int(q), [20, 40, 60]) / 100 for q in qualities[:, 0]]
+    np.testing.assert_allclose(out[:, 0, 0, 0], expected, atol=1e-6)
+    assert len(set(expected)) == 3  # all three generators were used
+
+
+@pytest.mark.parametrize("bpda, expected", [("straight_through", 0.5**3), ("identity", 1.0)])
+def test_bpda_gradients(bpda: str, expected: float) -> None:
+    # restorers multiply by 0.5: JPEG as identity in backward gives 0.5^3 through three iterations
+    restorers = {20: Scale(0.5), 40: Scale(0.5), 60: Scale(0.5)}
+    defence = CompressRestore(restorers=restorers, bpda=bpda, seed=0, device_type="cpu")
+    x = torch.full((2, 3, 8, 8), 0.6, requires_grad=True)
+    out, _ = defence.forward(x)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, expected))
+    assert all(p.grad is None for r in restorers.values() for p in r.parameters())  # weights are frozen
+
+
+def test_surrogate_backward_goes_through_the_differentiable_jpeg() -> None:
+    defence = CompressRestore(restorers=IDENTITIES, bpda="surrogate", n_iter=1, qf_range=(20, 20), device_type="cpu")
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    out, _ = defence.forward(x)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    reference = x.detach().clone().requires_grad_(True)
+    (jpeg_differentiable(reference, 20) * weights).sum().backward()
+    torch.testing.assert_close(x.grad, reference.grad)
+    torch.testing.assert_close(out.detach(), jpeg_round_trip(x.detach(), 20))  # the forward stays exact
+
+
+def test_seeds_and_determinism() -> None:
+    x = np.random.default_rng(0).random((4, 3, 16, 16)).astype(np.float32)
+    first = CompressRestore(restorers=IDENTITIES, seed=1, device_type="cpu")
+    second = CompressRestore(restorers=IDENTITIES, seed=1, device_type="cpu")
+    np.testing.assert_array_equal(first(x)[0], second(x)[0])
+    assert not np.array_equal(first(x)[0], CompressRestore(restorers=IDENTITIES, seed=2, device_type="cpu")(x)[0])
+    fixed = CompressRestore(restorers=IDENTITIES, qf_range=(40, 40), device_type="cpu")
+    assert not fixed.randomized and CompressRestore(restorers=IDENTITIES, device_type="cpu").randomized
+    np.testing.assert_array_equal(fixed(x)[0], fixed(x)[0])
+    clone = pickle.loads(pickle.dumps(first))
+    np.testing.assert_array_equal(clone(x)[0], first(x)[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"qf_range": (60, 20)}, "low <= high"),
+        ({"qf_range": (0, 20)}, "low <= high"),
+        ({"qf_range": (20.0, 60)}, "pair of integers"),
+        ({"n_iter": 0}, "n_iter"),
+        ({"restorers": {}}, "restorers"),
+        ({"restorers": {40: "no-such-artifact"}}, "neither a shipped artifact"),
+    ],
+)
+def test_invalid_parameters(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CompressRestore(**{"restorers": IDENTITIES, **kwargs}, device_type="cpu")
+
+
+def test_generator_shape_and_sizes() -> None:
+    generator = RestorationGenerator()
+    assert 1.3e6 < sum(p.numel() for p in generator.parameters()) < 1.5e6  # the authors' ~1.4 M
+    small = RestorationGenerator(blocks=2, features=8).eval()
+    for size in [(32, 32), (31, 29), (9, 16)]:
+        out = small(torch.rand(2, 3, *size))
+        assert out.shape == (2, 3, *size) and out.min() >= 0 and out.max() <= 1
+    assert PatchDiscriminator()(torch.rand(2, 3, 32, 32)).shape == (2, 1, 4, 4)
+
+
+def test_a_real_generator_runs_inside_the_defence_with_art() -> None:
+    from art.estimators.classification import PyTorchClassifier
+
+    generator = RestorationGenerator(blocks=1, features=8)
+    defence = CompressRestore(restorers={40: generator}, seed=0, device_type="cpu")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10))
+    classifier = PyTorchClassifier(model, nn.CrossEntropyLoss(), input_shape=(3, 16, 16), nb_classes=10,
+                                   clip_values=(0, 1), preprocessing_defences=[defence], device_type="cpu")  # fmt: skip
+    x = np.random.default_rng(0).random((3, 3, 16, 16)).astype(np.float32)
+    gradient = classifier.loss_gradient(x, np.eye(10)[[1, 2, 3]])
+    assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0
