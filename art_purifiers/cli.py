@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0, help="seed of the randomized defences")
     commands.add_parser("zoo", help="list the shipped pretrained artifacts")
     _add_evaluate_parser(commands)
+    report = commands.add_parser("report", help="write the tables and plots of one or several evaluate runs")
+    report.add_argument("runs", nargs="+", type=Path, help="results.json files or evaluate output directories")
+    report.add_argument("--output", type=Path, required=True, help="directory for results.md/.csv/.json and plots")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -89,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.output / 'demo.png'} and {args.output / 'demo.md'}")
     elif args.command == "evaluate":
         return _run_evaluate(parser, args, argv)
+    elif args.command == "report":
+        return _run_report(parser, args)
     elif args.command == "zoo":
         from art_purifiers import zoo
 
@@ -170,6 +175,26 @@ def _run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, arg
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     print(f"wrote {args.output / 'results.json'}, results.md, results.csv and plots")
+    return 0
+
+
+def _run_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import json
+
+    from art_purifiers.evaluation.report import merge, write_reports
+
+    files = [run / "results.json" if run.is_dir() else run for run in args.runs]
+    missing = [str(file) for file in files if not file.is_file()]
+    if missing:
+        parser.error(f"no results.json at {', '.join(missing)}")
+    try:
+        results = merge([json.loads(file.read_text()) for file in files], [str(file.parent) for file in files])
+    except ValueError as error:
+        parser.error(str(error))
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "results.json").write_text(json.dumps(results, indent=1))
+    write_reports(results, args.output)
+    print(f"wrote {args.output / 'results.md'}, results.csv, results.json and plots")
     return 0
 
 

@@ -228,3 +228,21 @@ def test_cli_reports_a_bad_defence_spec(dataset: str, tmp_path: Path, capsys: py
             ]
         )
     assert "Unknown defence 'nonsense'" in capsys.readouterr().err
+
+
+def test_report_merges_runs_of_other_defences_and_refuses_mismatches(dataset: str, tmp_path: Path) -> None:
+    from art_purifiers.cli import main
+
+    base = dict(attacks=["pgd:eps=6/255,steps=2"], classifier="tests.test_evaluation:margin_model", dataset=dataset,
+                num_images=4, draws=1, fit_images=4, sanity_checks=False, device="cpu", verbose=False)  # fmt: skip
+    evaluate(EvaluationConfig(defences=["none"], **base), tmp_path / "a")
+    evaluate(EvaluationConfig(defences=["NNFavoredJpeg"], **base), tmp_path / "b")
+    assert (
+        main(["report", str(tmp_path / "a"), str(tmp_path / "b" / "results.json"), "--output", str(tmp_path / "m")])
+        == 0
+    )
+    table = (tmp_path / "m" / "results.md").read_text()
+    assert "| `none` |" in table and "| `NNFavoredJpeg` |" in table
+    evaluate(EvaluationConfig(defences=["none"], **{**base, "seed": 3}), tmp_path / "c")
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path / "a"), str(tmp_path / "c"), "--output", str(tmp_path / "n")])

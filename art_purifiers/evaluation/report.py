@@ -65,6 +65,12 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if data.get("note"):
         lines += [f"**Data:** {data['note']}", ""]
+    if results.get("merged_from"):
+        lines += [
+            f"Merged from the runs in {', '.join(f'`{p}`' for p in results['merged_from'])} (same classifier, "
+            "images, attacks and seeds).",
+            "",
+        ]
     header = ["Defence", f"Clean (all {data['test_images']})", f"Clean ({n})"] + [a["label"] for a in attacks]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for spec, entry in results["defences"].items():
@@ -78,6 +84,7 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         cells += [_cell(a["label"], entry, a["kind"]) for a in attacks]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "![accuracy vs budget](accuracy_vs_budget.png) ![accuracy vs iterations](accuracy_vs_iterations.png)"]
     failed = [(spec, c) for spec, e in results["defences"].items() for c in e.get("sanity", []) if not c["passed"]]
     lines += ["", "## Sanity checks", ""]
     if failed:
@@ -226,3 +233,31 @@ def write_reports(results: dict[str, Any], output: Path) -> None:
         writer.writeheader()
         writer.writerows(csv_rows(results))
     plot(results, output)
+
+
+def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+    """
+    Combine the results of runs that differ only in their defences (e.g. run in parallel) into one.
+
+    :raises ValueError: if the runs used different classifiers, data, images, attacks or seeds.
+    """
+    if not runs:
+        raise ValueError("Nothing to merge.")
+    ignored = ("command", "verbose", "defences", "attacks")
+    first = runs[0]
+    merged = {**first, "defences": {}, "merged_from": sources}
+    for source, run in zip(sources, runs):
+        same_config = {k: v for k, v in run["config"].items() if k not in ignored} == {
+            k: v for k, v in first["config"].items() if k not in ignored
+        }
+        if not same_config or run["data"]["selected_indices"] != first["data"]["selected_indices"]:
+            raise ValueError(f"{source} was run with another configuration or other images than {sources[0]}.")
+        if [a["label"] for a in run["attacks"]] != [a["label"] for a in first["attacks"]]:
+            raise ValueError(f"{source} ran other attacks than {sources[0]}.")
+        merged["defences"].update(run["defences"])
+    merged["config"] = {
+        **first["config"],
+        "defences": list(merged["defences"]),
+        "command": " ; ".join(run["config"].get("command", "") for run in runs),
+    }
+    return merged
