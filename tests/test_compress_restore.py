@@ -197,3 +197,13 @@ def test_a_real_generator_runs_inside_the_defence_with_art() -> None:
     x = np.random.default_rng(0).random((3, 3, 16, 16)).astype(np.float32)
     gradient = classifier.loss_gradient(x, np.eye(10)[[1, 2, 3]])
     assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0
+
+
+def test_the_default_restorers_load_or_the_error_names_the_training_command() -> None:
+    from art_purifiers import zoo
+
+    if "cifar10-restorer-q20" in zoo.names():
+        assert set(CompressRestore(device_type="cpu").restorers) == {20, 40, 60}
+    else:
+        with pytest.raises(ValueError, match="art_purifiers.training.restorer"):
+            CompressRestore(device_type="cpu")
