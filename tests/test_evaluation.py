@@ -46,22 +46,28 @@ def dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"imagefolder:{tmp_path / 'data'}"
 
 
-def test_pgd_columns_hold_the_exact_robust_accuracy_of_a_linear_model(dataset: str, tmp_path: Path) -> None:
-    # Linf PGD moves w . x by eps * ||w||_1 at most, and reaches it on a linear model: an image with margin t grey
-    # levels survives eps = e/255 exactly when t > e. A swapped or mislabelled column gets other fractions.
-    budgets = [4, 8, 12]
-    config = EvaluationConfig(
+def tiny_config(dataset: str, **overrides: object) -> EvaluationConfig:
+    """A run of the margin model on the tiny dataset: no defence, one short PGD, no sanity attacks."""
+    settings: dict = dict(
         defences=["none"],
-        attacks=[f"pgd:eps={e}/255,steps=20" for e in budgets],
+        attacks=["pgd:eps=6/255,steps=2"],
         classifier="tests.test_evaluation:margin_model",
         dataset=dataset,
-        num_images=20,
+        num_images=4,
         draws=1,
         fit_images=4,
         sanity_checks=False,
         device="cpu",
         verbose=False,
     )
+    return EvaluationConfig(**{**settings, **overrides})
+
+
+def test_pgd_columns_hold_the_exact_robust_accuracy_of_a_linear_model(dataset: str, tmp_path: Path) -> None:
+    # Linf PGD moves w . x by eps * ||w||_1 at most, and reaches it on a linear model: an image with margin t grey
+    # levels survives eps = e/255 exactly when t > e. A swapped or mislabelled column gets other fractions.
+    budgets = [4, 8, 12]
+    config = tiny_config(dataset, attacks=[f"pgd:eps={e}/255,steps=20" for e in budgets], num_images=20)
     results = evaluate(config, tmp_path / "out")
     rows = results["defences"]["none"]["rows"]
     for e in budgets:
@@ -80,16 +86,13 @@ def test_pgd_columns_hold_the_exact_robust_accuracy_of_a_linear_model(dataset: s
 
 
 def test_randomized_defence_run_with_eot_draws_and_resume(dataset: str, tmp_path: Path) -> None:
-    config = EvaluationConfig(
+    config = tiny_config(
+        dataset,
         defences=["QuantizeDistort:distortion_limit=0.25"],
         attacks=["pgd:eps=8/255,steps=2", "pgd-eot:eps=8/255,steps=2,k=3", "square:eps=8/255,queries=3"],
-        classifier="tests.test_evaluation:margin_model",
-        dataset=dataset,
         num_images=8,
         draws=3,
-        fit_images=4,
-        device="cpu",
-        verbose=False,
+        sanity_checks=True,
         chunk_size=4,
         batch_size=4,
     )
@@ -111,19 +114,7 @@ def test_randomized_defence_run_with_eot_draws_and_resume(dataset: str, tmp_path
 
 
 def test_an_interrupted_attack_continues_from_its_saved_chunks(dataset: str, tmp_path: Path) -> None:
-    config = EvaluationConfig(
-        defences=["none"],
-        attacks=["pgd:eps=6/255,steps=5"],
-        classifier="tests.test_evaluation:margin_model",
-        dataset=dataset,
-        num_images=20,
-        draws=1,
-        fit_images=4,
-        sanity_checks=False,
-        device="cpu",
-        verbose=False,
-        chunk_size=10,
-    )
+    config = tiny_config(dataset, attacks=["pgd:eps=6/255,steps=5"], num_images=20, chunk_size=10)
     output = tmp_path / "out"
     full = evaluate(config, output)
     file = next((output / "state").rglob("pgd-*.npz"))
@@ -139,21 +130,9 @@ def test_an_interrupted_attack_continues_from_its_saved_chunks(dataset: str, tmp
 
 
 def test_a_changed_configuration_is_refused_in_the_same_directory(dataset: str, tmp_path: Path) -> None:
-    base = dict(
-        defences=["none"],
-        attacks=["pgd:eps=6/255,steps=2"],
-        classifier="tests.test_evaluation:margin_model",
-        dataset=dataset,
-        num_images=4,
-        draws=1,
-        fit_images=4,
-        sanity_checks=False,
-        device="cpu",
-        verbose=False,
-    )
-    evaluate(EvaluationConfig(**base), tmp_path / "out")
+    evaluate(tiny_config(dataset), tmp_path / "out")
     with pytest.raises(ValueError, match="another configuration"):
-        evaluate(EvaluationConfig(**{**base, "seed": 1}), tmp_path / "out")
+        evaluate(tiny_config(dataset, seed=1), tmp_path / "out")
 
 
 ROW = {"accuracy": 0.0, "std": 0.0, "ci95": [0, 0]}
@@ -233,16 +212,14 @@ def test_cli_reports_a_bad_defence_spec(dataset: str, tmp_path: Path, capsys: py
 def test_report_merges_runs_of_other_defences_and_refuses_mismatches(dataset: str, tmp_path: Path) -> None:
     from art_purifiers.cli import main
 
-    base = dict(attacks=["pgd:eps=6/255,steps=2"], classifier="tests.test_evaluation:margin_model", dataset=dataset,
-                num_images=4, draws=1, fit_images=4, sanity_checks=False, device="cpu", verbose=False)  # fmt: skip
-    evaluate(EvaluationConfig(defences=["none"], **base), tmp_path / "a")
-    evaluate(EvaluationConfig(defences=["NNFavoredJpeg"], **base), tmp_path / "b")
+    evaluate(tiny_config(dataset), tmp_path / "a")
+    evaluate(tiny_config(dataset, defences=["NNFavoredJpeg"]), tmp_path / "b")
     assert (
         main(["report", str(tmp_path / "a"), str(tmp_path / "b" / "results.json"), "--output", str(tmp_path / "m")])
         == 0
     )
     table = (tmp_path / "m" / "results.md").read_text()
     assert "| `none` |" in table and "| `NNFavoredJpeg` |" in table
-    evaluate(EvaluationConfig(defences=["none"], **{**base, "seed": 3}), tmp_path / "c")
+    evaluate(tiny_config(dataset, seed=3), tmp_path / "c")
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path / "a"), str(tmp_path / "c"), "--output", str(tmp_path / "n")])
