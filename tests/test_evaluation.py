@@ -213,13 +213,16 @@ def test_report_merges_runs_of_other_defences_and_refuses_mismatches(dataset: st
     from art_purifiers.cli import main
 
     evaluate(tiny_config(dataset), tmp_path / "a")
-    evaluate(tiny_config(dataset, defences=["NNFavoredJpeg"]), tmp_path / "b")
+    extra = ["pgd:eps=6/255,steps=2", "pgd:eps=4/255,steps=2"]
+    evaluate(tiny_config(dataset, defences=["NNFavoredJpeg"], attacks=extra), tmp_path / "b")
     assert (
         main(["report", str(tmp_path / "a"), str(tmp_path / "b" / "results.json"), "--output", str(tmp_path / "m")])
         == 0
     )
     table = (tmp_path / "m" / "results.md").read_text()
-    assert "| `none` |" in table and "| `NNFavoredJpeg` |" in table
+    assert "| `NNFavoredJpeg` |" in table and "PGD-BPDA Linf 4/255 (2 steps) |" in table
+    none_row = next(line for line in table.splitlines() if line.startswith("| `none` |"))
+    assert none_row.rstrip().endswith("| n/a |")  # the attack only the second run made
     evaluate(tiny_config(dataset, seed=3), tmp_path / "c")
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path / "a"), str(tmp_path / "c"), "--output", str(tmp_path / "n")])

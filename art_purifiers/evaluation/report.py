@@ -68,7 +68,7 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("merged_from"):
         lines += [
             f"Merged from the runs in {', '.join(f'`{p}`' for p in results['merged_from'])} (same classifier, "
-            "images, attacks and seeds).",
+            "images and seeds).",
             "",
         ]
     header = ["Defence", f"Clean (all {data['test_images']})", f"Clean ({n})"] + [a["label"] for a in attacks]
@@ -237,23 +237,24 @@ def write_reports(results: dict[str, Any], output: Path) -> None:
 
 def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
     """
-    Combine the results of runs that differ only in their defences (e.g. run in parallel) into one.
+    Combine the results of runs that differ only in their defences or attacks (e.g. run in parallel) into one; a
+    defence keeps the results of the last run that has it, and attacks a defence was not run with show as n/a.
 
-    :raises ValueError: if the runs used different classifiers, data, images, attacks or seeds.
+    :raises ValueError: if the runs used different classifiers, data, images or seeds.
     """
     if not runs:
         raise ValueError("Nothing to merge.")
     ignored = ("command", "verbose", "defences", "attacks")
     first = runs[0]
-    merged = {**first, "defences": {}, "merged_from": sources}
+    merged = {**first, "defences": {}, "merged_from": sources, "attacks": list(first["attacks"])}
     for source, run in zip(sources, runs):
         same_config = {k: v for k, v in run["config"].items() if k not in ignored} == {
             k: v for k, v in first["config"].items() if k not in ignored
         }
         if not same_config or run["data"]["selected_indices"] != first["data"]["selected_indices"]:
             raise ValueError(f"{source} was run with another configuration or other images than {sources[0]}.")
-        if [a["label"] for a in run["attacks"]] != [a["label"] for a in first["attacks"]]:
-            raise ValueError(f"{source} ran other attacks than {sources[0]}.")
+        known = {a["label"] for a in merged["attacks"]}
+        merged["attacks"] = merged["attacks"] + [a for a in run["attacks"] if a["label"] not in known]
         merged["defences"].update(run["defences"])
     merged["config"] = {
         **first["config"],
