@@ -108,7 +108,7 @@ class AttackSpec:
             "pgd-eot": f"PGD-BPDA+EOT Linf{budget} ({self.steps} steps, k={self.eot})",
             "pgd-identity": f"PGD-BPDA-identity Linf{budget} ({self.steps} steps)",
             "autoattack": f"AutoAttack Linf{budget}" + (f" (EOT k={self.eot})" if self.eot > 1 else ""),
-            "cw": f"C&W L2 ({self.steps} steps)",
+            "cw": f"C&W L2 ({self.options.get('binary_search_steps', CW_BINARY_SEARCH_STEPS)}x{self.steps} steps)",
             "deepfool": f"DeepFool ({self.steps} steps)",
             "square": f"Square Linf{budget} ({self.steps} queries)",
             "transfer": f"Transfer PGD Linf{budget} ({self.steps} steps)",
@@ -127,6 +127,9 @@ class AttackSpec:
         """Black-box attacks (for the white-box vs black-box sanity check)."""
         return self.kind in ("square", "transfer")
 
+
+#: Binary-search steps of C&W's constant (ART's default is 10; each costs ``steps`` iterations).
+CW_BINARY_SEARCH_STEPS = 3
 
 _DEFAULT_STEPS = {
     "pgd": 50,

@@ -47,7 +47,7 @@ DEFAULT_ATTACKS = (
     "pgd:eps=16/255,steps=50",
     "pgd-eot:eps=8/255,steps=20,k=10",
     "autoattack:eps=8/255",
-    "square:eps=8/255,queries=1000",
+    "square:eps=8/255,queries=500",
     "cw:steps=10",
 )
 #: Extra attacks the sanity checks need: fewer iterations, and a budget large enough to break any classifier.

@@ -19,7 +19,7 @@ from art_purifiers import zoo
 from art_purifiers.attacks.eot import EOTPyTorchClassifier
 from art_purifiers.attacks.learned_bpda import LearnedBPDA, train_approximator
 from art_purifiers.base import PurifierPreprocessor
-from art_purifiers.evaluation.specs import AttackSpec, parse_spec
+from art_purifiers.evaluation.specs import CW_BINARY_SEARCH_STEPS, AttackSpec, parse_spec
 
 
 def load_classifier(spec: str, device: str | torch.device = "cpu") -> nn.Module:
@@ -255,7 +255,7 @@ def make_attack(spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int
             classifier,
             confidence=0.0,
             learning_rate=float(options.pop("lr", 0.01)),
-            binary_search_steps=int(options.pop("binary_search_steps", 5)),
+            binary_search_steps=int(options.pop("binary_search_steps", CW_BINARY_SEARCH_STEPS)),
             max_iter=spec.steps,
             initial_const=float(options.pop("initial_const", 0.1)),
             batch_size=batch_size,
