@@ -76,8 +76,8 @@ def train_approximator(
         loss.backward()
         optimizer.step()
         schedule.step()
-        progress.set_postfix(mse=float(loss))
-    approximator.final_mse = float(loss)  # type: ignore[assignment]
+        progress.set_postfix(mse=float(loss.detach()))
+    approximator.final_mse = float(loss.detach())  # type: ignore[assignment]
     return approximator.eval()
 
 

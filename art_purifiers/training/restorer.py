@@ -27,6 +27,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,21 @@ from art_purifiers.evaluation.metrics import image_quality
 from art_purifiers.nets.argan import PatchDiscriminator, RestorationGenerator
 from art_purifiers.ops.jpeg import jpeg_round_trip
 
+
+@dataclass(frozen=True)
+class Preset:
+    """Generator size and schedule of a recipe; ``steps`` wins over ``epochs`` when both are set."""
+
+    blocks: int
+    features: int
+    batch_size: int
+    steps: int | None = None
+    epochs: int | None = None
+
+
 PRESETS = {
-    "paper": {"blocks": 16, "features": 64, "steps": None, "epochs": 20, "batch_size": 16},
-    "cpu": {"blocks": 16, "features": 64, "steps": 1500, "epochs": None, "batch_size": 32},
+    "paper": Preset(blocks=16, features=64, batch_size=16, epochs=20),
+    "cpu": Preset(blocks=16, features=64, batch_size=32, steps=1500),
 }
 
 
@@ -73,13 +86,13 @@ def restoration_quality(
     }
 
 
-def train(args: argparse.Namespace) -> RestorationGenerator:
+def train(args: argparse.Namespace) -> tuple[RestorationGenerator, dict[str, int], list[dict[str, float]]]:
     preset = PRESETS[args.preset]
-    blocks = args.blocks or preset["blocks"]
-    features = args.features or preset["features"]
-    batch_size = args.batch_size or preset["batch_size"]
+    blocks = args.blocks or preset.blocks
+    features = args.features or preset.features
+    batch_size = args.batch_size or preset.batch_size
     train_set = load_cifar10(args.data_dir, "train", download=args.download)
-    steps = args.steps or preset["steps"] or (preset["epochs"] * len(train_set) // batch_size)
+    steps = args.steps or preset.steps or (preset.epochs or 1) * len(train_set) // batch_size
     torch.manual_seed(args.seed)
     sampler = torch.Generator().manual_seed(args.seed)
     generator = RestorationGenerator(blocks=blocks, features=features).to(memory_format=torch.channels_last)
@@ -140,9 +153,7 @@ def train(args: argparse.Namespace) -> RestorationGenerator:
             }  # fmt: skip
             torch.save(state, checkpoint.with_suffix(".tmp"))
             checkpoint.with_suffix(".tmp").replace(checkpoint)
-    generator.log = log  # type: ignore[assignment]
-    generator.config = {"blocks": blocks, "features": features}  # type: ignore[assignment]
-    return generator.eval()
+    return generator.eval(), {"blocks": blocks, "features": features}, log
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.quality <= 100:
         parser.error("--quality must lie in [1, 100]")
-    generator = train(args)
+    generator, config, log = train(args)
     test = load_cifar10(args.data_dir, "test", download=args.download)
     subset = test.images[np.random.default_rng(0).permutation(len(test))[: args.eval_images]]
     generator = generator.float().to(memory_format=torch.contiguous_format)
@@ -176,10 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quality": args.quality,
         "metrics": {**metrics, "test_images": len(subset)},
         "command": "python -m art_purifiers.training.restorer " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "log": generator.log,
+        "log": log,
     }
     name = f"cifar10-restorer-q{args.quality}"
-    sha = zoo.save(args.output / f"{name}.pt", generator, "argan-generator", generator.config, card)
+    sha = zoo.save(args.output / f"{name}.pt", generator, "argan-generator", config, card)
     print(json.dumps({"file": str(args.output / f"{name}.pt"), "sha256": sha, **metrics}))
     return 0
 
