@@ -78,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = commands.add_parser("report", help="write the tables and plots of one or several evaluate runs")
     report.add_argument("runs", nargs="+", type=Path, help="results.json files or evaluate output directories")
     report.add_argument("--output", type=Path, required=True, help="directory for results.md/.csv/.json and plots")
+    report.add_argument("--notes", type=Path, help="a Markdown file appended to results.md (discussion of the numbers)")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -194,6 +195,11 @@ def _run_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(results, indent=1))
     write_reports(results, args.output)
+    if args.notes is not None:
+        if not args.notes.is_file():
+            parser.error(f"--notes {args.notes} does not exist")
+        with open(args.output / "results.md", "a") as handle:
+            handle.write("\n" + args.notes.read_text())
     print(f"wrote {args.output / 'results.md'}, results.csv, results.json and plots")
     return 0
 
