@@ -207,3 +207,13 @@ def test_the_default_restorers_load_or_the_error_names_the_training_command() ->
     else:
         with pytest.raises(ValueError, match="art_purifiers.training.restorer"):
             CompressRestore(device_type="cpu")
+
+
+def test_jpeg_only_ablation_through_an_evaluation_spec() -> None:
+    from art_purifiers.evaluation.targets import build_defences
+
+    (defence,), _ = build_defences("CompressRestore:qf_range=(40,40),n_iter=1,restorers={40:'none'}", None)
+    x = np.random.default_rng(4).random((3, 3, 16, 16)).astype(np.float32)
+    out, _ = defence(x)
+    for image, result in zip(x, out):
+        np.testing.assert_array_equal(result, pil_round_trip(image, 40))

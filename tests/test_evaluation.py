@@ -175,6 +175,10 @@ def test_specs_parse_budgets_and_reject_nonsense() -> None:
         "CompressRestore",
         {"qf_range": (20, 60), "n_iter": 3},
     )
+    assert parse_spec("CompressRestore:restorers={20:'none',40:'x'},n_iter=1")[1] == {
+        "restorers": {20: "none", 40: "x"},
+        "n_iter": 1,
+    }
     for bad in ("fgsm", "pgd:eps=-1", "cw:eps=0.1", "pgd:steps=0", "pgd:eps", "pgd-eot:k=0"):
         with pytest.raises(ValueError):
             parse_attack(bad)

@@ -43,6 +43,8 @@ def nearest_quality(quality: int, available: list[int]) -> int:
 def _load_restorer(source: str | Path | nn.Module) -> nn.Module:
     if isinstance(source, nn.Module):
         module = source
+    elif source == "none":  # JPEG without restoration, for the paper's ablations
+        module = nn.Identity()
     elif isinstance(source, str) and source in zoo.REGISTRY:
         module = zoo.load(source)
     elif Path(source).is_file():
@@ -76,8 +78,8 @@ class CompressRestore(PurifierPreprocessor):
         """
         :param qf_range: ``(low, high)`` integer JPEG qualities, both included (paper: 20..60).
         :param n_iter: Number of compress-and-restore iterations N (paper: 3).
-        :param restorers: Quality -> restorer (zoo name, weight file or module); default: the shipped generators
-                          for 20, 40 and 60 (trained on CIFAR-10).
+        :param restorers: Quality -> restorer (zoo name, weight file, module, or ``"none"`` for JPEG without
+                          restoration); default: the shipped generators for 20, 40 and 60 (trained on CIFAR-10).
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor`.
         """
         self.qf_range = qf_range

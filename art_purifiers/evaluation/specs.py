@@ -42,8 +42,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         # split on commas that are outside brackets, so tuples like qf_range=(20,60) survive
         depth, current, parts = 0, "", []
         for char in rest:
-            depth += char in "([" and 1 or 0
-            depth -= char in ")]" and 1 or 0
+            depth += char in "([{" and 1 or 0
+            depth -= char in ")]}" and 1 or 0
             if char == "," and depth == 0:
                 parts.append(current)
                 current = ""

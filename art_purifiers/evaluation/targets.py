@@ -104,7 +104,8 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
     The preprocessing chain of a defence spec, and what was fitted (for the report).
 
     ``none``; ``jpeg:quality=Q`` (ART's ``JpegCompression``); ``NNFavoredJpeg[:table=search,...]`` (Algorithm 1 on
-    PGD examples of the fit images); ``QuantizeDistort[:table=learned|default,...]`` (Algorithm 2 on C&W examples).
+    PGD examples of the fit images); ``QuantizeDistort[:table=learned|default,...]`` (Algorithm 2 on C&W examples);
+    ``CompressRestore[:qf_range=(40,40),n_iter=1,restorers={40:'none'},...]`` (its ablations).
     """
     from art.defences.preprocessor import JpegCompression
 
@@ -143,7 +144,11 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
             raise ValueError(f"QuantizeDistort table must be 'learned' or 'default', got {table!r}.")
         info["table"] = np.asarray(defence.table).round(1).tolist()
         return [defence], info
-    raise ValueError(f"Unknown defence {name!r}; known: none, jpeg, NNFavoredJpeg, QuantizeDistort.")
+    if key == "compressrestore":
+        from art_purifiers import CompressRestore
+
+        return [CompressRestore(device_type="cpu", **options)], info
+    raise ValueError(f"Unknown defence {name!r}; known: none, jpeg, NNFavoredJpeg, QuantizeDistort, CompressRestore.")
 
 
 def _reject_unknown(spec: str, options: dict[str, Any]) -> None:
