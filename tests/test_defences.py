@@ -10,6 +10,7 @@ from art.estimators.classification import PyTorchClassifier
 
 from art_purifiers import NNFavoredJpeg, QuantizeDistort
 from art_purifiers.defences import FEATURE_DISTILLATION_TABLE, nn_favored_table
+from art_purifiers.defences.nn_favored_jpeg import DEFAULT_FAVORED_DIAGONALS
 from art_purifiers.ops import distortion_statistics, sample_grid_distortion
 from tests.references import quantize_dct_numpy
 
@@ -132,7 +133,7 @@ def test_search_table_picks_the_best_admissible_candidate() -> None:
         max_accuracy_loss=0.1,
         verbose=False,
     )
-    assert len(result.rows) == 8 and defence.favored_diagonals == 5  # the defence is left unchanged
+    assert len(result.rows) == 8 and defence.favored_diagonals == DEFAULT_FAVORED_DIAGONALS  # left unchanged
     admissible = [r for r in result.rows if r["clean_accuracy_loss"] <= 0.1 + 1e-9]
     assert result.feasible and result.adversarial_accuracy == max(r["adversarial_accuracy"] for r in admissible)
     assert result.adversarial_accuracy > min(r["adversarial_accuracy"] for r in result.rows)
