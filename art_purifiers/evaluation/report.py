@@ -192,6 +192,7 @@ def plot(results: dict[str, Any], output: Path) -> list[Path]:
         ("accuracy_vs_iterations.png", "steps", "PGD iterations"),
     ):
         figure, axes = plt.subplots(figsize=(6, 4))
+        plotted: set[float] = set()
         for spec, entry in results["defences"].items():
             rows = [r for r in entry.get("rows", {}).values() if r.get("kind") == "pgd" and "accuracy" in r]
             if not rows:
@@ -211,10 +212,11 @@ def plot(results: dict[str, Any], output: Path) -> list[Path]:
                     continue
                 points = sorted((r["steps"], r["accuracy"], r["std"]) for r in series)
             xs, ys, errors = zip(*points)
+            plotted.update(float(x) for x in xs)
             axes.errorbar(xs, [100 * y for y in ys], yerr=[100 * e for e in errors], marker="o", capsize=3, label=spec)
         if x_key == "eps":  # budgets double from column to column (and the sanity budget is far out)
             axes.set_xscale("log", base=2)
-            ticks = sorted({x for line in axes.get_lines() for x in line.get_xdata()})
+            ticks = sorted(plotted)
             axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
         axes.set_xlabel(xlabel)
         axes.set_ylabel("accuracy under PGD-BPDA (%)")
