@@ -17,7 +17,7 @@ from torch import nn
 
 from art_purifiers import zoo
 from art_purifiers.attacks.eot import EOTPyTorchClassifier
-from art_purifiers.attacks.learned_bpda import LearnedBPDA, train_approximator
+from art_purifiers.attacks.learned_bpda import Approximator, LearnedBPDA, train_approximator
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.evaluation.specs import CW_BINARY_SEARCH_STEPS, AttackSpec, parse_spec
 
@@ -290,18 +290,12 @@ def learned_bpda_chain(defences: list[Any], fit: FitData, steps: int = 400) -> l
         raise ValueError("Learned BPDA wraps exactly one defence.")
     defence = defences[0]
     file = fit.state_dir / "learned-bpda-approximator.pt"
-    approximator = (
-        train_approximator(defence, fit.x, steps=steps, seed=fit.seed, verbose=fit.verbose)
-        if not file.is_file()
-        else None
-    )
-    from art_purifiers.attacks.learned_bpda import Approximator
-
-    if approximator is None:
+    if file.is_file():
         approximator = Approximator()
         approximator.load_state_dict(torch.load(file, weights_only=True))
         approximator.eval()
     else:
+        approximator = train_approximator(defence, fit.x, steps=steps, seed=fit.seed, verbose=fit.verbose)
         file.parent.mkdir(parents=True, exist_ok=True)
         torch.save(approximator.state_dict(), file)
     return [LearnedBPDA(defence, approximator, device_type="cpu")]
