@@ -113,6 +113,15 @@ def test_randomized_defence_run_with_eot_draws_and_resume(dataset: str, tmp_path
     assert second["defences"] == json.loads(json.dumps(first["defences"]))
 
 
+def test_learned_bpda_trains_one_approximator_per_defence(dataset: str, tmp_path: Path) -> None:
+    attack = "learned-bpda:eps=8/255,steps=2"
+    config = tiny_config(dataset, defences=["NNFavoredJpeg", "QuantizeDistort"], attacks=[attack], draws=2)
+    results = evaluate(config, tmp_path / "out")
+    label = parse_attack(attack).label
+    assert all(label in results["defences"][spec]["rows"] for spec in config.defences)
+    assert len(list((tmp_path / "out" / "state").rglob("learned-bpda-approximator.pt"))) == 2
+
+
 def test_an_interrupted_attack_continues_from_its_saved_chunks(dataset: str, tmp_path: Path) -> None:
     config = tiny_config(dataset, attacks=["pgd:eps=6/255,steps=5"], num_images=20, chunk_size=10)
     output = tmp_path / "out"

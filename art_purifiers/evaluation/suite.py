@@ -285,7 +285,7 @@ class Suite:
         elif attack.kind == "transfer":
             chain = []
         elif attack.kind == "learned-bpda":
-            chain = learned_bpda_chain(defences, self.fit)
+            chain = learned_bpda_chain(defences, self.fit, directory)
         else:
             chain = defences
         if eot > 1 and not all(isinstance(d, PreprocessorPyTorch) for d in chain):

@@ -284,12 +284,16 @@ def make_attack(spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int
     raise ValueError(f"No ART attack for {spec.kind!r}.")
 
 
-def learned_bpda_chain(defences: list[Any], fit: FitData, steps: int = 400) -> list[Any]:
-    """The chain wrapped so its backward is a trained approximator's gradient (cached in the state directory)."""
+def learned_bpda_chain(defences: list[Any], fit: FitData, directory: Path, steps: int = 400) -> list[Any]:
+    """
+    The chain wrapped so its backward is a trained approximator's gradient.
+
+    :param directory: The defence's own state directory, where the approximator is cached.
+    """
     if len(defences) != 1:
         raise ValueError("Learned BPDA wraps exactly one defence.")
     defence = defences[0]
-    file = fit.state_dir / "learned-bpda-approximator.pt"
+    file = directory / "learned-bpda-approximator.pt"
     if file.is_file():
         approximator = Approximator()
         approximator.load_state_dict(torch.load(file, weights_only=True))
