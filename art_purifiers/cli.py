@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,12 @@ DEMO_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 def default_defences(seed: int) -> dict:
     """Every available defence with its defaults, by display name."""
-    from art_purifiers import NNFavoredJpeg, QuantizeDistort
+    from art_purifiers import CompressRestore, NNFavoredJpeg, QuantizeDistort
 
     return {
         "NNFavoredJpeg": NNFavoredJpeg(device_type="cpu"),
         "QuantizeDistort": QuantizeDistort(seed=seed, device_type="cpu"),
+        "CompressRestore": CompressRestore(seed=seed, device_type="cpu"),
     }
 
 
@@ -42,7 +44,9 @@ def run_demo(output: Path, size: int = 224, seed: int = 0) -> list[dict]:
     output.mkdir(parents=True, exist_ok=True)
     photos = load_photos(size)
     defences = default_defences(seed)
-    purified = {name: defence(photos)[0] for name, defence in defences.items()}
+    with warnings.catch_warnings():  # the demo knowingly runs the CIFAR-10 restorers on larger photos
+        warnings.filterwarnings("ignore", message="CompressRestore's restorers were trained")
+        purified = {name: defence(photos)[0] for name, defence in defences.items()}
     rows, label_height = [], 14
     canvas = Image.new("RGB", ((1 + len(defences)) * size, len(photos) * (size + label_height)), "white")
     draw = ImageDraw.Draw(canvas)

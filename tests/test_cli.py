@@ -13,10 +13,10 @@ from art_purifiers.cli import DEMO_PHOTOS, main
 def test_demo_writes_a_labelled_side_by_side_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--output", str(tmp_path), "--size", "64"]) == 0
     with Image.open(tmp_path / "demo.png") as image:
-        # columns: original + 2 defences; rows: one per photo with a 14-pixel label strip
-        assert image.size == (3 * 64, len(DEMO_PHOTOS) * (64 + 14))
+        # columns: original + 3 defences; rows: one per photo with a 14-pixel label strip
+        assert image.size == (4 * 64, len(DEMO_PHOTOS) * (64 + 14))
     table = (tmp_path / "demo.md").read_text().splitlines()
-    assert len(table) == 2 + 2 * len(DEMO_PHOTOS)
+    assert len(table) == 2 + 3 * len(DEMO_PHOTOS)
     printed = capsys.readouterr().out
     psnr = {
         name: [float(line.split("PSNR")[1].split("dB")[0]) for line in printed.splitlines() if name in line]

@@ -16,7 +16,7 @@ from art_purifiers.nets.argan import PatchDiscriminator, RestorationGenerator
 from art_purifiers.ops.jpeg import jpeg_differentiable, jpeg_round_trip
 
 #: What the shipped restorers must add to JPEG's PSNR on the photo thumbnails (they measure GAIN_PLACEHOLDER).
-MIN_GAIN_DB = 0.3
+MIN_GAIN_DB = 0.5
 
 
 def pil_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
