@@ -74,6 +74,17 @@ REGISTRY: dict[str, Artifact] = {
             "shared test images, JPEG -> JPEG + generator: PSNR 28.73 -> 29.68 dB, SSIM 0.9274 -> 0.9389",
             tags=("restorer", "cifar10", "compress-restore"),
         ),
+        Artifact(
+            name="cifar10-restorer-q20",
+            filename="cifar10-restorer-q20.pt",
+            sha256="62f286d9bf2501ef0569b54d8095884bc2ac71bebc176c0f9b6881b596de7438",
+            architecture="argan-generator",
+            command="python -m art_purifiers.training.restorer --data-dir ../shared/data/cifar10 --quality 20 --output "
+            "runs/restorer-q20",
+            summary="CompressRestore restorer for JPEG q20 (argan-generator, 1.4 M parameters), CIFAR-10 32x32; 1,000 "
+            "shared test images, JPEG -> JPEG + generator: PSNR 26.27 -> 27.57 dB, SSIM 0.8837 -> 0.9066",
+            tags=("restorer", "cifar10", "compress-restore"),
+        ),
     )
 }
 
