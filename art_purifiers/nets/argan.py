@@ -50,10 +50,11 @@ class RestorationGenerator(nn.Module):
         self.blocks = nn.Sequential(*(_ResidualBlock(features) for _ in range(blocks)))
         self.trunk_out = nn.Sequential(nn.Conv2d(features, features, 3, padding=1), nn.BatchNorm2d(features))
         self.upsample = nn.Sequential(nn.Conv2d(features, 4 * features, 3, padding=1), nn.PixelShuffle(2), nn.ReLU())
-        self.tail = nn.Conv2d(features, channels, 1)
         # start as the identity (zero residual): training then only has to learn the correction
-        nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
+        self.tail = nn.Conv2d(features, channels, 1)
+        with torch.no_grad():
+            self.tail.weight.zero_()
+            self.tail.bias.zero_()  # type: ignore[union-attr]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Restore ``(N, C, H, W)`` images in ``[0, 1]``; returns images in ``[0, 1]`` of the same size."""
