@@ -5,7 +5,8 @@ The restoration GAN of (Compress and Restore)^N (Ferrari et al., ACM TOMM 2022).
 full resolution, 2x2 average pooling so the trunk runs at half resolution, a conv-BN-ReLU, residual blocks
 (conv-BN-ReLU-conv-BN plus identity), a conv-BN closed by a long skip over the blocks, a conv to 4x the features and
 a x2 pixel shuffle back to full resolution, ReLU, a 1x1 conv to the image channels and tanh. As in the paper, the
-output adds this to the (JPEG-compressed) input: the network learns the residual. Inputs of odd size are
+output adds this to the (JPEG-compressed) input: the network learns the residual, and its last conv starts at zero so
+an untrained generator is the identity. Inputs of odd size are
 reflect-padded to even size and cropped back. Defaults (64 features, 16 blocks) give about 1.4 M parameters.
 
 :class:`PatchDiscriminator` is a small strided conv net scoring patches, for the adversarial loss.
