@@ -6,8 +6,8 @@ full resolution, 2x2 average pooling so the trunk runs at half resolution, a con
 (conv-BN-ReLU-conv-BN plus identity), a conv-BN closed by a long skip over the blocks, a conv to 4x the features and
 a x2 pixel shuffle back to full resolution, ReLU, a 1x1 conv to the image channels and tanh. As in the paper, the
 output adds this to the (JPEG-compressed) input: the network learns the residual, and its last conv starts at zero so
-an untrained generator is the identity. Inputs of odd size are
-reflect-padded to even size and cropped back. Defaults (64 features, 16 blocks) give about 1.4 M parameters.
+an untrained generator is the identity. Inputs of odd size are reflect-padded to even size and cropped back. Defaults
+(64 features, 16 blocks) give about 1.4 M parameters.
 
 :class:`PatchDiscriminator` is a small strided conv net scoring patches, for the adversarial loss.
 """
