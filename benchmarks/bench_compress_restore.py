@@ -1,7 +1,6 @@
 """Images/s of CompressRestore against ART's JpegCompression, and where its time goes (JPEG vs generators).
 
-Speed does not depend on the generators' weights, so the benchmark builds the paper-size generator (16 blocks, 64
-features) with random weights when the trained restorers are not installed. Run from the repository root:
+Uses the shipped paper-size restorers (16 blocks, 64 features). Run from the repository root:
 
     python -m benchmarks.bench_compress_restore            # CPU (and CUDA when available)
     python -m benchmarks.bench_compress_restore --quick
@@ -21,19 +20,10 @@ import torch
 from art.defences.preprocessor import JpegCompression
 
 from art_purifiers import CompressRestore, zoo
-from art_purifiers.nets.argan import RestorationGenerator
 from art_purifiers.ops.jpeg import jpeg_round_trip
 from benchmarks.bench_dct_defences import images_per_second
 
 SETTINGS = ((32, 256), (224, 16))  # (image size, batch size)
-
-
-def restorers() -> dict[int, torch.nn.Module | str]:
-    names = {20: "cifar10-restorer-q20", 40: "cifar10-restorer-q40", 60: "cifar10-restorer-q60"}
-    if all(name in zoo.names() for name in names.values()):
-        return dict(names)
-    torch.manual_seed(0)
-    return {quality: RestorationGenerator().eval() for quality in names}
 
 
 def bench(device: str, size: int, batch: int, repeats: int) -> list[str]:
@@ -43,10 +33,10 @@ def bench(device: str, size: int, batch: int, repeats: int) -> list[str]:
     art_rate = images_per_second(lambda: art(x_numpy), batch, repeats)
     qualities = torch.randint(20, 61, (batch,), generator=torch.Generator().manual_seed(0))
     jpeg_rate = images_per_second(lambda: jpeg_round_trip(x, qualities), batch, repeats)
-    generator = RestorationGenerator().to(device).eval()
+    generator = zoo.load("cifar10-restorer-q40", device)
     with torch.no_grad():
         generator_rate = images_per_second(lambda: generator(x), batch, repeats)
-    defence = CompressRestore(restorers=restorers(), seed=0, batch_size=batch)
+    defence = CompressRestore(seed=0, batch_size=batch)  # the shipped restorers
     with torch.no_grad():
         defence_rate = images_per_second(lambda: defence.forward(x), batch, repeats)
 
