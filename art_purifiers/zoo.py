@@ -48,6 +48,22 @@ class Artifact:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _cifar10_restorer(quality: int, sha256: str, psnr: tuple[float, float], ssim: tuple[float, float]) -> Artifact:
+    """A shipped CompressRestore restorer; ``psnr``/``ssim``: JPEG alone and JPEG + generator, from its model card."""
+    return Artifact(
+        name=f"cifar10-restorer-q{quality}",
+        filename=f"cifar10-restorer-q{quality}.pt",
+        sha256=sha256,
+        architecture="argan-generator",
+        command="python -m art_purifiers.training.restorer --data-dir ../shared/data/cifar10 "
+        f"--quality {quality} --output runs/restorer-q{quality}",
+        summary=f"CompressRestore restorer for JPEG q{quality} (argan-generator, 1.4 M parameters), CIFAR-10 32x32; "
+        f"1,000 shared test images, JPEG -> JPEG + generator: PSNR {psnr[0]:.2f} -> {psnr[1]:.2f} dB, "
+        f"SSIM {ssim[0]:.4f} -> {ssim[1]:.4f}",
+        tags=("restorer", "cifar10", "compress-restore"),
+    )
+
+
 #: Shipped artifacts by name.
 REGISTRY: dict[str, Artifact] = {
     artifact.name: artifact
@@ -63,38 +79,14 @@ REGISTRY: dict[str, Artifact] = {
             "5,000 shared test images (JPEG q75 copy)",
             tags=("classifier", "cifar10"),
         ),
-        Artifact(
-            name="cifar10-restorer-q20",
-            filename="cifar10-restorer-q20.pt",
-            sha256="62f286d9bf2501ef0569b54d8095884bc2ac71bebc176c0f9b6881b596de7438",
-            architecture="argan-generator",
-            command="python -m art_purifiers.training.restorer --data-dir ../shared/data/cifar10 --quality 20 --output "
-            "runs/restorer-q20",
-            summary="CompressRestore restorer for JPEG q20 (argan-generator, 1.4 M parameters), CIFAR-10 32x32; 1,000 "
-            "shared test images, JPEG -> JPEG + generator: PSNR 26.27 -> 27.57 dB, SSIM 0.8837 -> 0.9066",
-            tags=("restorer", "cifar10", "compress-restore"),
+        _cifar10_restorer(
+            20, "62f286d9bf2501ef0569b54d8095884bc2ac71bebc176c0f9b6881b596de7438", (26.27, 27.57), (0.8837, 0.9066)
         ),
-        Artifact(
-            name="cifar10-restorer-q40",
-            filename="cifar10-restorer-q40.pt",
-            sha256="77bbc8e4c7ebb44dbce69eeb5a662d00fc51ea305969ac3eff79e55ad80d3495",
-            architecture="argan-generator",
-            command="python -m art_purifiers.training.restorer --data-dir ../shared/data/cifar10 --quality 40 --output "
-            "runs/restorer-q40",
-            summary="CompressRestore restorer for JPEG q40 (argan-generator, 1.4 M parameters), CIFAR-10 32x32; 1,000 "
-            "shared test images, JPEG -> JPEG + generator: PSNR 28.73 -> 29.68 dB, SSIM 0.9274 -> 0.9389",
-            tags=("restorer", "cifar10", "compress-restore"),
+        _cifar10_restorer(
+            40, "77bbc8e4c7ebb44dbce69eeb5a662d00fc51ea305969ac3eff79e55ad80d3495", (28.73, 29.68), (0.9274, 0.9389)
         ),
-        Artifact(
-            name="cifar10-restorer-q60",
-            filename="cifar10-restorer-q60.pt",
-            sha256="f653a7aadd0c08a298f71d8252221488ca25ddfb2bcc1f84832f8b9cd6d7e924",
-            architecture="argan-generator",
-            command="python -m art_purifiers.training.restorer --data-dir ../shared/data/cifar10 --quality 60 --output "
-            "runs/restorer-q60",
-            summary="CompressRestore restorer for JPEG q60 (argan-generator, 1.4 M parameters), CIFAR-10 32x32; 1,000 "
-            "shared test images, JPEG -> JPEG + generator: PSNR 32.65 -> 35.87 dB, SSIM 0.9724 -> 0.9846",
-            tags=("restorer", "cifar10", "compress-restore"),
+        _cifar10_restorer(
+            60, "f653a7aadd0c08a298f71d8252221488ca25ddfb2bcc1f84832f8b9cd6d7e924", (32.65, 35.87), (0.9724, 0.9846)
         ),
     )
 }
