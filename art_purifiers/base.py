@@ -9,15 +9,21 @@ preprocessing step is a ``PreprocessorPyTorch``, so the backward chosen by ``bpd
 
 from __future__ import annotations
 
+import copy
 import math
 import secrets
+import warnings
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from torch import nn
 
-from art_purifiers.ops.quantize import Rounding, clamp_straight_through
+from art_purifiers.ops.device import autocast_disabled
+from art_purifiers.ops.quantize import Rounding, clamp_straight_through, replace_gradient
 
 BPDA_MODES: tuple[str, ...] = ("straight_through", "identity", "surrogate")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -25,6 +31,10 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _RANGE_TOLERANCE = 1e-5
 # pixels per CPU chunk (about 2 MB of float32, in cache)
 _CPU_CHUNK_ELEMENTS = 1 << 19
+# pixels (H x W) per chunk through a network: 256 CIFAR-10 images on the CPU, 64 times more on an accelerator
+_NETWORK_CHUNK_PIXELS = {"cpu": 1 << 18, "other": 1 << 24}
+# a clip range this wide with every value in [0, 1] is most likely [0, 1] data passed as 0-255
+_WIDE_RANGE = 10.0
 
 Randomness = dict[str, Any] | None
 # identity mode never differentiates through the defence, so plain rounding suffices there
@@ -41,10 +51,17 @@ class PurifierPreprocessor(PreprocessorPyTorch):
 
     Subclasses implement :meth:`_purify` on ``(N, C, H, W)`` float tensors in ``[0, 1]`` and, when they are random,
     :meth:`_draw` (all per-image randomness for a batch, drawn on the CPU before chunking so that outputs do not
-    depend on ``batch_size`` or the device).
+    depend on ``batch_size`` or the device) and :meth:`_is_randomized`. Defences whose output has another size (a
+    x2 super-resolution) override :meth:`output_size`; defences built on networks register them with
+    :meth:`_set_network` and fetch the copy for the input's device with :meth:`_network`, and usually override
+    :meth:`_chunk_size`.
 
     Layout: ``channels_first=True`` (NCHW) by default, because these defences sit in front of PyTorch models; ART's
     NumPy defences default to NHWC, so set ``channels_first=False`` for NHWC data.
+
+    Precision: the purification runs in float32 (float64 for float64 input) with autocast switched off, so a
+    ``torch.autocast`` region around an attack changes neither the rounding steps nor the networks; the output is
+    cast back to the input's dtype.
 
     Memory: ``PyTorchClassifier`` moves the whole input array to the device before calling :meth:`forward`;
     ``batch_size`` bounds the intermediates of the purification, not that first copy.
@@ -54,8 +71,6 @@ class PurifierPreprocessor(PreprocessorPyTorch):
     """
 
     params = ["clip_values", "channels_first", "bpda", "seed", "batch_size", "device_type"]
-    #: Whether two calls on the same input may differ (EOT is meaningful only then).
-    randomized: bool = False
 
     def __init__(
         self,
@@ -90,6 +105,7 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         self.seed = seed
         self.batch_size = batch_size
         self.device_type = device_type
+        self._networks = NetworkCache()
         self._check_params()
         self._generator = torch.Generator()
         self._reseed()
@@ -113,10 +129,84 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         """
         raise NotImplementedError
 
+    def _is_randomized(self) -> bool:
+        """Whether the current parameters make two calls on the same input differ (see :attr:`randomized`)."""
+        return False
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """
+        Height and width of the purified images for inputs of ``height`` x ``width`` (the same unless a defence
+        changes the size, e.g. a x2 super-resolution).
+        """
+        return height, width
+
+    def _identity_surrogate(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """
+        What ``bpda="identity"`` differentiates instead of the defence: ``x`` itself, or, when the output has
+        another size, ``x`` resized to it by bicubic interpolation (float32, no antialiasing).
+        """
+        if tuple(x.shape[-2:]) == tuple(size):
+            return x
+        work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        return F.interpolate(work, size=size, mode="bicubic", align_corners=False).to(x.dtype)
+
+    def _chunk_size(self, x: torch.Tensor) -> int:
+        """
+        Images purified at once, at most ``batch_size``. The default suits cheap per-pixel work: on the CPU,
+        chunks small enough to stay in cache. Defences that run networks override it (see
+        :meth:`_network_chunk_size`).
+
+        :param x: The whole ``(N, C, H, W)`` batch.
+        """
+        if x.device.type != "cpu":
+            return int(self.batch_size)
+        per_image = x.shape[1] * x.shape[2] * x.shape[3]
+        return int(min(self.batch_size, max(1, _CPU_CHUNK_ELEMENTS // per_image)))
+
+    def _network_chunk_size(self, x: torch.Tensor) -> int:
+        """A chunk size for networks: bounded by pixels per chunk (activations grow with H x W), at most
+        ``batch_size``."""
+        budget = _NETWORK_CHUNK_PIXELS["cpu" if x.device.type == "cpu" else "other"]
+        return int(min(self.batch_size, max(1, budget // (x.shape[2] * x.shape[3]))))
+
+    def _set_network(self, key: Hashable, network: nn.Module) -> None:
+        """Register a network under ``key`` (see :class:`NetworkCache`: a frozen eval-mode copy is kept)."""
+        self._networks.set(key, network)
+
+    def _network(self, key: Hashable, device: torch.device, dtype: torch.dtype = torch.float32) -> nn.Module:
+        """The network registered under ``key``, on ``device`` in ``dtype`` (copied once, then cached)."""
+        return self._networks.get(key, device, dtype)
+
+    @property
+    def randomized(self) -> bool:
+        """Whether two calls on the same input may differ (then EOT is meaningful)."""
+        return self._is_randomized()
+
     @property
     def rounding(self) -> Rounding:
         """The rounding variant of ``ops.quantize`` matching the BPDA mode."""
         return _ROUNDING_FOR_BPDA[self.bpda]
+
+    # ------------------------------------------------------------------ random state
+
+    def get_random_state(self) -> torch.Tensor:
+        """
+        The state of the defence's random generator, to replay draws with :meth:`set_random_state` (as
+        :class:`~art_purifiers.attacks.EOTPyTorchClassifier` does for Carlini & Wagner's paired gradients).
+
+        :return: A CPU ``ByteTensor`` (a copy).
+        """
+        return self._generator.get_state()
+
+    def set_random_state(self, state: torch.Tensor) -> None:
+        """
+        Restore a state returned by :meth:`get_random_state`: the next calls draw what they drew after it.
+
+        :raises TypeError: if ``state`` is not a ``torch.ByteTensor`` of a generator state.
+        """
+        if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8:
+            raise TypeError(f"state must be a torch.ByteTensor from get_random_state, got {type(state).__name__}.")
+        self._generator.set_state(state)
 
     # ------------------------------------------------------------------ ART API
 
@@ -127,7 +217,7 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         :param x: Images ``(N, C, H, W)`` (or ``(N, H, W, C)`` with ``channels_first=False``) within
                   ``clip_values``, floating point, 1 or 3 channels.
         :param y: Labels, returned unchanged.
-        :return: Purified images (same shape, dtype and device) and ``y``.
+        :return: Purified images (same layout, dtype and device; the size given by :meth:`output_size`) and ``y``.
         """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"forward expects a torch.Tensor, got {type(x).__name__}; use __call__ for NumPy arrays.")
@@ -137,17 +227,19 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         randomness = self._draw(nchw.shape[0], nchw.shape[2], nchw.shape[3])
         chunk = self._chunk_size(nchw)
         needs_grad = torch.is_grad_enabled() and x.requires_grad
-        parts = []
-        out = None if needs_grad else torch.empty(nchw.shape, dtype=x.dtype, device=x.device)
+        parts: list[torch.Tensor] = []
+        out: torch.Tensor | None = None
         for start in range(0, nchw.shape[0], chunk):
             part = (
                 None if randomness is None else {key: value[start : start + chunk] for key, value in randomness.items()}
             )
             purified = self._purify_scaled(nchw[start : start + chunk], part)
-            if out is None:
+            if needs_grad:
                 parts.append(purified)
-            else:
-                out[start : start + chunk] = purified
+                continue
+            if out is None:  # sized from the first chunk: the output may be larger than the input
+                out = purified.new_empty((nchw.shape[0], *purified.shape[1:]))
+            out[start : start + chunk] = purified
         if out is None:
             out = parts[0] if len(parts) == 1 else torch.cat(parts)
         if not self.channels_first:
@@ -160,7 +252,7 @@ class PurifierPreprocessor(PreprocessorPyTorch):
 
         :param x: Images as in :meth:`forward`, as a floating-point NumPy array.
         :param y: Labels, returned unchanged.
-        :return: Purified images (same shape and dtype) and ``y``.
+        :return: Purified images (same layout and dtype) and ``y``.
         """
         x_tensor = self._numpy_to_tensor(x, "x")
         with torch.no_grad():
@@ -171,21 +263,41 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         """
         Backpropagate ``grad`` (the gradient with respect to the purified images) to ``x`` with the ``bpda`` backward.
 
-        For a randomized defence this draws fresh randomness, as a new forward pass would.
+        ``grad`` has the shape of the purified images, or ``(N, K, ...)`` for K class gradients (as ART passes
+        them); the K gradients then go through one forward pass, so a randomized defence uses one draw for all of
+        them (and fresh randomness at each call, as a new forward pass would).
 
         :param x: Images as in :meth:`__call__`.
-        :param grad: Gradient of the same shape as ``x``.
-        :return: Gradient with respect to ``x``, same shape and dtype as ``x``.
+        :param grad: Gradient with respect to the purified images, or ``(N, K, ...)`` of them.
+        :return: Gradient with respect to ``x``: ``x``'s shape (or ``(N, K, ...)``), ``x``'s dtype.
         """
-        x_tensor = self._numpy_to_tensor(x, "x").clone().requires_grad_(True)
+        x_tensor = self._numpy_to_tensor(x, "x").requires_grad_(True)
         grad_tensor = self._numpy_to_tensor(grad, "grad", validate=False)
-        if grad_tensor.shape != x_tensor.shape:
-            raise ValueError(f"grad has shape {tuple(grad_tensor.shape)} but x has shape {tuple(x_tensor.shape)}.")
+        out_shape = self._output_shape(tuple(x_tensor.shape))
+        per_class = (
+            grad_tensor.dim() == x_tensor.dim() + 1 and grad_tensor.shape[:1] + grad_tensor.shape[2:] == out_shape
+        )
+        if tuple(grad_tensor.shape) != out_shape and not per_class:
+            raise ValueError(
+                f"grad has shape {tuple(grad_tensor.shape)}; expected the purified images' shape {out_shape} "
+                f"(x has shape {tuple(x_tensor.shape)}) or (N, K, ...) class gradients of it."
+            )
         with torch.enable_grad():
             out, _ = self.forward(x_tensor)
-            out.backward(grad_tensor.to(out.dtype))
-        assert x_tensor.grad is not None
-        return x_tensor.grad.cpu().numpy()
+            outputs = grad_tensor.to(out.dtype).unbind(1) if per_class else [grad_tensor.to(out.dtype)]
+            gradients = [
+                torch.autograd.grad(out, x_tensor, g, retain_graph=k + 1 < len(outputs), allow_unused=True)[0]
+                for k, g in enumerate(outputs)
+            ]
+        gradients = [torch.zeros_like(x_tensor) if g is None else g for g in gradients]
+        gradient = torch.stack(gradients, 1) if per_class else gradients[0]
+        return gradient.cpu().numpy()
+
+    def _output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of the purified batch for an input batch of ``shape`` (in this defence's layout)."""
+        if self.channels_first:
+            return (*shape[:2], *self.output_size(shape[2], shape[3]))
+        return (shape[0], *self.output_size(shape[1], shape[2]), shape[3])
 
     def set_params(self, **kwargs: Any) -> None:
         """
@@ -254,26 +366,25 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         seed = secrets.randbits(63) if self.seed is None else int(self.seed)
         self._generator = torch.Generator().manual_seed(seed)
 
-    def _chunk_size(self, x: torch.Tensor) -> int:
-        if x.device.type != "cpu":
-            return int(self.batch_size)
-        # on the CPU, small chunks keep every pass over the pixels in cache (several times faster at 224 px)
-        per_image = x.shape[1] * x.shape[2] * x.shape[3]
-        return int(min(self.batch_size, max(1, _CPU_CHUNK_ELEMENTS // per_image)))
-
     def _purify_scaled(self, x: torch.Tensor, randomness: Randomness) -> torch.Tensor:
-        """Map a chunk from ``clip_values`` to [0, 1], purify with the BPDA backward, clip, map back and cast."""
+        """
+        Map a chunk from ``clip_values`` to [0, 1], purify it in float32 (float64 for float64 input) without
+        autocast, with the BPDA backward, clip, map back and cast to the input's dtype.
+        """
         low, high = self.clip_values
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         needs_grad = torch.is_grad_enabled() and x.requires_grad
-        unit = (x.to(work_dtype) - low) * (1.0 / (high - low))
-        if not needs_grad or self.bpda == "identity":
-            with torch.no_grad():
-                purified = self._purify(unit, randomness).clamp_(0.0, 1.0).mul_(high - low).add_(low).to(x.dtype)
-            # identity in backward: the value of the purified images, the gradient of x
-            return x + (purified - x.detach()) if needs_grad else purified
-        purified = clamp_straight_through(self._purify(unit, randomness), 0.0, 1.0)
-        return (purified * (high - low) + low).to(x.dtype)
+        with autocast_disabled(x.device):
+            unit = (x.to(work_dtype) - low) * (1.0 / (high - low))
+            if not needs_grad or self.bpda == "identity":
+                with torch.no_grad():
+                    purified = self._purify(unit, randomness).clamp_(0.0, 1.0).mul_(high - low).add_(low).to(x.dtype)
+                if not needs_grad:
+                    return purified
+                # identity in backward: the value of the purified images, the gradient of x (or of x resized)
+                return replace_gradient(purified, self._identity_surrogate(x, (purified.shape[-2], purified.shape[-1])))
+            purified = clamp_straight_through(self._purify(unit, randomness), 0.0, 1.0)
+            return (purified * (high - low) + low).to(x.dtype)
 
     def _validate(self, shape: tuple[int, ...], dtype: Any) -> None:
         layout = "(N, C, H, W)" if self.channels_first else "(N, H, W, C)"
@@ -293,14 +404,23 @@ class PurifierPreprocessor(PreprocessorPyTorch):
             raise TypeError(f"x must be floating point (float16/32/64), got dtype {dtype}; convert it first.")
 
     def _check_values(self, x: torch.Tensor) -> None:
+        """Reject NaN, infinity and values outside ``clip_values`` (with a hint); warn on [0, 1] data in 0-255."""
         low, high = self.clip_values
         x_min, x_max = (float(v) for v in torch.aminmax(x.detach().float()))
         if not (math.isfinite(x_min) and math.isfinite(x_max)):
             raise ValueError("x contains NaN or infinite values.")
         slack = _RANGE_TOLERANCE * (high - low)
         if x_min < low - slack or x_max > high + slack:
-            hint = " Did you mean clip_values=(0, 255)?" if high <= 1.0 and x_max <= 255.0 else ""
-            raise ValueError(f"x has values in [{x_min:g}, {x_max:g}], outside clip_values=({low:g}, {high:g}).{hint}")
+            raise ValueError(
+                f"x has values in [{x_min:g}, {x_max:g}], outside clip_values=({low:g}, {high:g})."
+                + _range_hint(x_min, x_max, low, high)
+            )
+        if high - low >= _WIDE_RANGE and 0.0 <= x_min and 0.0 < x_max <= 1.0:
+            warnings.warn(
+                f"Every value of x lies in [0, 1] but clip_values=({low:g}, {high:g}): if the images are in [0, 1], "
+                "pass clip_values=(0, 1), otherwise the 8-bit steps see nearly black images.",
+                stacklevel=3,
+            )
 
     def _numpy_to_tensor(self, array: Any, name: str, validate: bool = True) -> torch.Tensor:
         if not isinstance(array, np.ndarray):
@@ -330,3 +450,66 @@ class PurifierPreprocessor(PreprocessorPyTorch):
     def __repr__(self) -> str:
         args = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.params)
         return f"{type(self).__name__}({args})"
+
+
+def _range_hint(x_min: float, x_max: float, low: float, high: float) -> str:
+    """A guess at what was meant, for the out-of-range error; empty when there is no good guess."""
+    if 0.0 <= x_min and x_max <= 255.0 and high <= 1.0:
+        return " Did you mean clip_values=(0, 255)?"
+    if x_min < 0.0 <= low:
+        if -1.0 <= x_min and x_max <= 1.0:
+            return " Did you mean clip_values=(-1, 1)?"
+        return (
+            " Standardised images? The defences work on pixel ranges: pass the images before normalisation and let "
+            "ART standardise after the defences, PyTorchClassifier(..., preprocessing=(mean, std))."
+        )
+    return ""
+
+
+class NetworkCache:
+    """
+    The networks of a defence, frozen (no parameter requires grad) and in eval mode, with one copy per device and
+    dtype made on first use.
+
+    A network handed to :meth:`set` is copied once, so the caller's module is never moved, frozen or switched to
+    eval mode in place. Pickling keeps the registered networks and drops the per-device copies.
+    """
+
+    def __init__(self) -> None:
+        self._networks: dict[Hashable, nn.Module] = {}
+        self._copies: dict[tuple[Hashable, torch.device, torch.dtype], nn.Module] = {}
+
+    def set(self, key: Hashable, network: nn.Module) -> None:
+        """Register a frozen eval-mode copy of ``network`` under ``key`` (replacing an earlier one)."""
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"Expected a torch.nn.Module, got {type(network).__name__}.")
+        frozen = copy.deepcopy(network).eval()
+        for parameter in frozen.parameters():
+            parameter.requires_grad_(False)
+        self.discard(key)
+        self._networks[key] = frozen
+
+    def get(self, key: Hashable, device: torch.device, dtype: torch.dtype = torch.float32) -> nn.Module:
+        """The network under ``key`` on ``device`` in ``dtype`` (floating-point parameters and buffers)."""
+        index = (key, torch.device(device), dtype)
+        if index not in self._copies:
+            network = self._networks[key]
+            tensors = [*network.parameters(), *network.buffers()]
+            fits = all(t.device == index[1] and (t.dtype == dtype or not t.is_floating_point()) for t in tensors)
+            self._copies[index] = network if fits else copy.deepcopy(network).to(device=index[1], dtype=dtype)
+        return self._copies[index]
+
+    def discard(self, key: Hashable) -> None:
+        """Forget the network under ``key`` and its copies (no error if there is none)."""
+        self._networks.pop(key, None)
+        self._copies = {index: module for index, module in self._copies.items() if index[0] != key}
+
+    def keys(self) -> list[Hashable]:
+        """The registered keys."""
+        return list(self._networks)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_networks": self._networks, "_copies": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)

@@ -148,6 +148,25 @@ def load(name: str, device: str | torch.device = "cpu") -> nn.Module:
     return module
 
 
+def resolve(source: str | Path | nn.Module, train_command: str = "") -> nn.Module:
+    """
+    A network named by a user: a shipped artifact's name, a weight file in the zoo format, or a module (returned
+    as it is).
+
+    :param source: What the user passed.
+    :param train_command: A command that trains such weights, quoted in the error for unknown sources.
+    :raises ValueError: for a string that is neither a shipped name nor an existing file.
+    """
+    if isinstance(source, nn.Module):
+        return source
+    if isinstance(source, str) and source in REGISTRY:
+        return load(source)
+    if isinstance(source, (str, Path)) and Path(source).is_file():
+        return load_file(source)
+    hint = f" Train one with `{train_command}`." if train_command else ""
+    raise ValueError(f"{source!r} is neither a shipped artifact ({names()}), a weight file, nor an nn.Module.{hint}")
+
+
 def card(file: str | Path) -> dict[str, Any]:
     """The model card stored in a weight file (data, resolution, metrics, command)."""
     return dict(_read(file)["card"])

@@ -87,7 +87,7 @@ def test_outputs_do_not_depend_on_batch_size(images: np.ndarray) -> None:
 
 
 def test_deterministic_defence_is_deterministic(images: np.ndarray) -> None:
-    assert not NNFavoredJpeg.randomized and QuantizeDistort().randomized
+    assert not NNFavoredJpeg().randomized and QuantizeDistort().randomized
     assert not QuantizeDistort(distort=False).randomized
     np.testing.assert_array_equal(NNFavoredJpeg(seed=1)(images)[0], NNFavoredJpeg(seed=2)(images)[0])
 

@@ -24,11 +24,12 @@ from art_purifiers.base import PurifierPreprocessor
 class RandomInvert(PurifierPreprocessor):
     """Toy randomized defence: each image is inverted (1 - x) with probability 1/2. Records its gradient batches."""
 
-    randomized = True
-
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gradient_batches: list[int] = []
+
+    def _is_randomized(self) -> bool:
+        return True
 
     def _draw(self, num_images: int, height: int, width: int) -> dict[str, torch.Tensor]:
         return {"invert": torch.rand(num_images, generator=self._generator) < 0.5}

@@ -129,16 +129,13 @@ class EOTPyTorchClassifier(PyTorchClassifier):
         """Replay the previous call's draws when the batch is identical (C&W's two calls per step)."""
         array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         key = hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest() + str(array.shape)
-        generators = [
-            d._generator
-            for d in self.preprocessing_defences
-            if isinstance(getattr(d, "_generator", None), torch.Generator)
-        ]
+        # every defence with a public random state (ours, and wrappers such as LearnedBPDA that forward it)
+        random = [d for d in self.preprocessing_defences if callable(getattr(d, "get_random_state", None))]
         if self._paired_draws is not None and self._paired_draws[0] == key:
-            for generator, state in zip(generators, self._paired_draws[1]):
-                generator.set_state(state)
+            for defence, state in zip(random, self._paired_draws[1]):
+                defence.set_random_state(state)
         else:
-            self._paired_draws = (key, [generator.get_state() for generator in generators])
+            self._paired_draws = (key, [defence.get_random_state() for defence in random])
 
     @staticmethod
     def _require_float(x: Any) -> Any:

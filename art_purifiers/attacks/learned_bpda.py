@@ -17,6 +17,10 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import nn
 from tqdm.auto import tqdm
 
+from art_purifiers.base import NetworkCache
+from art_purifiers.ops.device import autocast_disabled
+from art_purifiers.ops.quantize import replace_gradient
+
 
 class Approximator(nn.Module):
     """A residual conv net x + h(x): 3x3 convs with ReLU, ``width`` channels, ``depth`` layers."""
@@ -44,20 +48,26 @@ def train_approximator(
     width: int = 32,
     depth: int = 4,
     verbose: bool = True,
+    device: str | torch.device | None = None,
 ) -> Approximator:
     """
     Fit an :class:`Approximator` to ``defence`` on ``images`` (NCHW float in the defence's clip range).
 
     Half of each batch gets uniform noise in [-noise, noise] (clipped), so the network also learns the defence
-    near the data, where attacks move.
+    near the data, where attacks move. The batches are drawn on the CPU (so the same seed gives the same batches on
+    every device) and trained on ``device``.
 
-    :return: The trained approximator in eval mode; its final training MSE is in ``approximator.final_mse``.
+    :param device: Where the approximator trains and the defence runs; default: the defence's ``device`` (ART's
+                   ``device_type``), else the CPU.
+    :return: The trained approximator in eval mode, on ``device``; its final training MSE is in
+             ``approximator.final_mse``.
     """
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty NCHW batch, got shape {images.shape}.")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    approximator = Approximator(images.shape[1], width, depth)
+    target_device = torch.device(device if device is not None else getattr(defence, "device", "cpu"))
+    approximator = Approximator(images.shape[1], width, depth).to(target_device)
     optimizer = torch.optim.Adam(approximator.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     data = torch.from_numpy(np.asarray(images, dtype=np.float32))
@@ -69,6 +79,7 @@ def train_approximator(
         noisy = torch.rand(batch_size, generator=generator) < 0.5
         perturbation = (torch.rand(batch.shape, generator=generator) * 2 - 1) * noise * (high - low)
         batch = torch.where(noisy[:, None, None, None], (batch + perturbation).clamp(low, high), batch)
+        batch = batch.to(target_device)
         with torch.no_grad():
             target, _ = defence.forward(batch)
         loss = nn.functional.mse_loss(approximator(batch), target)
@@ -86,20 +97,36 @@ class LearnedBPDA(PreprocessorPyTorch):
     The defence's true output in forward, the approximator's gradient in backward.
 
     :param defence: The defence under attack (a ``PreprocessorPyTorch``).
-    :param approximator: A network trained by :func:`train_approximator` to mimic it.
+    :param approximator: A network trained by :func:`train_approximator` to mimic it (copied, frozen, and moved to
+                         each input's device).
     """
 
     def __init__(self, defence: PreprocessorPyTorch, approximator: nn.Module, device_type: str = "gpu") -> None:
         super().__init__(device_type=device_type, apply_fit=False, apply_predict=True)
         self.defence = defence
-        self.approximator = approximator
-        for parameter in approximator.parameters():
-            parameter.requires_grad_(False)
+        self._networks = NetworkCache()
+        self._networks.set("approximator", approximator)
+
+    @property
+    def approximator(self) -> nn.Module:
+        """The (frozen) approximator."""
+        return self._networks.get("approximator", torch.device("cpu"))
 
     def forward(self, x: torch.Tensor, y: Any | None = None) -> tuple[torch.Tensor, Any | None]:
         with torch.no_grad():
             purified, y = self.defence.forward(x, y)
         if not (torch.is_grad_enabled() and x.requires_grad):
             return purified, y
-        approximation = self.approximator.to(x.device)(x)
-        return approximation + (purified - approximation).detach(), y
+        with autocast_disabled(x.device):
+            approximation = self._networks.get("approximator", x.device)(x.float()).to(x.dtype)
+        return replace_gradient(purified, approximation), y
+
+    def get_random_state(self) -> Any:
+        """The wrapped defence's random state (``None`` if it has none), for EOT's paired draws."""
+        getter = getattr(self.defence, "get_random_state", None)
+        return getter() if callable(getter) else None
+
+    def set_random_state(self, state: Any) -> None:
+        """Restore the wrapped defence's random state."""
+        if state is not None:
+            self.defence.set_random_state(state)

@@ -26,10 +26,16 @@ from torch import nn
 
 from art_purifiers import zoo
 from art_purifiers.base import PurifierPreprocessor, Randomness
+from art_purifiers.ops.codec import BACKENDS
+from art_purifiers.ops.color import rgb_to_luma
+from art_purifiers.ops.groups import map_groups
 from art_purifiers.ops.jpeg import jpeg_differentiable, jpeg_round_trip
+from art_purifiers.ops.quantize import replace_gradient
 
 #: The shipped restorers, by the quality they were trained for.
 DEFAULT_RESTORERS: dict[int, str] = {20: "cifar10-restorer-q20", 40: "cifar10-restorer-q40", 60: "cifar10-restorer-q60"}
+#: The restorer name that means "JPEG without restoration" (the paper's ablations).
+NO_RESTORER = "none"
 #: Images this many times larger than the training resolution (32 px) trigger a warning.
 _LARGE_IMAGE_FACTOR = 4
 _TRAINING_SIZE = 32
@@ -41,38 +47,33 @@ def nearest_quality(quality: int, available: list[int]) -> int:
 
 
 def _load_restorer(source: str | Path | nn.Module) -> nn.Module:
-    if isinstance(source, nn.Module):
-        module = source
-    elif source == "none":  # JPEG without restoration, for the paper's ablations
-        module = nn.Identity()
-    elif isinstance(source, str) and source in zoo.REGISTRY:
-        module = zoo.load(source)
-    elif Path(source).is_file():
-        module = zoo.load_file(source)
-    else:
-        raise ValueError(
-            f"Restorer {source!r} is neither a shipped artifact ({zoo.names()}), a weight file, nor an nn.Module. "
-            "Train restorers with `python -m art_purifiers.training.restorer`."
-        )
-    module.eval()
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-    return module
+    if isinstance(source, str) and source == NO_RESTORER:
+        return nn.Identity()
+    return zoo.resolve(source, train_command="python -m art_purifiers.training.restorer")
+
+
+def _input_channels(network: nn.Module) -> int | None:
+    """The channels of the first convolution (``None`` for networks without one, e.g. the identity)."""
+    return next((int(m.in_channels) for m in network.modules() if isinstance(m, nn.Conv2d)), None)
 
 
 class CompressRestore(PurifierPreprocessor):
     """
     (Compress and Restore)^N: random-quality JPEG then GAN restoration, ``n_iter`` times. Randomized when
     ``qf_range`` spans more than one quality.
+
+    Grey (1-channel) images are compressed as grey JPEGs; a colour restorer restores them as colour images with
+    three equal channels and the result is turned back into grey by its luma (what JPEG and PIL do).
     """
 
-    params = PurifierPreprocessor.params + ["qf_range", "n_iter", "restorers"]
+    params = PurifierPreprocessor.params + ["qf_range", "n_iter", "restorers", "jpeg_backend"]
 
     def __init__(
         self,
         qf_range: tuple[int, int] = (20, 60),
         n_iter: int = 3,
         restorers: Mapping[int, str | Path | nn.Module] | None = None,
+        jpeg_backend: str = "auto",
         **kwargs: Any,
     ) -> None:
         """
@@ -80,18 +81,24 @@ class CompressRestore(PurifierPreprocessor):
         :param n_iter: Number of compress-and-restore iterations N (paper: 3).
         :param restorers: Quality -> restorer (zoo name, weight file, module, or ``"none"`` for JPEG without
                           restoration); default: the shipped generators for 20, 40 and 60 (trained on CIFAR-10).
+                          Modules are copied (yours is never moved to another device or frozen in place).
+        :param jpeg_backend: The JPEG codec (:mod:`art_purifiers.ops.codec`): ``"auto"`` is exact libjpeg on every
+                             device (CUDA images are coded on the host); ``"nvjpeg"`` codes on the GPU (faster,
+                             inexact).
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor`.
         """
         self.qf_range = qf_range
         self.n_iter = n_iter
         self.restorers = dict(DEFAULT_RESTORERS if restorers is None else restorers)
-        self._modules: dict[int, nn.Module] = {}
+        self.jpeg_backend = jpeg_backend
         super().__init__(**kwargs)
         self._warned_size = False
 
-    @property
-    def randomized(self) -> bool:  # type: ignore[override]
+    def _is_randomized(self) -> bool:
         return self.qf_range[0] != self.qf_range[1]
+
+    def _chunk_size(self, x: torch.Tensor) -> int:
+        return self._network_chunk_size(x)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -104,46 +111,57 @@ class CompressRestore(PurifierPreprocessor):
         self.qf_range = (low, high)
         if not isinstance(self.n_iter, int) or isinstance(self.n_iter, bool) or self.n_iter < 1:
             raise ValueError(f"n_iter must be a positive integer, got {self.n_iter!r}.")
+        if self.jpeg_backend not in BACKENDS:
+            raise ValueError(f"jpeg_backend must be one of {BACKENDS}, got {self.jpeg_backend!r}.")
         if not self.restorers or not all(isinstance(q, int) and 1 <= q <= 100 for q in self.restorers):
             raise ValueError(f"restorers must map integer qualities in [1, 100] to restorers, got {self.restorers!r}.")
-        if getattr(self, "_sources", None) != self.restorers:  # load only what changed (set_params re-checks)
-            self._modules = {quality: _load_restorer(source) for quality, source in sorted(self.restorers.items())}
-            self._sources = dict(self.restorers)
+        loaded = getattr(self, "_sources", {})
+        changed = {q: source for q, source in self.restorers.items() if q not in loaded or loaded[q] != source}
+        networks = {quality: _load_restorer(source) for quality, source in changed.items()}  # all or nothing
+        for quality, network in networks.items():
+            self._set_network(quality, network)
+        for quality in set(loaded) - set(self.restorers):
+            self._networks.discard(quality)
+        self._sources = dict(self.restorers)
 
     def _draw(self, num_images: int, height: int, width: int) -> Randomness:
         low, high = self.qf_range
         qualities = torch.randint(low, high + 1, (num_images, self.n_iter), generator=self._generator)
         return {"quality": qualities}
 
-    def _jpeg(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        compressed = jpeg_round_trip(x, quality)
-        if not (torch.is_grad_enabled() and x.requires_grad):
-            return compressed
-        approximation = jpeg_differentiable(x, quality) if self.bpda == "surrogate" else x
-        return approximation + (compressed.to(x.dtype) - approximation).detach()
-
-    def _restore(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        available = list(self._modules)
-        chosen = torch.tensor([nearest_quality(int(q), available) for q in quality])
-        pieces, order = [], []
-        for restorer_quality in chosen.unique().tolist():
-            indices = (chosen == restorer_quality).nonzero().flatten()
-            module = self._modules[restorer_quality].to(x.device)
-            pieces.append(module(x[indices.to(x.device)].float()).to(x.dtype))
-            order.append(indices)
-        inverse = torch.argsort(torch.cat(order)).to(x.device)
-        return torch.cat(pieces)[inverse]
-
     def _purify(self, x: torch.Tensor, randomness: Randomness) -> torch.Tensor:
         assert randomness is not None
-        if not self._warned_size and max(x.shape[-2:]) > _LARGE_IMAGE_FACTOR * _TRAINING_SIZE:
-            warnings.warn(
-                f"CompressRestore's restorers were trained on {_TRAINING_SIZE}x{_TRAINING_SIZE} CIFAR-10 images; "
-                f"{x.shape[-2]}x{x.shape[-1]} images are far from that. Train restorers on your data for best results.",
-                stacklevel=4,
-            )
-            self._warned_size = True
+        self._warn_on_large_images(x)
         for iteration in range(self.n_iter):
             quality = randomness["quality"][:, iteration]
             x = self._restore(self._jpeg(x.clamp(0, 1), quality), quality)
         return x
+
+    def _jpeg(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        compressed = jpeg_round_trip(x, quality, backend=self.jpeg_backend)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return compressed
+        return replace_gradient(compressed, jpeg_differentiable(x, quality) if self.bpda == "surrogate" else x)
+
+    def _restore(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        available = sorted(self.restorers)
+        chosen = [nearest_quality(int(q), available) for q in quality]
+        return map_groups(self._run_restorer, x, chosen)
+
+    def _run_restorer(self, x: torch.Tensor, quality: int) -> torch.Tensor:
+        network = self._network(quality, x.device)
+        channels = _input_channels(network)
+        if channels not in (None, x.shape[1]) and not (x.shape[1] == 1 and channels == 3):
+            raise ValueError(f"The restorer for quality {quality} takes {channels}-channel images, got {x.shape[1]}.")
+        if x.shape[1] == 1 and channels == 3:
+            return rgb_to_luma(network(x.float().expand(-1, 3, -1, -1))).to(x.dtype)
+        return network(x.float()).to(x.dtype)
+
+    def _warn_on_large_images(self, x: torch.Tensor) -> None:
+        if not self._warned_size and max(x.shape[-2:]) > _LARGE_IMAGE_FACTOR * _TRAINING_SIZE:
+            warnings.warn(
+                f"CompressRestore's restorers were trained on {_TRAINING_SIZE}x{_TRAINING_SIZE} CIFAR-10 images; "
+                f"{x.shape[-2]}x{x.shape[-1]} images are far from that. Train restorers on your data for best results.",
+                stacklevel=5,
+            )
+            self._warned_size = True

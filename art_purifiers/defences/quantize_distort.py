@@ -85,8 +85,7 @@ class QuantizeDistort(PurifierPreprocessor):
         self.distort = distort
         super().__init__(**kwargs)
 
-    @property
-    def randomized(self) -> bool:  # type: ignore[override]
+    def _is_randomized(self) -> bool:
         """Random unless the distortion is off or ``distortion_limit`` is 0."""
         return bool(self.distort) and self.distortion_limit > 0
 

@@ -299,7 +299,9 @@ def learned_bpda_chain(defences: list[Any], fit: FitData, directory: Path, steps
         approximator.load_state_dict(torch.load(file, weights_only=True))
         approximator.eval()
     else:
-        approximator = train_approximator(defence, fit.x, steps=steps, seed=fit.seed, verbose=fit.verbose)
+        approximator = train_approximator(
+            defence, fit.x, steps=steps, seed=fit.seed, verbose=fit.verbose, device=fit.undefended.device
+        )
         file.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(approximator.state_dict(), file)
+        torch.save({key: value.cpu() for key, value in approximator.state_dict().items()}, file)
     return [LearnedBPDA(defence, approximator, device_type="cpu")]

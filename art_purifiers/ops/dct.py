@@ -1,7 +1,8 @@
 """Blockwise 8x8 orthonormal DCT-II and its inverse on batches of images.
 
 Images whose height or width is not a multiple of the block size are padded by replicating the last row and
-column (what libjpeg does) and cropped back by the inverse.
+column (what libjpeg does) and cropped back by the inverse. The transform matrices are built once per device and
+dtype (:func:`~art_purifiers.ops.device.cached_constant`), and the transforms run without autocast.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from art_purifiers.ops.device import autocast_disabled, cached_constant
+
 BLOCK_SIZE = 8
 
 
+@cached_constant
 def dct_matrix(
     n: int = BLOCK_SIZE, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
@@ -23,7 +27,7 @@ def dct_matrix(
     :param n: Transform length.
     :param dtype: Output dtype.
     :param device: Output device.
-    :return: Tensor of shape ``(n, n)``.
+    :return: Tensor of shape ``(n, n)`` (cached: do not modify it).
     """
     k = torch.arange(n, dtype=torch.float64).unsqueeze(1)
     i = torch.arange(n, dtype=torch.float64).unsqueeze(0)
@@ -32,11 +36,13 @@ def dct_matrix(
     return d.to(dtype=dtype, device=device)
 
 
+@cached_constant
 def block_dct_matrix(dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
     """
     The 64x64 matrix ``K = D kron D`` of the 2-D 8x8 DCT acting on row-major flattened blocks.
 
-    ``coeffs.flatten() == K @ block.flatten()``; ``K`` is orthogonal, so ``K.T`` is the inverse.
+    ``coeffs.flatten() == K @ block.flatten()``; ``K`` is orthogonal, so ``K.T`` is the inverse (cached: do not
+    modify it).
     """
     d = dct_matrix(BLOCK_SIZE, torch.float64)
     return torch.kron(d, d).to(dtype=dtype, device=device)
@@ -79,7 +85,8 @@ def block_dct(x: torch.Tensor) -> torch.Tensor:
              ``u`` and horizontal frequency ``v``.
     """
     d = dct_matrix(BLOCK_SIZE, x.dtype, x.device)
-    return d @ to_blocks(pad_to_blocks(x)) @ d.T
+    with autocast_disabled(x.device):
+        return d @ to_blocks(pad_to_blocks(x)) @ d.T
 
 
 def block_idct(coeffs: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -91,7 +98,8 @@ def block_idct(coeffs: torch.Tensor, size: tuple[int, int] | None = None) -> tor
     :return: Images of shape ``(N, C, H, W)``.
     """
     d = dct_matrix(BLOCK_SIZE, coeffs.dtype, coeffs.device)
-    x = from_blocks(d.T @ coeffs @ d)
+    with autocast_disabled(coeffs.device):
+        x = from_blocks(d.T @ coeffs @ d)
     if size is not None:
         x = x[..., : size[0], : size[1]]
     return x

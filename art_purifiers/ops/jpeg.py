@@ -1,12 +1,12 @@
 """
-JPEG round trips: the exact codec (libjpeg through ``torchvision.io``) and a differentiable approximation of it.
+JPEG round trips: the exact codec (libjpeg, on any device) and a differentiable approximation of it.
 
-* :func:`jpeg_round_trip` encodes and decodes with the real codec: libjpeg-turbo on the CPU (baseline, YCbCr,
-  4:2:0 chroma subsampling, the IJG tables scaled to the quality, islow DCT: byte-identical files to PIL's
-  ``Image.save(..., "JPEG", quality=q)``, so the decoded pixels equal PIL's exactly), nvjpeg on CUDA (a different
-  implementation: its output differs from libjpeg's by a few grey levels, see the tests and benchmarks). The
-  encoder takes one quality per call, so images are grouped by quality; on the CPU the groups are split across
-  threads (the codec releases the GIL).
+* :func:`jpeg_round_trip` encodes and decodes with a real codec chosen in :mod:`art_purifiers.ops.codec`: by
+  default libjpeg-turbo (through TorchCodec, else torchvision), whose files are byte-identical to PIL's
+  ``Image.save(..., "JPEG", quality=q)``, so the decoded pixels equal PIL's exactly. Images on a CUDA device are
+  coded on the host from a pinned copy and copied back, so the default output is the same on every device;
+  ``backend="nvjpeg"`` codes on the GPU instead (faster, inexact: 4:4:4 chroma, a different DCT). The encoder
+  takes one quality per call, so images are grouped by quality; on the CPU the groups are split across threads.
 * :func:`jpeg_differentiable` rebuilds the same steps from differentiable tensor ops (colour conversion, 2x2
   chroma averaging, blockwise DCT quantization with the scaled IJG tables, bilinear chroma upsampling) for
   ``bpda="surrogate"`` backward passes; it approximates the codec (no Huffman stage is needed, rounding is soft).
@@ -14,22 +14,17 @@ JPEG round trips: the exact codec (libjpeg through ``torchvision.io``) and a dif
 
 from __future__ import annotations
 
-import os
-import warnings
+import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 
+from art_purifiers.ops.codec import resolve_backend, round_trip_uint8
 from art_purifiers.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
+from art_purifiers.ops.groups import map_groups
 from art_purifiers.ops.quantize import Rounding, quantize_dct, scale_quantization_table
-
-# torchvision 0.29 warns on every JPEG call that its codecs will move to TorchCodec; they still are libjpeg-turbo and
-# nvjpeg, and the tests pin them to PIL's output, so keep users' logs readable.
-warnings.filterwarnings(
-    "ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning
-)
 
 #: IJG base luminance table (ITU-T T.81 Annex K.1), quality 50, row = vertical frequency.
 LUMA_TABLE = (
@@ -55,72 +50,67 @@ CHROMA_TABLE = (
 )
 
 
-def _qualities(quality: int | Sequence[int] | torch.Tensor, count: int) -> list[int]:
-    values = torch.as_tensor(quality).reshape(-1)
+def _qualities(quality: int | Sequence[int] | torch.Tensor, count: int) -> torch.Tensor:
+    values = torch.as_tensor(quality).reshape(-1).cpu()
     if values.numel() == 1:
         values = values.expand(count)
     if values.numel() != count:
         raise ValueError(f"Expected one quality or {count} (one per image), got {values.numel()}.")
     if values.is_floating_point() and not torch.equal(values, values.round()):
         raise ValueError("JPEG qualities must be integers.")
-    qualities = [int(v) for v in values]
-    if any(not 1 <= q <= 100 for q in qualities):
-        raise ValueError(f"JPEG qualities must lie in [1, 100], got {min(qualities)}..{max(qualities)}.")
-    return qualities
+    values = values.long()
+    if count and not (1 <= int(values.min()) and int(values.max()) <= 100):
+        raise ValueError(f"JPEG qualities must lie in [1, 100], got {int(values.min())}..{int(values.max())}.")
+    return values
 
 
-def _groups(qualities: list[int]) -> dict[int, list[int]]:
-    groups: dict[int, list[int]] = {}
-    for index, q in enumerate(qualities):
-        groups.setdefault(q, []).append(index)
-    return groups
-
-
-def _codec(images: list[torch.Tensor], quality: int, device: torch.device) -> list[torch.Tensor]:
-    from torchvision.io import decode_jpeg, encode_jpeg
-
-    encoded = encode_jpeg(images, quality=quality)
-    return list(decode_jpeg(encoded, device=device))
+def _check_images(x: torch.Tensor) -> None:
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"Expected (N, C, H, W) images with 1 or 3 channels, got shape {tuple(x.shape)}.")
 
 
 def jpeg_round_trip(
-    x: torch.Tensor, quality: int | Sequence[int] | torch.Tensor, workers: int | None = None
+    x: torch.Tensor,
+    quality: int | Sequence[int] | torch.Tensor,
+    backend: str = "auto",
+    workers: int | None = None,
 ) -> torch.Tensor:
     """
-    Encode and decode ``(N, C, H, W)`` images in ``[0, 1]`` (C = 1 or 3) with the real JPEG codec.
+    Encode and decode ``(N, C, H, W)`` images in ``[0, 1]`` (C = 1 or 3) with a real JPEG codec.
 
     The images are rounded to 8 bits first (ART's ``JpegCompression`` truncates instead).
 
-    :param x: Floating-point images in ``[0, 1]`` on the CPU or a CUDA device.
+    :param x: Floating-point images in ``[0, 1]`` on any device.
     :param quality: One integer quality in ``[1, 100]``, or one per image.
-    :param workers: CPU threads (default: the CPU count, at most the number of chunks).
+    :param backend: ``"auto"`` (exact libjpeg: TorchCodec, else torchvision), ``"torchcodec"``, ``"torchvision"``,
+                    ``"pil"`` or ``"nvjpeg"`` (CUDA images only; inexact), see :mod:`art_purifiers.ops.codec`.
+    :param workers: Host threads for the exact backends (default: ``torch.get_num_threads()``).
     :return: Decoded images, same shape, dtype and device as ``x``.
     """
-    if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"Expected (N, C, H, W) images with 1 or 3 channels, got shape {tuple(x.shape)}.")
+    _check_images(x)
     qualities = _qualities(quality, x.shape[0])
+    name = resolve_backend(backend, x.device)
     pixels = (x.detach() * 255).round_().clamp_(0, 255).to(torch.uint8)
-    output = torch.empty_like(pixels)
-    jobs = []
-    for q, indices in _groups(qualities).items():
-        if x.device.type == "cpu":  # split big groups so both cores work
-            step = max(1, -(-len(indices) // (workers or os.cpu_count() or 1)))
-            jobs += [(q, indices[i : i + step]) for i in range(0, len(indices), step)]
-        else:
-            jobs.append((q, indices))
-
-    def run(job: tuple[int, list[int]]) -> None:
-        q, indices = job
-        decoded = _codec([pixels[i] for i in indices], q, x.device)
-        output[indices] = torch.stack(decoded).to(x.device)
-
-    if x.device.type == "cpu" and len(jobs) > 1:
-        with ThreadPoolExecutor(min(len(jobs), workers or os.cpu_count() or 1)) as pool:
-            list(pool.map(run, jobs))
+    if name == "nvjpeg":
+        decoded = map_groups(lambda images, q: round_trip_uint8(images, q, name), pixels, qualities)
     else:
-        for job in jobs:
-            run(job)
-    return output.to(x.dtype) / 255
+        threads = max(1, workers or torch.get_num_threads())
+        host = _to_host(pixels)
+        with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+            decoded = map_groups(
+                lambda images, q: round_trip_uint8(images.contiguous(), q, name), host, qualities, threads, pool
+            )
+        decoded = decoded.to(x.device)
+    return decoded.to(x.dtype) / 255
+
+
+def _to_host(pixels: torch.Tensor) -> torch.Tensor:
+    """Copy device images to pinned host memory (one transfer, no pageable staging)."""
+    if pixels.device.type == "cpu":
+        return pixels
+    host = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=pixels.device.type == "cuda")
+    host.copy_(pixels)
+    return host
 
 
 def _pad_even(x: torch.Tensor) -> torch.Tensor:
@@ -139,25 +129,19 @@ def jpeg_differentiable(
     :param rounding: Backward of the rounding: ``"soft"`` (cubic), ``"straight_through"`` or ``"hard"``.
     :return: Images of the same shape, clipped to ``[0, 1]``.
     """
-    if x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"Expected (N, C, H, W) images with 1 or 3 channels, got shape {tuple(x.shape)}.")
-    qualities = _qualities(quality, x.shape[0])
+    _check_images(x)
+    return map_groups(lambda images, q: _jpeg_surrogate(images, q, rounding), x, _qualities(quality, x.shape[0]))
+
+
+def _jpeg_surrogate(x: torch.Tensor, quality: int, rounding: Rounding) -> torch.Tensor:
+    luma_table = scale_quantization_table(torch.tensor(LUMA_TABLE, dtype=torch.float64), quality)
+    if x.shape[1] == 1:
+        return quantize_dct(x, luma_table, rounding).clamp(0, 1)
     height, width = x.shape[-2:]
-    pieces = []
-    order = []
-    for q, indices in _groups(qualities).items():
-        batch = x[indices]
-        luma_table = scale_quantization_table(torch.tensor(LUMA_TABLE, dtype=torch.float64), q)
-        if x.shape[1] == 1:
-            pieces.append(quantize_dct(batch, luma_table, rounding).clamp(0, 1))
-        else:
-            chroma_table = scale_quantization_table(torch.tensor(CHROMA_TABLE, dtype=torch.float64), q)
-            ycbcr = rgb_to_ycbcr(batch)
-            luma = quantize_dct(ycbcr[:, :1], luma_table, rounding)
-            chroma = F.avg_pool2d(_pad_even(ycbcr[:, 1:]), 2)
-            chroma = quantize_dct(chroma, chroma_table, rounding)
-            chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)[..., :height, :width]
-            pieces.append(ycbcr_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(0, 1))
-        order += indices
-    output = torch.cat(pieces)
-    return output[torch.argsort(torch.tensor(order, device=x.device))]
+    chroma_table = scale_quantization_table(torch.tensor(CHROMA_TABLE, dtype=torch.float64), quality)
+    ycbcr = rgb_to_ycbcr(x)
+    luma = quantize_dct(ycbcr[:, :1], luma_table, rounding)
+    chroma = F.avg_pool2d(_pad_even(ycbcr[:, 1:]), 2)
+    chroma = quantize_dct(chroma, chroma_table, rounding)
+    chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)[..., :height, :width]
+    return ycbcr_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(0, 1)

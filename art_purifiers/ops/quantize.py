@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from art_purifiers.ops.dct import BLOCK_SIZE, block_dct_matrix, from_blocks, pad_to_blocks, to_blocks
+from art_purifiers.ops.device import autocast_disabled, cached_constant
 
 Rounding = Literal["hard", "straight_through", "soft"]
 ROUNDING_MODES: tuple[str, ...] = ("hard", "straight_through", "soft")
@@ -62,7 +63,38 @@ def clamp_straight_through(x: torch.Tensor, low: float, high: float) -> torch.Te
     """
     Clamp to ``[low, high]`` in forward, identity in backward (so saturated pixels keep their gradient).
     """
-    return x + (x.detach().clamp(low, high) - x.detach())
+    return replace_gradient(x.detach().clamp(low, high), x)
+
+
+class _ReplaceGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.surrogate_dtype = surrogate.dtype
+        return value.detach()  # an alias: no copy
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # type: ignore[override]
+        return None, grad.to(ctx.surrogate_dtype)
+
+
+def replace_gradient(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """
+    The BPDA building block: exactly ``value`` in forward, the gradient of ``surrogate`` in backward.
+
+    Unlike ``surrogate + (value - surrogate).detach()``, the forward is bit-exact (no round-off from adding and
+    subtracting). ``value`` is usually computed without autograd (a codec, a whole defence); ``surrogate`` is a
+    differentiable stand-in of the same shape (the input itself for the identity, a smooth approximation, a
+    resize).
+
+    :param value: What the forward returns (its own graph, if any, is cut).
+    :param surrogate: What the backward differentiates; must have ``value``'s shape.
+    :return: A tensor equal to ``value`` that requires grad when ``surrogate`` does.
+    """
+    if value.shape != surrogate.shape:
+        raise ValueError(f"value {tuple(value.shape)} and surrogate {tuple(surrogate.shape)} differ in shape.")
+    if not surrogate.requires_grad:
+        return value.detach()
+    return _ReplaceGradient.apply(value, surrogate)
 
 
 def scale_quantization_table(table: torch.Tensor, quality: int) -> torch.Tensor:
@@ -112,16 +144,25 @@ def quantize_dct(
     """
     check_table(table)
     height, width = x.shape[-2:]
-    padded = pad_to_blocks(x)
-    kron = block_dct_matrix(torch.float64, x.device)
-    steps = table.to(device=x.device, dtype=torch.float64).reshape(-1)
-    # coefficients / table = blocks @ analysis + bias, and pixels = levels @ synthesis + level_shift / scale
-    analysis = (kron.T * (scale / steps)).to(x.dtype)
-    bias = (-level_shift * kron.sum(dim=1) / steps).to(x.dtype)
-    synthesis = (kron * (steps / scale).unsqueeze(1)).to(x.dtype)
-
-    blocks = to_blocks(padded)
-    flat = blocks.reshape(-1, BLOCK_SIZE * BLOCK_SIZE)
-    levels = round_with(torch.addmm(bias, flat, analysis), rounding)
-    restored = torch.addmm(torch.full_like(bias, level_shift / scale), levels, synthesis)
+    steps = tuple(float(step) for step in table.detach().cpu().reshape(-1).tolist())
+    analysis, bias, synthesis, offset = _quantization_matrices(steps, scale, level_shift, x.dtype, x.device)
+    blocks = to_blocks(pad_to_blocks(x))
+    with autocast_disabled(x.device):
+        levels = round_with(torch.addmm(bias, blocks.reshape(-1, BLOCK_SIZE * BLOCK_SIZE), analysis), rounding)
+        restored = torch.addmm(offset, levels, synthesis)
     return from_blocks(restored.reshape(blocks.shape))[..., :height, :width]
+
+
+@cached_constant
+def _quantization_matrices(
+    steps: tuple[float, ...], scale: float, level_shift: float, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The DCT, the division by the table and the level shift folded into matrices (built once per table)."""
+    kron = block_dct_matrix(torch.float64, "cpu")
+    step = torch.tensor(steps, dtype=torch.float64)
+    # coefficients / table = blocks @ analysis + bias, and pixels = levels @ synthesis + offset
+    analysis = kron.T * (scale / step)
+    bias = -level_shift * kron.sum(dim=1) / step
+    synthesis = kron * (step / scale).unsqueeze(1)
+    offset = torch.full_like(bias, level_shift / scale)
+    return tuple(m.to(dtype=dtype, device=device) for m in (analysis, bias, synthesis, offset))  # type: ignore[return-value]

@@ -1,0 +1,160 @@
+"""
+JPEG codec backends: one round trip (encode, then decode) of a batch of 8-bit images at one quality.
+
+Exact backends (libjpeg-turbo: baseline, YCbCr, 4:2:0 chroma subsampling for colour, the IJG tables scaled to the
+quality, islow DCT; the files are byte-identical to PIL's ``Image.save(..., "JPEG", quality=q)``, so the decoded
+pixels are too):
+
+* ``"torchcodec"``: TorchCodec's ``JpegEncoder`` and ``decode_jpeg`` (TorchCodec >= 0.16, the successor of
+  torchvision's codecs);
+* ``"torchvision"``: ``torchvision.io.encode_jpeg``/``decode_jpeg`` on the CPU (deprecated since torchvision 0.29);
+* ``"pil"``: Pillow, one image at a time (the reference; slowest).
+
+``"auto"`` picks the first of these that is installed. These codecs run on the CPU: images on a CUDA device travel
+to the host and back, so the output is the same on every device.
+
+Fast, inexact option, chosen only by name: ``"nvjpeg"`` encodes and decodes on the GPU with nvJPEG through
+torchvision. nvJPEG subsamples chroma 4:4:4 and its DCT and colour conversion differ from libjpeg's: its output
+differs from the exact backends by a few grey levels (see ``benchmarks/bench_jpeg_backends.py`` and the GPU
+results for the PSNR). nvJPEG encodes colour images only: grey images are encoded as colour with equal channels and
+decoded to grey (luma).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+#: Backend names accepted by :func:`round_trip_uint8` (``"auto"`` resolves to an exact one).
+BACKENDS: tuple[str, ...] = ("auto", "torchcodec", "torchvision", "pil", "nvjpeg")
+#: Backends whose output is byte-identical to PIL's libjpeg.
+EXACT_BACKENDS: tuple[str, ...] = ("torchcodec", "torchvision", "pil")
+
+
+@functools.cache
+def _has_torchcodec_jpeg() -> bool:
+    try:
+        from torchcodec.decoders import decode_jpeg  # noqa: F401
+        from torchcodec.encoders import JpegEncoder  # noqa: F401
+    except Exception:  # not installed, too old (no image codecs before 0.16) or built for another torch
+        return False
+    return True
+
+
+@functools.cache
+def _has_torchvision_jpeg() -> bool:
+    try:
+        from torchvision.io import decode_jpeg, encode_jpeg  # noqa: F401
+        from torchvision.io.image import _has_image_ops
+    except Exception:  # removed in a future torchvision
+        return False
+    return bool(_has_image_ops())
+
+
+def available_backends() -> list[str]:
+    """The backends that can run here (``"nvjpeg"`` only where CUDA and torchvision's codecs are available)."""
+    found = {
+        "torchcodec": _has_torchcodec_jpeg(),
+        "torchvision": _has_torchvision_jpeg(),
+        "pil": True,
+        "nvjpeg": _has_torchvision_jpeg() and torch.cuda.is_available(),
+    }
+    return [name for name in BACKENDS[1:] if found[name]]
+
+
+@functools.cache
+def default_backend() -> str:
+    """The exact backend that ``"auto"`` means here: TorchCodec, else torchvision, else PIL (with a warning)."""
+    for name in ("torchcodec", "torchvision"):
+        if name in available_backends():
+            return name
+    warnings.warn(
+        "Neither TorchCodec (>= 0.16) nor torchvision's JPEG codec is available: JPEG runs through PIL, one image "
+        "at a time (exact, slower). Install `art-purifiers[codec]` for TorchCodec.",
+        stacklevel=2,
+    )
+    return "pil"
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """
+    The concrete backend for images on ``device``.
+
+    :raises ValueError: for unknown names, backends not installed, or ``"nvjpeg"`` on non-CUDA images.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"JPEG backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend == "auto":
+        return default_backend()
+    if backend == "nvjpeg" and device.type != "cuda":
+        raise ValueError(f"The nvjpeg backend runs on CUDA images only, got images on {device}.")
+    if backend not in available_backends():
+        raise ValueError(f"JPEG backend {backend!r} is not available here; available: {available_backends()}.")
+    return backend
+
+
+def round_trip_uint8(images: torch.Tensor, quality: int, backend: str) -> torch.Tensor:
+    """
+    Encode and decode ``(N, C, H, W)`` uint8 images (C = 1 or 3) at one quality with a concrete backend.
+
+    :param images: Contiguous uint8 images: on the CPU for the exact backends, on CUDA for ``"nvjpeg"``.
+    :param quality: JPEG quality in ``[1, 100]``.
+    :param backend: One of :data:`EXACT_BACKENDS` or ``"nvjpeg"`` (see :func:`resolve_backend`).
+    :return: Decoded uint8 images of the same shape and device.
+    """
+    return _RUNNERS[backend](images, quality)
+
+
+def _torchcodec(images: torch.Tensor, quality: int) -> torch.Tensor:
+    from torchcodec.decoders import decode_jpeg
+    from torchcodec.encoders import JpegEncoder
+
+    encoded = [JpegEncoder(image).to_tensor(quality=quality) for image in images]
+    decoded = decode_jpeg(encoded, mode="UNCHANGED")
+    return torch.stack(list(decoded))
+
+
+def _torchvision(images: torch.Tensor, quality: int) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+    encoded = encode_jpeg(list(images), quality=quality)
+    return torch.stack(decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED))
+
+
+def _pil(images: torch.Tensor, quality: int) -> torch.Tensor:
+    from PIL import Image
+
+    decoded = []
+    for image in images.numpy():
+        buffer = io.BytesIO()
+        Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(
+            buffer, "JPEG", quality=quality
+        )
+        pixels = np.asarray(Image.open(buffer))
+        decoded.append(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(decoded))
+
+
+def _nvjpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+    colour = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+    encoded = encode_jpeg([image.contiguous() for image in colour], quality=quality)
+    # the decoder reads the encoded bytes from host memory: one copy for the whole batch
+    lengths = [len(data) for data in encoded]
+    host = torch.cat(encoded).cpu().split(lengths)
+    mode = ImageReadMode.GRAY if images.shape[1] == 1 else ImageReadMode.RGB
+    return torch.stack(decode_jpeg(list(host), mode=mode, device=images.device))
+
+
+_RUNNERS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "torchcodec": _torchcodec,
+    "torchvision": _torchvision,
+    "pil": _pil,
+    "nvjpeg": _nvjpeg,
+}

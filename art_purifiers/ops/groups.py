@@ -1,0 +1,59 @@
+"""Run a function on the groups of a batch that share a key (a JPEG quality, a restorer) and restore the order.
+
+Codecs take one quality per call and each restorer serves one quality range, so per-image parameters are applied
+group by group: gather the images of each key, run, and scatter the results back to their rows. The gather and
+scatter are index operations, so gradients flow through them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+
+import torch
+
+
+def group_indices(keys: torch.Tensor | Sequence[int]) -> list[tuple[int, torch.Tensor]]:
+    """
+    The rows of each distinct key.
+
+    :param keys: One integer key per row.
+    :return: ``(key, rows)`` pairs, keys ascending, ``rows`` an ascending CPU ``LongTensor``.
+    """
+    flat = torch.as_tensor(keys).reshape(-1).cpu()
+    values, inverse = torch.unique(flat, return_inverse=True)
+    order = torch.argsort(inverse, stable=True)
+    counts = torch.bincount(inverse, minlength=len(values)).tolist()
+    return list(zip(values.tolist(), torch.split(order, counts)))
+
+
+def map_groups(
+    fn: Callable[[torch.Tensor, int], torch.Tensor],
+    x: torch.Tensor,
+    keys: torch.Tensor | Sequence[int],
+    split: int = 1,
+    pool: Executor | None = None,
+) -> torch.Tensor:
+    """
+    ``out[i] = fn(x[rows of key k], k)[position of i among those rows]`` for every row ``i`` of key ``k``.
+
+    :param fn: Maps a batch of rows sharing one key (and the key) to a batch with as many rows.
+    :param x: The batch, rows along dimension 0.
+    :param keys: One integer key per row.
+    :param split: Cut each group into at most this many parts (to feed a thread pool).
+    :param pool: Runs the parts concurrently when given (for codecs that release the GIL).
+    :return: The results in the order of ``x``'s rows.
+    """
+    if len(keys) != x.shape[0]:
+        raise ValueError(f"Expected one key per row ({x.shape[0]}), got {len(keys)}.")
+    jobs = [(key, part) for key, rows in group_indices(keys) for part in rows.tensor_split(min(split, len(rows)))]
+    if len(jobs) == 1:  # one key, rows already in order
+        return fn(x, jobs[0][0])
+
+    def run(job: tuple[int, torch.Tensor]) -> torch.Tensor:
+        key, rows = job
+        return fn(x.index_select(0, rows.to(x.device)), key)
+
+    results = list(pool.map(run, jobs)) if pool is not None else [run(job) for job in jobs]
+    rows = torch.cat([part for _, part in jobs])
+    return torch.cat(results).index_select(0, torch.argsort(rows).to(results[0].device))
