@@ -3,8 +3,11 @@ benchmarks."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import scipy.fft
+from PIL import Image
 
 
 def quantize_dct_numpy(image: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -67,3 +70,12 @@ def axis_map_numpy(length: int, cell: float, stretch: np.ndarray, from_end: bool
 def source_past_end(cell_index: int, cell: float, length: int) -> bool:
     """Whether the input cell after ``cell_index`` starts past the end of the axis."""
     return (cell_index + 1) * cell >= length
+
+
+def pil_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """Reference: PIL's JPEG (libjpeg, 4:2:0 for colour) on one CHW float image in [0, 1]."""
+    pixels = np.round(image.transpose(1, 2, 0) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(buffer, "JPEG", quality=quality)
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float32) / 255
+    return decoded[None] if decoded.ndim == 2 else decoded.transpose(2, 0, 1)

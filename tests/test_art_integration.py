@@ -10,10 +10,10 @@ import torch
 from art.attacks.evasion import ProjectedGradientDescent, SquareAttack
 from art.estimators.classification import PyTorchClassifier
 
-from art_purifiers import BPDA_MODES, NNFavoredJpeg, QuantizeDistort
+from art_purifiers import BPDA_MODES, CompressRestore, NNFavoredJpeg, QuantizeDistort
 from art_purifiers.base import PurifierPreprocessor
 
-DEFENCES = [NNFavoredJpeg, QuantizeDistort]
+DEFENCES = [NNFavoredJpeg, QuantizeDistort, CompressRestore]
 
 
 def small_cnn() -> torch.nn.Module:

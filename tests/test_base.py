@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from art_purifiers import NNFavoredJpeg, QuantizeDistort
-from art_purifiers.base import PurifierPreprocessor
+from art_purifiers import CompressRestore, NNFavoredJpeg, QuantizeDistort
+from art_purifiers.base import NetworkCache, PurifierPreprocessor
 
-DEFENCES = [NNFavoredJpeg, QuantizeDistort]
+DEFENCES = [NNFavoredJpeg, QuantizeDistort, CompressRestore]
 
 
 @pytest.mark.parametrize("defence_class", DEFENCES)
@@ -190,3 +190,144 @@ def test_distortion_backward_is_the_exact_gather_gradient(images: np.ndarray) ->
     assert set(np.unique(counts)) <= set(range(0, 10)) and (counts == 0).any() and (counts > 1).any()
     np.testing.assert_allclose(counts.sum(axis=(2, 3)), np.full(images.shape[:2], images.shape[2] * images.shape[3]))
     assert not np.array_equal(out, images)
+
+
+class Upscale2x(PurifierPreprocessor):
+    """A toy defence whose output is twice the input's size (nearest-neighbour x2), like a super-resolution."""
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return 2 * height, 2 * width
+
+    def _purify(self, x: torch.Tensor, randomness: object) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def test_a_larger_output_is_allocated_from_the_first_chunk(images: np.ndarray) -> None:
+    out = Upscale2x(batch_size=3)(np.concatenate([images, images]))[0]
+    expected = images.repeat(2, axis=2).repeat(2, axis=3)
+    np.testing.assert_array_equal(out, np.concatenate([expected, expected]))
+    nhwc = Upscale2x(channels_first=False)(images.transpose(0, 2, 3, 1))[0]
+    np.testing.assert_array_equal(nhwc, expected.transpose(0, 2, 3, 1))
+
+
+def test_backwards_of_a_larger_output(images: np.ndarray) -> None:
+    grad = np.random.default_rng(3).standard_normal((4, 3, 40, 56)).astype(np.float32)
+    # straight-through: the exact gradient of nearest x2, i.e. the sum over each 2x2 output block
+    exact = Upscale2x().estimate_gradient(images, grad)
+    np.testing.assert_allclose(exact, grad.reshape(4, 3, 20, 2, 28, 2).sum(axis=(3, 5)), rtol=1e-6, atol=1e-6)
+    # identity: the gradient of a plain bicubic resize to the output size
+    x = torch.from_numpy(images).requires_grad_(True)
+    torch.nn.functional.interpolate(x, size=(40, 56), mode="bicubic", align_corners=False).backward(
+        torch.from_numpy(grad)
+    )
+    np.testing.assert_allclose(Upscale2x(bpda="identity").estimate_gradient(images, grad), x.grad, atol=1e-6)
+    with pytest.raises(ValueError, match=r"purified images' shape \(4, 3, 40, 56\)"):
+        Upscale2x().estimate_gradient(images, np.ones_like(images))
+
+
+@pytest.mark.parametrize("defence", [Upscale2x(), NNFavoredJpeg(), QuantizeDistort(seed=2)], ids=type)
+def test_estimate_gradient_takes_class_gradients(defence: PurifierPreprocessor, images: np.ndarray) -> None:
+    out_shape = defence._output_shape(images.shape)
+    grads = np.random.default_rng(4).standard_normal((4, 5, *out_shape[1:])).astype(np.float32)
+    twin = copy.deepcopy(defence)
+    per_class = defence.estimate_gradient(images, grads)
+    assert per_class.shape == (4, 5, *images.shape[1:])
+    # reference: one forward (one draw of a random defence), then one backward per class
+    x = torch.from_numpy(images).requires_grad_(True)
+    out = twin.forward(x)[0]
+    for k in range(5):
+        (expected,) = torch.autograd.grad(out, x, torch.from_numpy(grads[:, k]), retain_graph=True)
+        np.testing.assert_allclose(per_class[:, k], expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_larger_output_in_art(images: np.ndarray) -> None:
+    from art.estimators.classification import PyTorchClassifier
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 40 * 56, 4))
+    classifier = PyTorchClassifier(
+        model, torch.nn.CrossEntropyLoss(), input_shape=(3, 20, 28), nb_classes=4, clip_values=(0, 1),
+        preprocessing_defences=[Upscale2x(device_type="cpu")], device_type="cpu",
+    )  # fmt: skip
+    assert classifier.predict(images).shape == (4, 4)
+    assert classifier.loss_gradient(images, np.eye(4)[[0, 1, 2, 3]]).shape == images.shape
+    assert classifier.class_gradient(images).shape == (4, 4, *images.shape[1:])
+
+
+def test_network_cache_copies_freezes_and_keeps_one_copy_per_device_and_dtype() -> None:
+    users = torch.nn.Conv2d(3, 3, 1).train()
+    cache = NetworkCache()
+    cache.set("net", users)
+    cpu = cache.get("net", torch.device("cpu"))
+    assert cpu is not users and not cpu.training and not any(p.requires_grad for p in cpu.parameters())
+    assert users.training and users.weight.requires_grad  # the user's module is untouched
+    assert cache.get("net", torch.device("cpu")) is cpu
+    double = cache.get("net", torch.device("cpu"), torch.float64)
+    assert double.weight.dtype == torch.float64 and cpu.weight.dtype == torch.float32
+    torch.testing.assert_close(double.weight.float(), users.weight.detach())
+    clone = pickle.loads(pickle.dumps(cache))
+    assert clone._copies == {} and clone.keys() == ["net"]
+    cache.set("net", torch.nn.Conv2d(3, 3, 1))
+    assert cache.get("net", torch.device("cpu")) is not cpu
+    with pytest.raises(TypeError, match="nn.Module"):
+        cache.set("other", "not a module")  # type: ignore[arg-type]
+
+
+def test_random_state_replays_draws(images: np.ndarray) -> None:
+    defence = QuantizeDistort(seed=1)
+    state = defence.get_random_state()
+    first = defence(images)[0]
+    defence.set_random_state(state)
+    np.testing.assert_array_equal(defence(images)[0], first)
+    assert not np.array_equal(defence(images)[0], first)
+    with pytest.raises(TypeError, match="get_random_state"):
+        defence.set_random_state([1, 2, 3])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "low,high,hint,not_hint",
+    [
+        (0.0, 200.0, r"Did you mean clip_values=\(0, 255\)", None),
+        (-0.5, 0.5, r"Did you mean clip_values=\(-1, 1\)", "(0, 255)"),
+        (-2.1, 2.6, r"preprocessing=\(mean, std\)", "(0, 255)"),
+    ],
+)
+def test_out_of_range_hints(low: float, high: float, hint: str, not_hint: str | None) -> None:
+    x = np.linspace(low, high, 2 * 3 * 8 * 8, dtype=np.float32).reshape(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=hint) as error:
+        NNFavoredJpeg()(x)
+    assert not_hint is None or not_hint not in str(error.value)
+
+
+def test_unit_range_data_under_a_0_255_range_warns(images: np.ndarray) -> None:
+    with pytest.warns(UserWarning, match=r"lies in \[0, 1\] but clip_values=\(0, 255\)"):
+        NNFavoredJpeg(clip_values=(0, 255))(images)
+
+
+@pytest.mark.parametrize("defence_class", DEFENCES)
+def test_autocast_changes_nothing(defence_class: type[PurifierPreprocessor], images: np.ndarray) -> None:
+    # measured before the fix: NNFavoredJpeg drifted 15/255 inside a CPU bf16 autocast region
+    x = torch.from_numpy(images)
+    expected = defence_class(seed=0).forward(x)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = defence_class(seed=0).forward(x)[0]
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("defence_class", [NNFavoredJpeg, QuantizeDistort])
+def test_half_precision_inputs(
+    defence_class: type[PurifierPreprocessor], dtype: torch.dtype, images: np.ndarray
+) -> None:
+    cast = torch.from_numpy(images).to(dtype)
+    out = defence_class(seed=0).forward(cast)[0]
+    expected = defence_class(seed=0).forward(cast.float())[0]  # float32 work on the same down-cast input
+    assert out.dtype == dtype
+    assert (out.float() - expected).abs().max() <= 1 / 255
+
+
+def test_chunk_sizes_suit_the_work() -> None:
+    photo = torch.zeros(64, 3, 224, 224)
+    assert NNFavoredJpeg()._chunk_size(photo) == (1 << 19) // (3 * 224 * 224)  # cache-sized pixel chunks
+    assert CompressRestore()._chunk_size(photo) == (1 << 18) // (224 * 224)  # activation-bounded network chunks
+    assert CompressRestore(batch_size=2)._chunk_size(photo) == 2

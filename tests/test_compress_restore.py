@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import pickle
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from art_purifiers.defences.compress_restore import CompressRestore, nearest_quality
 from art_purifiers.nets.argan import PatchDiscriminator, RestorationGenerator
 from art_purifiers.ops.jpeg import jpeg_differentiable, jpeg_round_trip
+from tests.references import pil_round_trip
 
 #: What the shipped restorers must add to JPEG's PSNR on the photo thumbnails (measured: +1.26, +1.08 and +0.57 dB at
 #: qualities 20, 40 and 60; an identity restorer adds 0).
 MIN_GAIN_DB = 0.4
-
-
-def pil_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
-    """Reference: PIL's JPEG (libjpeg, 4:2:0 for colour) on one CHW float image in [0, 1]."""
-    pixels = np.round(image.transpose(1, 2, 0) * 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(buffer, "JPEG", quality=quality)
-    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float32) / 255
-    return decoded[None] if decoded.ndim == 2 else decoded.transpose(2, 0, 1)
 
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (3, 37, 29), (1, 24, 40), (3, 8, 8)])
@@ -253,3 +243,53 @@ def test_jpeg_only_ablation_through_an_evaluation_spec() -> None:
     out, _ = defence(x)
     for image, result in zip(x, out):
         np.testing.assert_array_equal(result, pil_round_trip(image, 40))
+
+
+class Tint(nn.Module):
+    """A colour restorer stand-in: a fixed 1x1 convolution that makes the three channels differ."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = nn.Conv2d(3, 3, 1, bias=False)
+        with torch.no_grad():
+            self.mix.weight.copy_(torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.5, 0.0], [0.2, 0.2, 0.2]])[:, :, None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mix(x)
+
+
+def test_grey_images_are_restored_as_colour_and_converted_back_by_luma() -> None:
+    x = np.random.default_rng(5).random((3, 1, 12, 9)).astype(np.float32)
+    defence = CompressRestore(restorers={40: Tint()}, qf_range=(40, 40), n_iter=1, device_type="cpu")
+    out, _ = defence(x)
+    grey_jpeg = np.stack([pil_round_trip(image, 40) for image in x])  # a grey JPEG, as PIL writes it
+    channels = np.einsum("oc,nchw->nohw", Tint().mix.weight[:, :, 0, 0].detach().numpy(), np.repeat(grey_jpeg, 3, 1))
+    luma = 0.299 * channels[:, 0] + 0.587 * channels[:, 1] + 0.114 * channels[:, 2]  # ITU-R BT.601, as JPEG
+    np.testing.assert_allclose(out[:, 0], np.clip(luma, 0, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="takes 1-channel images, got 3"):
+        CompressRestore(restorers={40: nn.Conv2d(1, 1, 1)}, device_type="cpu")(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_a_users_restorer_is_neither_moved_nor_frozen() -> None:
+    mine = RestorationGenerator(blocks=1, features=8).train()
+    defence = CompressRestore(restorers={40: mine}, seed=0, device_type="cpu")
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    defence.forward(x)[0].sum().backward()
+    assert mine.training and all(p.requires_grad and p.grad is None for p in mine.parameters())
+    # and the copy in use is the user's network as it was passed
+    with torch.no_grad():
+        used = CompressRestore(restorers={40: mine}, qf_range=(40, 40), n_iter=1, device_type="cpu")(x.detach().numpy())
+        np.testing.assert_allclose(used[0], mine.eval()(jpeg_round_trip(x.detach(), 40)).numpy(), atol=1e-6)
+
+
+def test_jpeg_backend_parameter() -> None:
+    x = np.random.default_rng(6).random((2, 3, 16, 16)).astype(np.float32)
+    outputs = [
+        CompressRestore(restorers=IDENTITIES, seed=1, jpeg_backend=backend, device_type="cpu")(x)[0]
+        for backend in ("auto", "pil")
+    ]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    with pytest.raises(ValueError, match="jpeg_backend"):
+        CompressRestore(restorers=IDENTITIES, jpeg_backend="libjpeg", device_type="cpu")
+    with pytest.raises(ValueError, match="CUDA images only"):
+        CompressRestore(restorers=IDENTITIES, jpeg_backend="nvjpeg", device_type="cpu")(x)

@@ -179,3 +179,19 @@ def test_eot_survives_the_attack(name: str) -> None:
     ATTACKS[name](classifier).generate(x, y=y)
     assert defence.gradient_batches, f"{name} took no gradient through the defence"
     assert all(size % k == 0 for size in defence.gradient_batches), defence.gradient_batches
+
+
+def test_cw_pairing_reaches_a_defence_wrapped_for_learned_bpda() -> None:
+    from art_purifiers.attacks.learned_bpda import Approximator, LearnedBPDA
+
+    torch.manual_seed(0)
+    wrapped = LearnedBPDA(RandomInvert(seed=0, device_type="cpu"), Approximator(width=4, depth=2), device_type="cpu")
+    # a non-linear model: its class gradients depend on the draw, so unpaired draws would differ
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.Tanh(), nn.Linear(8, 3))
+    eot = eot_classifier(wrapped, 3, model)  # type: ignore[arg-type]
+    x = np.random.default_rng(1).random((2, 3, 4, 4)).astype(np.float32)
+    first = eot.class_gradient(x, label=np.array([0, 1]))
+    np.testing.assert_array_equal(eot.class_gradient(x, label=np.array([0, 1])), first)  # the same draws replayed
+    state = wrapped.get_random_state()
+    wrapped.defence(x)
+    assert not torch.equal(wrapped.get_random_state(), state)  # the wrapper exposes the defence's live state

@@ -6,8 +6,8 @@ full resolution, 2x2 average pooling so the trunk runs at half resolution, a con
 (conv-BN-ReLU-conv-BN plus identity), a conv-BN closed by a long skip over the blocks, a conv to 4x the features and
 a x2 pixel shuffle back to full resolution, ReLU, a 1x1 conv to the image channels and tanh. As in the paper, the
 output adds this to the (JPEG-compressed) input: the network learns the residual, and its last conv starts at zero so
-an untrained generator is the identity. Inputs of odd size are reflect-padded to even size and cropped back. Defaults
-(64 features, 16 blocks) give about 1.4 M parameters.
+an untrained generator is the identity. Inputs of odd size are reflect-padded to even size (replicated where a side
+is one pixel) and cropped back. Defaults (64 features, 16 blocks) give about 1.4 M parameters.
 
 :class:`PatchDiscriminator` is a small strided conv net scoring patches, for the adversarial loss.
 """
@@ -36,6 +36,15 @@ class _ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+def _pad_to_even(x: torch.Tensor) -> torch.Tensor:
+    """Reflect-pad odd heights and widths by one pixel (replicate where a side is a single pixel)."""
+    height, width = x.shape[-2:]
+    if not (height % 2 or width % 2):
+        return x
+    mode = "reflect" if min(height, width) > 1 else "replicate"
+    return F.pad(x, (0, width % 2, 0, height % 2), mode=mode)
+
+
 @register_architecture("argan-generator")
 class RestorationGenerator(nn.Module):
     """
@@ -60,7 +69,7 @@ class RestorationGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Restore ``(N, C, H, W)`` images in ``[0, 1]``; returns images in ``[0, 1]`` of the same size."""
         height, width = x.shape[-2:]
-        padded = F.pad(x, (0, width % 2, 0, height % 2), mode="reflect") if (height % 2 or width % 2) else x
+        padded = _pad_to_even(x)
         signed = padded * 2 - 1
         features = self.trunk_in(self.head(signed))
         features = features + self.trunk_out(self.blocks(features))

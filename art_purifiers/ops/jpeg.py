@@ -90,7 +90,9 @@ def jpeg_round_trip(
     _check_images(x)
     qualities = _qualities(quality, x.shape[0])
     name = resolve_backend(backend, x.device)
-    pixels = (x.detach() * 255).round_().clamp_(0, 255).to(torch.uint8)
+    # in float32 at least: float16 cannot hold 255 * x finely enough to round it like the float32 images it holds
+    work = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    pixels = (work * 255).round_().clamp_(0, 255).to(torch.uint8)
     if name == "nvjpeg":
         decoded = map_groups(lambda images, q: round_trip_uint8(images, q, name), pixels, qualities)
     else:
