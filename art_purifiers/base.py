@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import nn
 
-from art_purifiers.ops.device import autocast_disabled
+from art_purifiers.ops.device import full_precision
 from art_purifiers.ops.quantize import Rounding, clamp_straight_through, replace_gradient
 
 BPDA_MODES: tuple[str, ...] = ("straight_through", "identity", "surrogate")
@@ -374,7 +374,7 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         low, high = self.clip_values
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         needs_grad = torch.is_grad_enabled() and x.requires_grad
-        with autocast_disabled(x.device):
+        with full_precision(x.device):
             unit = (x.to(work_dtype) - low) * (1.0 / (high - low))
             if not needs_grad or self.bpda == "identity":
                 with torch.no_grad():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -31,3 +32,20 @@ def photo_224() -> np.ndarray:
     from skimage import data, transform
 
     return transform.resize(data.astronaut(), (224, 224), anti_aliasing=True).transpose(2, 0, 1)
+
+
+@pytest.fixture
+def record_figure(request: pytest.FixtureRequest):
+    """
+    Record a measured figure (a PSNR, a flip rate) for the GPU report: appended as a JSON line to the file named by
+    ``ART_PURIFIERS_FIGURES`` when it is set (``benchmarks/gpu_check.py`` sets it), ignored otherwise.
+    """
+
+    def record(name: str, value: float, note: str = "") -> None:
+        path = os.environ.get("ART_PURIFIERS_FIGURES")
+        if path:
+            entry = {"test": request.node.name, "name": name, "value": float(value), "note": note}
+            with open(path, "a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+    return record

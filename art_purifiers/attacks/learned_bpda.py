@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from art_purifiers.base import NetworkCache
-from art_purifiers.ops.device import autocast_disabled
+from art_purifiers.ops.device import full_precision
 from art_purifiers.ops.quantize import replace_gradient
 
 
@@ -117,7 +117,7 @@ class LearnedBPDA(PreprocessorPyTorch):
             purified, y = self.defence.forward(x, y)
         if not (torch.is_grad_enabled() and x.requires_grad):
             return purified, y
-        with autocast_disabled(x.device):
+        with full_precision(x.device):
             approximation = self._networks.get("approximator", x.device)(x.float()).to(x.dtype)
         return replace_gradient(purified, approximation), y
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from art_purifiers.ops.device import autocast_disabled, cached_constant
+from art_purifiers.ops.device import cached_constant, full_precision
 
 _RGB_TO_YCBCR = (
     (0.299, 0.587, 0.114),
@@ -33,7 +33,7 @@ def _mix(x: torch.Tensor, matrix: tuple[tuple[float, ...], ...], before: float, 
     """``matrix @ (pixel - (0, before, before)) + (0, after, after)`` for every pixel, without autocast."""
     if x.dim() < 3 or x.shape[-3] != 3:
         raise ValueError(f"Expected images with 3 channels in dimension -3, got shape {tuple(x.shape)}.")
-    with autocast_disabled(x.device):
+    with full_precision(x.device):
         centred = x - _offsets(before, x) if before else x
         return torch.einsum("ij,...jhw->...ihw", _constant(matrix, x.dtype, x.device), centred) + _offsets(after, x)
 

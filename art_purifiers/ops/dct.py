@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from art_purifiers.ops.device import autocast_disabled, cached_constant
+from art_purifiers.ops.device import cached_constant, full_precision
 
 BLOCK_SIZE = 8
 
@@ -85,7 +85,7 @@ def block_dct(x: torch.Tensor) -> torch.Tensor:
              ``u`` and horizontal frequency ``v``.
     """
     d = dct_matrix(BLOCK_SIZE, x.dtype, x.device)
-    with autocast_disabled(x.device):
+    with full_precision(x.device):
         return d @ to_blocks(pad_to_blocks(x)) @ d.T
 
 
@@ -98,7 +98,7 @@ def block_idct(coeffs: torch.Tensor, size: tuple[int, int] | None = None) -> tor
     :return: Images of shape ``(N, C, H, W)``.
     """
     d = dct_matrix(BLOCK_SIZE, coeffs.dtype, coeffs.device)
-    with autocast_disabled(coeffs.device):
+    with full_precision(coeffs.device):
         x = from_blocks(d.T @ coeffs @ d)
     if size is not None:
         x = x[..., : size[0], : size[1]]

@@ -1,4 +1,4 @@
-"""Per-device helpers for the ops: constants cached per device and dtype, and float32 regions inside autocast."""
+"""Per-device helpers for the ops: constants cached per device and dtype, and full-precision float32 regions."""
 
 from __future__ import annotations
 
@@ -31,16 +31,30 @@ def cached_constant(build: Callable[P, T]) -> Callable[P, T]:
 
 
 @contextlib.contextmanager
-def autocast_disabled(device: torch.device | str) -> Iterator[None]:
+def full_precision(device: torch.device | str) -> Iterator[None]:
     """
-    Switch autocast off for ``device``'s type inside the block, so float32 inputs stay float32.
+    Inside the block: autocast off for ``device``'s type, and float32 matrix products at full precision (no TF32),
+    so float32 inputs are computed in float32.
 
-    Quantization rounds coefficients to integers: under bf16 autocast a matrix product loses enough precision to
-    move pixels by several grey levels. Device types without autocast support are left alone.
+    Quantization rounds DCT coefficients to integers: under bf16 autocast a matrix product loses enough precision to
+    move pixels by several grey levels (measured: 23/255), and TF32 (``torch.set_float32_matmul_precision("high")``)
+    keeps 10 mantissa bits, so coefficients of a few hundred land on the wrong side of a rounding boundary. The
+    matmul precision is a process-wide setting: it is restored when the block ends. Device types without autocast
+    are left alone.
     """
     device_type = torch.device(device).type
-    if torch.amp.is_autocast_available(device_type):
-        with torch.autocast(device_type=device_type, enabled=False):
+    autocast = (
+        torch.autocast(device_type=device_type, enabled=False)
+        if torch.amp.is_autocast_available(device_type)
+        else contextlib.nullcontext()
+    )
+    previous = torch.get_float32_matmul_precision()
+    with autocast:
+        if device_type != "cuda" or previous == "highest":
             yield
-    else:
-        yield
+            return
+        torch.set_float32_matmul_precision("highest")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(previous)

@@ -55,5 +55,8 @@ def map_groups(
         return fn(x.index_select(0, rows.to(x.device)), key)
 
     results = list(pool.map(run, jobs)) if pool is not None else [run(job) for job in jobs]
-    rows = torch.cat([part for _, part in jobs])
-    return torch.cat(results).index_select(0, torch.argsort(rows).to(results[0].device))
+    # one output buffer; index_copy_ is differentiable, so gradients reach every group
+    out = results[0].new_empty((x.shape[0], *results[0].shape[1:]))
+    for (_, rows), result in zip(jobs, results):
+        out.index_copy_(0, rows.to(out.device), result)
+    return out

@@ -90,20 +90,33 @@ def jpeg_round_trip(
     _check_images(x)
     qualities = _qualities(quality, x.shape[0])
     name = resolve_backend(backend, x.device)
-    # in float32 at least: float16 cannot hold 255 * x finely enough to round it like the float32 images it holds
-    work = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-    pixels = (work * 255).round_().clamp_(0, 255).to(torch.uint8)
+    if x.device.type == "cpu":  # convert inside each job: small buffers, and the threads share the work
+        threads = max(1, workers or torch.get_num_threads())
+        with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+            return map_groups(
+                lambda images, q: _from_uint8(round_trip_uint8(_to_uint8(images), q, name), x.dtype),
+                x.detach(),
+                qualities,
+                threads,
+                pool,
+            )
+    pixels = _to_uint8(x.detach())
     if name == "nvjpeg":
         decoded = map_groups(lambda images, q: round_trip_uint8(images, q, name), pixels, qualities)
-    else:
-        threads = max(1, workers or torch.get_num_threads())
-        host = _to_host(pixels)
-        with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
-            decoded = map_groups(
-                lambda images, q: round_trip_uint8(images.contiguous(), q, name), host, qualities, threads, pool
-            )
-        decoded = decoded.to(x.device)
-    return decoded.to(x.dtype) / 255
+    else:  # the exact codecs run on the host: one transfer each way
+        decoded = map_groups(lambda images, q: round_trip_uint8(images, q, name), _to_host(pixels), qualities)
+    return _from_uint8(decoded.to(x.device), x.dtype)
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Round ``[0, 1]`` images to 8-bit pixels (in float32 at least: float16 cannot hold ``255 * x`` finely enough to
+    round it like the float32 images it holds)."""
+    work = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    return (work * 255).round_().clamp_(0, 255).to(torch.uint8).contiguous()
+
+
+def _from_uint8(pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return pixels.to(dtype).div_(255)
 
 
 def _to_host(pixels: torch.Tensor) -> torch.Tensor:

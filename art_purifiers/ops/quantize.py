@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from art_purifiers.ops.dct import BLOCK_SIZE, block_dct_matrix, from_blocks, pad_to_blocks, to_blocks
-from art_purifiers.ops.device import autocast_disabled, cached_constant
+from art_purifiers.ops.device import cached_constant, full_precision
 
 Rounding = Literal["hard", "straight_through", "soft"]
 ROUNDING_MODES: tuple[str, ...] = ("hard", "straight_through", "soft")
@@ -147,7 +147,7 @@ def quantize_dct(
     steps = tuple(float(step) for step in table.detach().cpu().reshape(-1).tolist())
     analysis, bias, synthesis, offset = _quantization_matrices(steps, scale, level_shift, x.dtype, x.device)
     blocks = to_blocks(pad_to_blocks(x))
-    with autocast_disabled(x.device):
+    with full_precision(x.device):
         levels = round_with(torch.addmm(bias, blocks.reshape(-1, BLOCK_SIZE * BLOCK_SIZE), analysis), rounding)
         restored = torch.addmm(offset, levels, synthesis)
     return from_blocks(restored.reshape(blocks.shape))[..., :height, :width]

@@ -1,0 +1,225 @@
+"""The defences on CUDA against the CPU: same seed, same output within the tolerances the numerics allow.
+
+Run on a machine with a GPU by ``tox -e gpu`` (or ``python -m benchmarks.gpu_check``); skipped without CUDA.
+Figures measured here (flip rates, PSNRs) go to the GPU report through the ``record_figure`` fixture.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from art_purifiers import CompressRestore, EOTPyTorchClassifier, NNFavoredJpeg, QuantizeDistort
+from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.ops.dct import block_dct
+from art_purifiers.ops.jpeg import jpeg_round_trip
+from art_purifiers.ops.quantize import quantize_dct
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+
+CUDA = torch.device("cuda")
+DCT_DEFENCES = [NNFavoredJpeg, QuantizeDistort]
+#: Share of DCT coefficients allowed to round the other way on the GPU (float32 round-off at .5 boundaries).
+MAX_FLIP_SHARE = 1e-4
+
+
+def photos(count: int, size: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
+    """Photo-like float32 NCHW batches in [0, 1]: scikit-image photos, resized and cropped at random."""
+    from skimage import data, transform
+
+    rng = np.random.default_rng(seed)
+    sources = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    images = []
+    for index in range(count):
+        photo = sources[index % len(sources)]
+        side = int(rng.integers(size, min(photo.shape[:2]) + 1))
+        top, left = (int(rng.integers(0, photo.shape[axis] - side + 1)) for axis in (0, 1))
+        crop = transform.resize(photo[top : top + side, left : left + side], (size, size), anti_aliasing=True)
+        images.append(crop.transpose(2, 0, 1)[:channels])
+    return torch.from_numpy(np.stack(images)).float()
+
+
+def psnr(reference: torch.Tensor, image: torch.Tensor) -> float:
+    mse = float(((reference.double().cpu() - image.double().cpu()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_default_jpeg_backend_is_identical_on_cuda(channels: int) -> None:
+    x = photos(48, 40, channels)
+    qualities = torch.randint(10, 96, (48,), generator=torch.Generator().manual_seed(channels))
+    on_gpu = jpeg_round_trip(x.to(CUDA), qualities)
+    assert on_gpu.device.type == "cuda"
+    assert torch.equal(on_gpu.cpu(), jpeg_round_trip(x, qualities))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_nvjpeg_option_is_close_to_libjpeg(channels: int, record_figure: Any) -> None:
+    x = photos(32, 224, channels, seed=1)
+    for quality in (20, 50, 90):
+        exact = jpeg_round_trip(x, quality)
+        fast = jpeg_round_trip(x.to(CUDA), quality, backend="nvjpeg")
+        assert fast.shape == x.shape and fast.device.type == "cuda"
+        value = psnr(exact, fast)
+        record_figure(f"nvjpeg vs libjpeg PSNR, {channels} channel(s), q{quality}, 224x224 photos (dB)", value)
+        assert value > 30, f"nvjpeg is {value:.1f} dB from libjpeg at quality {quality}"
+
+
+def coefficient_levels(images: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """The integer DCT levels behind images made by ``quantize_dct`` with ``table`` (recovered in float64)."""
+    coefficients = block_dct(images.double().cpu() * 255 - 128)
+    return torch.round(coefficients / table.double())
+
+
+@pytest.mark.parametrize("matmul_precision", ["highest", "high"])
+def test_quantization_on_cuda_differs_only_by_rare_rounding_flips(matmul_precision: str, record_figure: Any) -> None:
+    x = photos(64, 64)
+    table = torch.from_numpy(NNFavoredJpeg().table)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(matmul_precision)  # "high" allows TF32: the op must not use it
+    try:
+        on_gpu = quantize_dct(x.to(CUDA), table).cpu()
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    on_cpu = quantize_dct(x, table)
+    flips = coefficient_levels(on_gpu, table) != coefficient_levels(on_cpu, table)
+    share = float(flips.double().mean())
+    record_figure(f"DCT coefficients rounded differently on CUDA (matmul precision {matmul_precision})", share)
+    assert share <= MAX_FLIP_SHARE
+    # every pixel outside the blocks holding a flip agrees within 1e-5
+    flipped_blocks = flips.flatten(-2).any(-1)  # (N, C, Hb, Wb)
+    mask = flipped_blocks.repeat_interleave(8, 2).repeat_interleave(8, 3)[..., :64, :64]
+    assert float((on_gpu - on_cpu).abs()[~mask].max()) <= 1e-5
+
+
+@pytest.mark.parametrize("defence_class", DCT_DEFENCES)
+def test_dct_defences_match_the_cpu(defence_class: type[PurifierPreprocessor], record_figure: Any) -> None:
+    x = photos(64, 64)
+    on_cpu = defence_class(seed=3, device_type="cpu").forward(x)[0]
+    on_gpu = defence_class(seed=3).forward(x.to(CUDA))[0]
+    assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.float32
+    off = ((on_gpu.cpu() - on_cpu).abs() > 1e-5).double().mean()
+    record_figure(f"{defence_class.__name__}: share of pixels more than 1e-5 from the CPU", float(off))
+    assert off <= 64 * MAX_FLIP_SHARE  # a flipped coefficient moves the 64 pixels of its block
+
+
+def test_compress_restore_matches_the_cpu(record_figure: Any) -> None:
+    x = photos(64, 32)
+    one = [
+        CompressRestore(seed=5, n_iter=1, device_type="cpu").forward(x.to(device))[0].cpu() for device in ("cpu", CUDA)
+    ]
+    worst = float((one[0] - one[1]).abs().max())
+    record_figure("CompressRestore N=1: max |CPU - CUDA| (x255)", 255 * worst)
+    assert worst <= 1 / 255
+    three = [CompressRestore(seed=5, device_type="cpu").forward(x.to(device))[0].cpu() for device in ("cpu", CUDA)]
+    value = psnr(three[0], three[1])
+    record_figure("CompressRestore N=3: PSNR CPU vs CUDA (dB)", value)
+    assert value >= 40
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4), nn.Flatten(), nn.Linear(8 * 8 * 8, 10)
+    ).eval()
+
+
+def art_classifier(defence: PurifierPreprocessor, device_type: str, cls: type = None, **kwargs: Any) -> Any:
+    from art.estimators.classification import PyTorchClassifier
+
+    return (cls or PyTorchClassifier)(
+        small_cnn(), nn.CrossEntropyLoss(), input_shape=(3, 32, 32), nb_classes=10, clip_values=(0.0, 1.0),
+        preprocessing_defences=[defence], device_type=device_type, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("defence_class", [NNFavoredJpeg, QuantizeDistort, CompressRestore])
+def test_gradients_through_art_on_cuda_match_the_cpu(
+    defence_class: type[PurifierPreprocessor], record_figure: Any
+) -> None:
+    x = photos(16, 32).numpy()
+    y = np.eye(10, dtype=np.float32)[np.arange(16) % 10]
+    gradients = []
+    for device_type in ("cpu", "gpu"):
+        classifier = art_classifier(defence_class(seed=1, device_type=device_type), device_type)
+        gradients.append(classifier.loss_gradient(x, y))
+    assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in gradients)
+    error = np.linalg.norm(gradients[1] - gradients[0]) / np.linalg.norm(gradients[0])
+    record_figure(f"{defence_class.__name__}: loss gradient, relative L2 difference CUDA vs CPU", error)
+    # 8-bit rounding inside CompressRestore can flip between devices; the DCT defences only at rare ties
+    assert error < (2e-2 if defence_class is CompressRestore else 1e-3)
+
+
+class DeviceRecordingDistort(QuantizeDistort):
+    """QuantizeDistort that records the device and size of every batch it purifies with gradients."""
+
+    def _purify(self, x: torch.Tensor, randomness: Any) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.seen = getattr(self, "seen", []) + [(x.device.type, x.shape[0])]
+        return super()._purify(x, randomness)
+
+
+def test_eot_with_apgd_runs_on_cuda() -> None:
+    from art.attacks.evasion import AutoProjectedGradientDescent
+
+    defence = DeviceRecordingDistort(seed=0)
+    classifier = art_classifier(defence, "gpu", EOTPyTorchClassifier, eot_samples=4)
+    x = photos(8, 32).numpy()
+    y = np.eye(10)[classifier.predict(x).argmax(1)]
+    attack = AutoProjectedGradientDescent(
+        classifier, eps=8 / 255, max_iter=5, nb_random_init=1, loss_type="cross_entropy", verbose=False
+    )
+    x_adv = attack.generate(x, y=y)
+    assert np.isfinite(x_adv).all() and np.abs(x_adv - x).max() <= 8 / 255 + 1e-6
+    assert defence.seen and all(device == "cuda" and size % 4 == 0 for device, size in defence.seen)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("defence_class", DCT_DEFENCES)
+def test_half_precision_on_cuda(defence_class: type[PurifierPreprocessor], dtype: torch.dtype) -> None:
+    cast = photos(32, 64).to(CUDA, dtype)
+    out = defence_class(seed=2).forward(cast)[0]
+    expected = defence_class(seed=2).forward(cast.float())[0]  # float32 work on the same down-cast input
+    assert out.dtype == dtype
+    assert float((out.float() - expected).abs().max()) <= 1 / 255
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("defence_class", [NNFavoredJpeg, QuantizeDistort, CompressRestore])
+def test_autocast_on_cuda_changes_nothing(defence_class: type[PurifierPreprocessor], dtype: torch.dtype) -> None:
+    x = photos(32, 32).to(CUDA)
+    expected = defence_class(seed=4).forward(x)[0]
+    with torch.autocast("cuda", dtype=dtype):
+        inside = defence_class(seed=4).forward(x)[0]
+    assert inside.dtype == torch.float32
+    assert float((inside - expected).abs().max()) <= 1 / 255
+
+
+def test_user_networks_stay_where_they_are() -> None:
+    from art_purifiers.nets.argan import RestorationGenerator
+
+    mine = RestorationGenerator(blocks=1, features=8)
+    defence = CompressRestore(restorers={40: mine}, seed=0)
+    defence.forward(photos(4, 32).to(CUDA))
+    assert all(p.device.type == "cpu" for p in mine.parameters())
+    clone = copy.deepcopy(defence)  # the per-device copies are not part of the state
+    assert clone._networks._copies == {}
+    assert clone.forward(photos(4, 32).to(CUDA))[0].device.type == "cuda"
+
+
+def test_the_learned_bpda_approximator_trains_on_cuda() -> None:
+    from art_purifiers.attacks import LearnedBPDA, train_approximator
+
+    defence = NNFavoredJpeg()
+    approximator = train_approximator(defence, photos(16, 32).numpy(), steps=5, batch_size=8, verbose=False)
+    assert next(approximator.parameters()).device.type == "cuda"
+    wrapper = LearnedBPDA(defence, approximator)
+    x = photos(4, 32).to(CUDA).requires_grad_(True)
+    out, _ = wrapper.forward(x)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
