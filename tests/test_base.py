@@ -161,9 +161,9 @@ def test_estimate_gradient_agrees_with_autograd_through_forward(
 ) -> None:
     grad = np.random.default_rng(1).standard_normal(images.shape).astype(np.float32)
     for bpda in ("straight_through", "identity", "surrogate"):
-        numpy_grad = defence_class(seed=4, bpda=bpda).estimate_gradient(images, grad)
+        numpy_grad = defence_class(seed=4, bpda=bpda, device_type="cpu").estimate_gradient(images, grad)
         x = torch.from_numpy(images.copy()).requires_grad_(True)
-        defence_class(seed=4, bpda=bpda).forward(x)[0].backward(torch.from_numpy(grad))
+        defence_class(seed=4, bpda=bpda, device_type="cpu").forward(x)[0].backward(torch.from_numpy(grad))
         assert x.grad is not None
         np.testing.assert_allclose(numpy_grad, x.grad.numpy(), atol=1e-6)
         assert numpy_grad.dtype == images.dtype

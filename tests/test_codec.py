@@ -11,7 +11,7 @@ import torch
 
 from art_purifiers.ops.codec import EXACT_BACKENDS, available_backends, default_backend, resolve_backend
 from art_purifiers.ops.groups import group_indices, map_groups
-from art_purifiers.ops.jpeg import jpeg_round_trip
+from art_purifiers.ops.jpeg import _from_uint8, _levels, jpeg_round_trip
 from tests.references import pil_round_trip
 
 QUALITIES = [10, 25, 40, 50, 60, 75, 90, 95]
@@ -56,6 +56,15 @@ def test_threads_and_chunking_do_not_change_the_output() -> None:
         torch.testing.assert_close((out.double() * 255).round(), (expected.double() * 255).round(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_decoding_table_of_cuda_equals_ieee_division(dtype: type) -> None:
+    # CUDA looks pixel values up in this table (its own division can differ in the last bit); the CPU divides
+    torch_dtype = getattr(torch, np.dtype(dtype).name)
+    table = _levels(torch_dtype, torch.device("cpu")).numpy()
+    np.testing.assert_array_equal(table, np.arange(256, dtype=dtype) / dtype(255))
+    np.testing.assert_array_equal(_from_uint8(torch.arange(256, dtype=torch.uint8), torch_dtype).numpy(), table)
+
+
 def test_backend_selection_errors() -> None:
     x = torch.rand(2, 3, 8, 8)
     with pytest.raises(ValueError, match="must be one of"):
@@ -76,7 +85,7 @@ def spy(original):
 warnings.filterwarnings, warnings.simplefilter = spy(warnings.filterwarnings), spy(warnings.simplefilter)
 import torch
 import art_purifiers
-from art_purifiers.ops.jpeg import jpeg_round_trip
+from art_purifiers.ops.jpeg import _from_uint8, _levels, jpeg_round_trip
 for backend in ("auto", "torchvision", "pil"):
     jpeg_round_trip(torch.rand(2, 3, 8, 8), 50, backend=backend)
 ours = [name for name in callers if name.startswith("art_purifiers")]

@@ -33,6 +33,7 @@ def map_groups(
     keys: torch.Tensor | Sequence[int],
     split: int = 1,
     pool: Executor | None = None,
+    min_rows: int = 1,
 ) -> torch.Tensor:
     """
     ``out[i] = fn(x[rows of key k], k)[position of i among those rows]`` for every row ``i`` of key ``k``.
@@ -42,11 +43,16 @@ def map_groups(
     :param keys: One integer key per row.
     :param split: Cut each group into at most this many parts (to feed a thread pool).
     :param pool: Runs the parts concurrently when given (for codecs that release the GIL).
+    :param min_rows: Cut no part smaller than this (when the group is large enough to be cut at all).
     :return: The results in the order of ``x``'s rows.
     """
     if len(keys) != x.shape[0]:
         raise ValueError(f"Expected one key per row ({x.shape[0]}), got {len(keys)}.")
-    jobs = [(key, part) for key, rows in group_indices(keys) for part in rows.tensor_split(min(split, len(rows)))]
+    jobs = [
+        (key, part)
+        for key, rows in group_indices(keys)
+        for part in rows.tensor_split(max(1, min(split, len(rows) // max(1, min_rows))))
+    ]
     if len(jobs) == 1:  # one key, rows already in order
         return fn(x, jobs[0][0])
 

@@ -23,8 +23,12 @@ import torch.nn.functional as F
 
 from art_purifiers.ops.codec import resolve_backend, round_trip_uint8
 from art_purifiers.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
+from art_purifiers.ops.device import cached_constant
 from art_purifiers.ops.groups import map_groups
 from art_purifiers.ops.quantize import Rounding, quantize_dct, scale_quantization_table
+
+# pixels per codec job in the thread pool: enough work per job to outweigh its overhead (64 CIFAR-10 images)
+_PIXELS_PER_JOB = 1 << 16
 
 #: IJG base luminance table (ITU-T T.81 Annex K.1), quality 50, row = vertical frequency.
 LUMA_TABLE = (
@@ -90,21 +94,23 @@ def jpeg_round_trip(
     _check_images(x)
     qualities = _qualities(quality, x.shape[0])
     name = resolve_backend(backend, x.device)
-    if x.device.type == "cpu":  # convert inside each job: small buffers, and the threads share the work
-        threads = max(1, workers or torch.get_num_threads())
-        with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
-            return map_groups(
-                lambda images, q: _from_uint8(round_trip_uint8(_to_uint8(images), q, name), x.dtype),
-                x.detach(),
-                qualities,
-                threads,
-                pool,
-            )
     pixels = _to_uint8(x.detach())
     if name == "nvjpeg":
         decoded = map_groups(lambda images, q: round_trip_uint8(images, q, name), pixels, qualities)
-    else:  # the exact codecs run on the host: one transfer each way
-        decoded = map_groups(lambda images, q: round_trip_uint8(images, q, name), _to_host(pixels), qualities)
+        return _from_uint8(decoded, x.dtype)
+    # the exact codecs run on the host (CUDA images too: one transfer each way), in threads fed with jobs big
+    # enough to outweigh their overhead
+    threads = max(1, workers or torch.get_num_threads())
+    rows_per_job = max(1, _PIXELS_PER_JOB // (x.shape[2] * x.shape[3]))
+    with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+        decoded = map_groups(
+            lambda images, q: round_trip_uint8(images, q, name),
+            _to_host(pixels),
+            qualities,
+            threads,
+            pool,
+            rows_per_job,
+        )
     return _from_uint8(decoded.to(x.device), x.dtype)
 
 
@@ -115,8 +121,18 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (work * 255).round_().clamp_(0, 255).to(torch.uint8).contiguous()
 
 
+@cached_constant
+def _levels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``k / 255`` for the 256 pixel values, divided on the CPU."""
+    return (torch.arange(256, dtype=dtype) / 255).to(device)
+
+
 def _from_uint8(pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return pixels.to(dtype).div_(255)
+    """Pixels to ``[0, 1]``, the same floats on every device: CUDA divides by multiplying with the reciprocal, which
+    can differ in the last bit, so there the values are looked up from a table divided on the CPU."""
+    if pixels.device.type == "cpu":
+        return pixels.to(dtype).div_(255)
+    return _levels(dtype, pixels.device).index_select(0, pixels.reshape(-1).int()).view(pixels.shape)
 
 
 def _to_host(pixels: torch.Tensor) -> torch.Tensor:
