@@ -82,17 +82,26 @@ def bench_setting(size: int, batch: int, repeats: int) -> list[str]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def repeats_from_command_line(description: str) -> int:
+    """The shared command line of the benchmarks: ``--quick`` times 2 repetitions instead of 5."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 repetitions instead of 5")
-    args = parser.parse_args()
-    repeats = 2 if args.quick else 5
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print("| size | batch | device | method | images/s | vs ART JpegCompression | vs NumPy per image |")
-    print("|---|---|---|---|---|---|---|")
-    for size, batch in SETTINGS:
-        for row in bench_setting(size, batch, repeats):
+    return 2 if parser.parse_args().quick else 5
+
+
+def print_table(header: str, rows_of: Callable[[int, int, int], list[str]], settings: tuple, repeats: int) -> None:
+    """The machine line, then a Markdown table of ``rows_of(size, batch, repeats)`` for each setting."""
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(header)
+    for size, batch in settings:
+        for row in rows_of(size, batch, repeats):
             print(row, flush=True)
+
+
+def main() -> None:
+    repeats = repeats_from_command_line(__doc__ or "")
+    header = "| size | batch | device | method | images/s | vs ART JpegCompression | vs NumPy per image |"
+    print_table(header + "\n|---|---|---|---|---|---|---|", bench_setting, SETTINGS, repeats)
 
 
 if __name__ == "__main__":

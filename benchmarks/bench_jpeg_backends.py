@@ -13,8 +13,6 @@ option, plus nvJPEG's PSNR against libjpeg on scikit-image photos.
 
 from __future__ import annotations
 
-import argparse
-import platform
 from functools import partial
 
 import numpy as np
@@ -23,7 +21,7 @@ from art.defences.preprocessor import JpegCompression
 
 from art_purifiers.ops.codec import EXACT_BACKENDS, available_backends, default_backend
 from art_purifiers.ops.jpeg import jpeg_round_trip
-from benchmarks.bench_dct_defences import images_per_second
+from benchmarks.bench_dct_defences import images_per_second, print_table, repeats_from_command_line
 
 SETTINGS = ((32, 512), (224, 64))  # (image size, batch size)
 
@@ -76,15 +74,10 @@ def nvjpeg_psnr(qualities: tuple[int, ...] = (20, 50, 90)) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 repetitions instead of 5")
-    args = parser.parse_args()
-    repeats = 2 if args.quick else 5
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| setting | device | method | images/s | vs ART |\n|---|---|---|---|---|")
-    for size, batch in SETTINGS:
-        for row in bench_setting(size, batch, repeats):
-            print(row, flush=True)
+    repeats = repeats_from_command_line(__doc__ or "")
+    print_table(
+        "| setting | device | method | images/s | vs ART |\n|---|---|---|---|---|", bench_setting, SETTINGS, repeats
+    )
     if torch.cuda.is_available():
         print(
             "\n| channels | quality | nvJPEG vs libjpeg PSNR (dB) | max difference (grey levels) |\n|---|---|---|---|"
