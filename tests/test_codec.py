@@ -122,3 +122,21 @@ def test_map_groups_restores_the_order_and_carries_gradients(split: int) -> None
     torch.testing.assert_close(x.grad, keys[:, None].double().expand(10, 4))
     with pytest.raises(ValueError, match="one key per row"):
         map_groups(scale_by_key, x, keys[:3])
+
+
+def test_map_groups_in_a_pool_stacks_per_row_results_in_the_calling_thread() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = torch.tensor([2, 1, 2, 1, 1, 2])
+    x = torch.arange(12.0).reshape(6, 2)
+    threads: set[str] = set()
+
+    def rows_times_key(rows: torch.Tensor, key: int) -> list[torch.Tensor]:
+        threads.add(threading.current_thread().name)
+        return [row * key for row in rows]  # per-row results: map_groups stacks them
+
+    with ThreadPoolExecutor(3) as pool:
+        out = map_groups(rows_times_key, x, keys, split=3, pool=pool)
+    torch.testing.assert_close(out, x * keys[:, None].float())
+    assert threading.current_thread().name not in threads

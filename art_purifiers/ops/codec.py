@@ -98,35 +98,36 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def round_trip_uint8(images: torch.Tensor, quality: int, backend: str) -> torch.Tensor:
+def round_trip_uint8(images: torch.Tensor, quality: int, backend: str) -> list[torch.Tensor]:
     """
     Encode and decode ``(N, C, H, W)`` uint8 images (C = 1 or 3) at one quality with a concrete backend.
+
+    Only the codec runs here (no other torch operation), so it can run in a thread pool.
 
     :param images: Contiguous uint8 images: on the CPU for the exact backends, on CUDA for ``"nvjpeg"``.
     :param quality: JPEG quality in ``[1, 100]``.
     :param backend: One of :data:`EXACT_BACKENDS` or ``"nvjpeg"`` (see :func:`resolve_backend`).
-    :return: Decoded uint8 images of the same shape and device.
+    :return: The decoded ``(C, H, W)`` uint8 images, on ``images``' device.
     """
     return _RUNNERS[backend](images, quality)
 
 
-def _torchcodec(images: torch.Tensor, quality: int) -> torch.Tensor:
+def _torchcodec(images: torch.Tensor, quality: int) -> list[torch.Tensor]:
     from torchcodec.decoders import decode_jpeg
     from torchcodec.encoders import JpegEncoder
 
     encoded = [JpegEncoder(image).to_tensor(quality=quality) for image in images]
-    decoded = decode_jpeg(encoded, mode="UNCHANGED")
-    return torch.stack(list(decoded))
+    return list(decode_jpeg(encoded, mode="UNCHANGED"))
 
 
-def _torchvision(images: torch.Tensor, quality: int) -> torch.Tensor:
+def _torchvision(images: torch.Tensor, quality: int) -> list[torch.Tensor]:
     from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
     encoded = encode_jpeg(list(images), quality=quality)
-    return torch.stack(decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED))
+    return list(decode_jpeg(encoded, mode=ImageReadMode.UNCHANGED))
 
 
-def _pil(images: torch.Tensor, quality: int) -> torch.Tensor:
+def _pil(images: torch.Tensor, quality: int) -> list[torch.Tensor]:
     from PIL import Image
 
     decoded = []
@@ -135,12 +136,12 @@ def _pil(images: torch.Tensor, quality: int) -> torch.Tensor:
         Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(
             buffer, "JPEG", quality=quality
         )
-        pixels = np.asarray(Image.open(buffer))
-        decoded.append(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
-    return torch.from_numpy(np.stack(decoded))
+        pixels = np.array(Image.open(buffer))
+        decoded.append(torch.from_numpy(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)))
+    return decoded
 
 
-def _nvjpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
+def _nvjpeg(images: torch.Tensor, quality: int) -> list[torch.Tensor]:
     from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
     colour = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
@@ -149,10 +150,10 @@ def _nvjpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
     lengths = [len(data) for data in encoded]
     host = torch.cat(encoded).cpu().split(lengths)
     mode = ImageReadMode.GRAY if images.shape[1] == 1 else ImageReadMode.RGB
-    return torch.stack(decode_jpeg(list(host), mode=mode, device=images.device))
+    return list(decode_jpeg(list(host), mode=mode, device=images.device))
 
 
-_RUNNERS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+_RUNNERS: dict[str, Callable[[torch.Tensor, int], list[torch.Tensor]]] = {
     "torchcodec": _torchcodec,
     "torchvision": _torchvision,
     "pil": _pil,

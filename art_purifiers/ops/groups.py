@@ -28,39 +28,39 @@ def group_indices(keys: torch.Tensor | Sequence[int]) -> list[tuple[int, torch.T
 
 
 def map_groups(
-    fn: Callable[[torch.Tensor, int], torch.Tensor],
+    fn: Callable[[torch.Tensor, int], torch.Tensor | Sequence[torch.Tensor]],
     x: torch.Tensor,
     keys: torch.Tensor | Sequence[int],
     split: int = 1,
     pool: Executor | None = None,
-    min_rows: int = 1,
 ) -> torch.Tensor:
     """
     ``out[i] = fn(x[rows of key k], k)[position of i among those rows]`` for every row ``i`` of key ``k``.
 
-    :param fn: Maps a batch of rows sharing one key (and the key) to a batch with as many rows.
+    With a ``pool``, only ``fn`` runs in its threads: the gathering of each part, the stacking of per-row results and
+    the scattering back run in the calling thread, because torch operations started from pool threads each open a
+    team of torch's own threads and oversubscribe the cores (measured: a JPEG round trip 3x slower at 16 threads).
+
+    :param fn: Maps a batch of rows sharing one key (and the key) to a batch with as many rows, as one tensor or as
+               a sequence of per-row tensors.
     :param x: The batch, rows along dimension 0.
     :param keys: One integer key per row.
     :param split: Cut each group into at most this many parts (to feed a thread pool).
-    :param pool: Runs the parts concurrently when given (for codecs that release the GIL).
-    :param min_rows: Cut no part smaller than this (when the group is large enough to be cut at all).
+    :param pool: Runs ``fn`` on the parts concurrently when given (for codecs that release the GIL).
     :return: The results in the order of ``x``'s rows.
     """
     if len(keys) != x.shape[0]:
         raise ValueError(f"Expected one key per row ({x.shape[0]}), got {len(keys)}.")
-    jobs = [
-        (key, part)
-        for key, rows in group_indices(keys)
-        for part in rows.tensor_split(max(1, min(split, len(rows) // max(1, min_rows))))
-    ]
+    jobs = [(key, part) for key, rows in group_indices(keys) for part in rows.tensor_split(min(split, len(rows)))]
     if len(jobs) == 1:  # one key, rows already in order
-        return fn(x, jobs[0][0])
-
-    def run(job: tuple[int, torch.Tensor]) -> torch.Tensor:
-        key, rows = job
-        return fn(x.index_select(0, rows.to(x.device)), key)
-
-    results = list(pool.map(run, jobs)) if pool is not None else [run(job) for job in jobs]
+        parts = [x]
+    else:
+        parts = [x.index_select(0, rows.to(x.device)) for _, rows in jobs]
+    arguments = [(part, key) for part, (key, _) in zip(parts, jobs)]
+    outputs = list(pool.map(lambda args: fn(*args), arguments)) if pool is not None else [fn(*a) for a in arguments]
+    results = [out if isinstance(out, torch.Tensor) else torch.stack(list(out)) for out in outputs]
+    if len(jobs) == 1:
+        return results[0]
     # one output buffer; index_copy_ is differentiable, so gradients reach every group
     out = results[0].new_empty((x.shape[0], *results[0].shape[1:]))
     for (_, rows), result in zip(jobs, results):

@@ -27,8 +27,8 @@ from art_purifiers.ops.device import cached_constant
 from art_purifiers.ops.groups import map_groups
 from art_purifiers.ops.quantize import Rounding, quantize_dct, scale_quantization_table
 
-# pixels per codec job in the thread pool: enough work per job to outweigh its overhead (64 CIFAR-10 images)
-_PIXELS_PER_JOB = 1 << 16
+# images of at least this many pixels (128 x 128) are coded in a thread pool
+_THREADED_PIXELS = 1 << 14
 
 #: IJG base luminance table (ITU-T T.81 Annex K.1), quality 50, row = vertical frequency.
 LUMA_TABLE = (
@@ -88,7 +88,8 @@ def jpeg_round_trip(
     :param quality: One integer quality in ``[1, 100]``, or one per image.
     :param backend: ``"auto"`` (exact libjpeg: TorchCodec, else torchvision), ``"torchcodec"``, ``"torchvision"``,
                     ``"pil"`` or ``"nvjpeg"`` (CUDA images only; inexact), see :mod:`art_purifiers.ops.codec`.
-    :param workers: Host threads for the exact backends (default: ``torch.get_num_threads()``).
+    :param workers: Host threads for the exact backends (default: ``torch.get_num_threads()`` for images of 128x128
+                    pixels or more, one below that).
     :return: Decoded images, same shape, dtype and device as ``x``.
     """
     _check_images(x)
@@ -98,18 +99,13 @@ def jpeg_round_trip(
     if name == "nvjpeg":
         decoded = map_groups(lambda images, q: round_trip_uint8(images, q, name), pixels, qualities)
         return _from_uint8(decoded, x.dtype)
-    # the exact codecs run on the host (CUDA images too: one transfer each way), in threads fed with jobs big
-    # enough to outweigh their overhead
-    threads = max(1, workers or torch.get_num_threads())
-    rows_per_job = max(1, _PIXELS_PER_JOB // (x.shape[2] * x.shape[3]))
+    # the exact codecs run on the host (CUDA images too: one transfer each way); threads pay off only on large
+    # images (measured: small ones run slower in a pool, the GIL hand-offs cost more than the codec work)
+    large = x.shape[2] * x.shape[3] >= _THREADED_PIXELS
+    threads = max(1, workers if workers is not None else (torch.get_num_threads() if large else 1))
     with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
         decoded = map_groups(
-            lambda images, q: round_trip_uint8(images, q, name),
-            _to_host(pixels),
-            qualities,
-            threads,
-            pool,
-            rows_per_job,
+            lambda images, q: round_trip_uint8(images, q, name), _to_host(pixels), qualities, threads, pool
         )
     return _from_uint8(decoded.to(x.device), x.dtype)
 
