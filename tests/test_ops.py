@@ -16,6 +16,7 @@ from art_purifiers.ops import (
     distortion_statistics,
     quantize_dct,
     remap,
+    rgb_to_luma,
     rgb_to_ycbcr,
     round_with,
     sample_grid_distortion,
@@ -113,6 +114,9 @@ def test_ycbcr_matches_pil() -> None:
     np.testing.assert_allclose(back.permute(1, 2, 0).numpy(), rgb / 255.0, atol=1e-5)
     with pytest.raises(ValueError, match="3 channels"):
         rgb_to_ycbcr(torch.rand(1, 1, 4, 4))
+    grey = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float64)  # PIL's ITU-R 601-2 luma
+    luma = rgb_to_luma(torch.from_numpy(rgb.astype(np.float64)).permute(2, 0, 1)[None] / 255)[0, 0].numpy() * 255
+    assert luma.shape == grey.shape and np.abs(luma - grey).max() <= 1.0
 
 
 @pytest.mark.parametrize("length,num_cells,delta", [(32, 10, 0.15), (224, 10, 0.3), (37, 4, 0.4), (50, 7, 0.0)])
