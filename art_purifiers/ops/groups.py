@@ -38,8 +38,8 @@ def map_groups(
     ``out[i] = fn(x[rows of key k], k)[position of i among those rows]`` for every row ``i`` of key ``k``.
 
     With a ``pool``, only ``fn`` runs in its threads: the gathering of each part, the stacking of per-row results and
-    the scattering back run in the calling thread, because torch operations started from pool threads each open a
-    team of torch's own threads and oversubscribe the cores (measured: a JPEG round trip 3x slower at 16 threads).
+    the scattering back run in the calling thread, because a torch operation started from a pool thread may open a
+    team of torch's own threads, and several of them oversubscribe the cores.
 
     :param fn: Maps a batch of rows sharing one key (and the key) to a batch with as many rows, as one tensor or as
                a sequence of per-row tensors.

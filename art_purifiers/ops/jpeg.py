@@ -5,8 +5,8 @@ JPEG round trips: the exact codec (libjpeg, on any device) and a differentiable 
   default libjpeg-turbo (through TorchCodec, else torchvision), whose files are byte-identical to PIL's
   ``Image.save(..., "JPEG", quality=q)``, so the decoded pixels equal PIL's exactly. Images on a CUDA device are
   coded on the host from a pinned copy and copied back, so the default output is the same on every device;
-  ``backend="nvjpeg"`` codes on the GPU instead (faster, inexact: 4:4:4 chroma, a different DCT). The encoder
-  takes one quality per call, so images are grouped by quality; on the CPU the groups are split across threads.
+  ``backend="nvjpeg"`` codes on the GPU instead (faster on large images, inexact: 4:4:4 chroma, a different DCT).
+  The encoder takes one quality per call, so images are grouped by quality.
 * :func:`jpeg_differentiable` rebuilds the same steps from differentiable tensor ops (colour conversion, 2x2
   chroma averaging, blockwise DCT quantization with the scaled IJG tables, bilinear chroma upsampling) for
   ``bpda="surrogate"`` backward passes; it approximates the codec (no Huffman stage is needed, rounding is soft).
@@ -26,13 +26,6 @@ from art_purifiers.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
 from art_purifiers.ops.device import cached_constant
 from art_purifiers.ops.groups import map_groups
 from art_purifiers.ops.quantize import Rounding, quantize_dct, scale_quantization_table
-
-# Images of at least this many pixels (128 x 128) are coded in a pool of at most _MAX_THREADS threads. Measured on a
-# 16-core host (224x224 photos, batch 64, CUDA input): 1,510 images/s with 1 thread, 1,854 with 4, 1,589 with 8 and
-# 1,299 with 16; at 32x32 every pool was slower than one thread (17,936 images/s with 1, 4,386 with 16): the GIL
-# hand-offs around the codec calls cost more than they save.
-_THREADED_PIXELS = 1 << 14
-_MAX_THREADS = 4
 
 #: IJG base luminance table (ITU-T T.81 Annex K.1), quality 50, row = vertical frequency.
 LUMA_TABLE = (
@@ -92,8 +85,9 @@ def jpeg_round_trip(
     :param quality: One integer quality in ``[1, 100]``, or one per image.
     :param backend: ``"auto"`` (exact libjpeg: TorchCodec, else torchvision), ``"torchcodec"``, ``"torchvision"``,
                     ``"pil"`` or ``"nvjpeg"`` (CUDA images only; inexact), see :mod:`art_purifiers.ops.codec`.
-    :param workers: Host threads for the exact backends (default: up to 4 for images of 128x128 pixels or more, one
-                    below that, which measured fastest).
+    :param workers: Host threads for the exact backends (default 1). A pool gave no reliable gain: per-quality
+                    groups are small, and the GIL hand-offs around each codec call cost about what the threads save
+                    (measured on 2 and 16 cores, 32x32 and 224x224; at 32x32 every pool was slower).
     :return: Decoded images, same shape, dtype and device as ``x``.
     """
     _check_images(x)
@@ -103,9 +97,8 @@ def jpeg_round_trip(
     if name == "nvjpeg":
         decoded = map_groups(lambda images, q: round_trip_uint8(images, q, name), pixels, qualities)
         return _from_uint8(decoded, x.dtype)
-    # the exact codecs run on the host (CUDA images too: one transfer each way), in a few threads for large images
-    large = x.shape[2] * x.shape[3] >= _THREADED_PIXELS
-    threads = max(1, workers if workers is not None else (min(_MAX_THREADS, torch.get_num_threads()) if large else 1))
+    # the exact codecs run on the host (CUDA images too: one transfer each way)
+    threads = max(1, workers or 1)
     with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
         decoded = map_groups(
             lambda images, q: round_trip_uint8(images, q, name), _to_host(pixels), qualities, threads, pool
