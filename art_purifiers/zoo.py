@@ -74,7 +74,7 @@ REGISTRY: dict[str, Artifact] = {
             sha256="186b8708f6d77d601d55f43bba6d6b30e83e8da5470dfaf57cf76d45da81a7fc",
             architecture="cifar-convnet",
             command="python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 "
-            "--output /work/runs/classifier --epochs 18",
+            "--output runs/classifier --epochs 18",
             summary="CIFAR-10 reference classifier, 32x32 NCHW in [0, 1], 1.1 M parameters; 89.80% top-1 on the "
             "5,000 shared test images (JPEG q75 copy)",
             tags=("classifier", "cifar10"),
