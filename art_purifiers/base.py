@@ -59,9 +59,10 @@ class PurifierPreprocessor(PreprocessorPyTorch):
     Layout: ``channels_first=True`` (NCHW) by default, because these defences sit in front of PyTorch models; ART's
     NumPy defences default to NHWC, so set ``channels_first=False`` for NHWC data.
 
-    Precision: the purification runs in float32 (float64 for float64 input) with autocast switched off, so a
-    ``torch.autocast`` region around an attack changes neither the rounding steps nor the networks; the output is
-    cast back to the input's dtype.
+    Precision: the purification runs in float32 (float64 for float64 input) with autocast switched off and, on CUDA,
+    without TF32 matrix products (:func:`~art_purifiers.ops.device.full_precision`), so a ``torch.autocast`` region
+    around an attack changes neither the rounding steps nor the networks; the output is cast back to the input's
+    dtype.
 
     Memory: ``PyTorchClassifier`` moves the whole input array to the device before calling :meth:`forward`;
     ``batch_size`` bounds the intermediates of the purification, not that first copy.
@@ -368,8 +369,8 @@ class PurifierPreprocessor(PreprocessorPyTorch):
 
     def _purify_scaled(self, x: torch.Tensor, randomness: Randomness) -> torch.Tensor:
         """
-        Map a chunk from ``clip_values`` to [0, 1], purify it in float32 (float64 for float64 input) without
-        autocast, with the BPDA backward, clip, map back and cast to the input's dtype.
+        Map a chunk from ``clip_values`` to [0, 1], purify it at full precision (float32, float64 for float64 input),
+        with the BPDA backward, clip, map back and cast to the input's dtype.
         """
         low, high = self.clip_values
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -1,7 +1,8 @@
 """Images/s of the headline CPU operations, printed as one JSON line, for before/after comparisons of two commits.
 
-Uses only the public API, so the same file times an older checkout too. Interleave the two trees, since a shared
-2-core machine drifts by tens of percent between runs:
+Uses only the public API (and ``images_per_second`` of ``bench_dct_defences``, which older checkouts have too), so
+the same file times an older checkout. Interleave the two trees, since a shared 2-core machine drifts by tens of
+percent between runs:
 
     git worktree add ../before <commit>
     for round in 1 2; do
@@ -17,9 +18,7 @@ Measures (best of 7, CPU): ``NNFavoredJpeg`` and ``QuantizeDistort`` through ``_
 from __future__ import annotations
 
 import json
-import time
 import warnings
-from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -27,17 +26,7 @@ import torch
 
 from art_purifiers import CompressRestore, NNFavoredJpeg, QuantizeDistort
 from art_purifiers.ops.jpeg import jpeg_round_trip
-
-
-def best_seconds(run: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``repeats`` runs after one warm-up."""
-    run()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
+from benchmarks.bench_dct_defences import images_per_second
 
 
 def measure() -> dict[str, float]:
@@ -46,15 +35,15 @@ def measure() -> dict[str, float]:
     for size, batch in ((32, 512), (224, 64)):
         x = np.random.default_rng(0).random((batch, 3, size, size)).astype(np.float32)
         for defence in (NNFavoredJpeg(device_type="cpu"), QuantizeDistort(seed=0, device_type="cpu")):
-            rates[f"{type(defence).__name__} {size}"] = batch / best_seconds(lambda: defence(x), 7)  # noqa: B023
+            rates[f"{type(defence).__name__} {size}"] = images_per_second(lambda: defence(x), batch, 7)  # noqa: B023
     qualities = torch.randint(20, 61, (256,), generator=torch.Generator().manual_seed(0))
     for size, batch in ((32, 256), (224, 16)):
         images = torch.from_numpy(np.random.default_rng(0).random((batch, 3, size, size)).astype(np.float32))
-        rates[f"jpeg op {size}"] = batch / best_seconds(partial(jpeg_round_trip, images, qualities[:batch]), 7)
+        rates[f"jpeg op {size}"] = images_per_second(partial(jpeg_round_trip, images, qualities[:batch]), batch, 7)
     x32 = torch.from_numpy(np.random.default_rng(0).random((256, 3, 32, 32)).astype(np.float32))
     defence = CompressRestore(seed=0, device_type="cpu")
     with torch.no_grad():
-        rates["CompressRestore 32"] = 256 / best_seconds(lambda: defence.forward(x32), 2)
+        rates["CompressRestore 32"] = images_per_second(lambda: defence.forward(x32), 256, 2)
     return rates
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from art.defences.preprocessor import JpegCompression
 
+from art_purifiers.cli import load_photos
 from art_purifiers.ops.codec import EXACT_BACKENDS, available_backends, default_backend
 from art_purifiers.ops.jpeg import jpeg_round_trip
 from benchmarks.bench_dct_defences import images_per_second, print_table, repeats_from_command_line
@@ -27,12 +28,9 @@ SETTINGS = ((32, 512), (224, 64))  # (image size, batch size)
 
 
 def photo_batch(size: int, batch: int) -> torch.Tensor:
-    """scikit-image photos resized to ``size``, repeated to ``batch`` images, float32 NCHW in [0, 1]."""
-    from skimage import data, transform
-
-    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    resized = [transform.resize(photo, (size, size), anti_aliasing=True).transpose(2, 0, 1) for photo in photos]
-    return torch.from_numpy(np.stack([resized[i % 4] for i in range(batch)])).float().contiguous()
+    """The demo's scikit-image photos resized to ``size``, repeated to ``batch`` images, float32 NCHW in [0, 1]."""
+    photos = torch.from_numpy(load_photos(size))
+    return photos[torch.arange(batch) % len(photos)].contiguous()
 
 
 def bench_setting(size: int, batch: int, repeats: int) -> list[str]:
