@@ -3,7 +3,7 @@
 from art_purifiers import zoo
 from art_purifiers.attacks import EOTPyTorchClassifier
 from art_purifiers.base import BPDA_MODES, PurifierPreprocessor
-from art_purifiers.defences import CompressRestore, NNFavoredJpeg, QuantizeDistort
+from art_purifiers.defences import CompressRestore, NNFavoredJpeg, QuantizeDistort, SuperResolution
 
 __version__ = "0.1.0"
 
@@ -14,6 +14,7 @@ __all__ = [
     "NNFavoredJpeg",
     "PurifierPreprocessor",
     "QuantizeDistort",
+    "SuperResolution",
     "__version__",
     "zoo",
 ]

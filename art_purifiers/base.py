@@ -52,7 +52,7 @@ class PurifierPreprocessor(PreprocessorPyTorch):
     Subclasses implement :meth:`_purify` on ``(N, C, H, W)`` float tensors in ``[0, 1]`` and, when they are random,
     :meth:`_draw` (all per-image randomness for a batch, drawn on the CPU before chunking so that outputs do not
     depend on ``batch_size`` or the device) and :meth:`_is_randomized`. Defences whose output has another size (a
-    x2 super-resolution) override :meth:`output_size`; defences built on networks register them with
+    x2 super-resolution) override :meth:`purified_size`; defences built on networks register them with
     :meth:`_set_network` and fetch the copy for the input's device with :meth:`_network`, and usually override
     :meth:`_chunk_size`.
 
@@ -134,7 +134,7 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         """Whether the current parameters make two calls on the same input differ (see :attr:`randomized`)."""
         return False
 
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
+    def purified_size(self, height: int, width: int) -> tuple[int, int]:
         """
         Height and width of the purified images for inputs of ``height`` x ``width`` (the same unless a defence
         changes the size, e.g. a x2 super-resolution).
@@ -218,7 +218,7 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         :param x: Images ``(N, C, H, W)`` (or ``(N, H, W, C)`` with ``channels_first=False``) within
                   ``clip_values``, floating point, 1 or 3 channels.
         :param y: Labels, returned unchanged.
-        :return: Purified images (same layout, dtype and device; the size given by :meth:`output_size`) and ``y``.
+        :return: Purified images (same layout, dtype and device; the size given by :meth:`purified_size`) and ``y``.
         """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"forward expects a torch.Tensor, got {type(x).__name__}; use __call__ for NumPy arrays.")
@@ -297,8 +297,8 @@ class PurifierPreprocessor(PreprocessorPyTorch):
     def _output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of the purified batch for an input batch of ``shape`` (in this defence's layout)."""
         if self.channels_first:
-            return (*shape[:2], *self.output_size(shape[2], shape[3]))
-        return (shape[0], *self.output_size(shape[1], shape[2]), shape[3])
+            return (*shape[:2], *self.purified_size(shape[2], shape[3]))
+        return (shape[0], *self.purified_size(shape[1], shape[2]), shape[3])
 
     def set_params(self, **kwargs: Any) -> None:
         """

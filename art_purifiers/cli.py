@@ -16,12 +16,13 @@ DEMO_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 def default_defences(seed: int) -> dict:
     """Every available defence with its defaults, by display name."""
-    from art_purifiers import CompressRestore, NNFavoredJpeg, QuantizeDistort
+    from art_purifiers import CompressRestore, NNFavoredJpeg, QuantizeDistort, SuperResolution
 
     return {
         "NNFavoredJpeg": NNFavoredJpeg(device_type="cpu"),
         "QuantizeDistort": QuantizeDistort(seed=seed, device_type="cpu"),
         "CompressRestore": CompressRestore(seed=seed, device_type="cpu"),
+        "SuperResolution": SuperResolution(device_type="cpu"),
     }
 
 

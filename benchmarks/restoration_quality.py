@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from art_purifiers import CompressRestore, zoo
+from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.data import load_cifar10
 from art_purifiers.defences.compress_restore import DEFAULT_RESTORERS
 from art_purifiers.evaluation.metrics import image_quality
@@ -31,9 +32,10 @@ from art_purifiers.training.restorer import restoration_quality
 
 @torch.no_grad()
 def accuracy(
-    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, defence: CompressRestore | None = None
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, defence: PurifierPreprocessor | None = None
 ) -> tuple[float, float]:
-    """Top-1 accuracy of ``model`` on ``images`` (float NCHW), behind ``defence``; also the defence's PSNR."""
+    """Top-1 accuracy of ``model`` on ``images`` (float NCHW), behind ``defence``; also the defence's PSNR (NaN when
+    it changes the size)."""
     purified = []
     correct = 0
     for start in range(0, len(images), 250):
@@ -42,7 +44,10 @@ def accuracy(
             batch = torch.from_numpy(defence(batch.numpy())[0])
         purified.append(batch)
         correct += int((model(batch).argmax(1) == labels[start : start + 250]).sum())
-    psnr = image_quality(images.numpy(), torch.cat(purified).numpy())["psnr_db"] if defence is not None else np.inf
+    purified_images = torch.cat(purified)
+    if defence is None or purified_images.shape != images.shape:
+        return correct / len(images), np.inf if defence is None else np.nan
+    psnr = image_quality(images.numpy(), purified_images.numpy())["psnr_db"]
     return correct / len(images), psnr
 
 

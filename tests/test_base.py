@@ -195,7 +195,7 @@ def test_distortion_backward_is_the_exact_gather_gradient(images: np.ndarray) ->
 class Upscale2x(PurifierPreprocessor):
     """A toy defence whose output is twice the input's size (nearest-neighbour x2), like a super-resolution."""
 
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
+    def purified_size(self, height: int, width: int) -> tuple[int, int]:
         return 2 * height, 2 * width
 
     def _purify(self, x: torch.Tensor, randomness: object) -> torch.Tensor:

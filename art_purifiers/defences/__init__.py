@@ -3,12 +3,14 @@
 from art_purifiers.defences.compress_restore import CompressRestore
 from art_purifiers.defences.nn_favored_jpeg import NNFavoredJpeg, TableSearchResult, nn_favored_table
 from art_purifiers.defences.quantize_distort import FEATURE_DISTILLATION_TABLE, QuantizeDistort
+from art_purifiers.defences.super_resolution import SuperResolution
 
 __all__ = [
     "CompressRestore",
     "FEATURE_DISTILLATION_TABLE",
     "NNFavoredJpeg",
     "QuantizeDistort",
+    "SuperResolution",
     "TableSearchResult",
     "nn_favored_table",
 ]

@@ -26,8 +26,8 @@ from torch import nn
 
 from art_purifiers import zoo
 from art_purifiers.base import PurifierPreprocessor, Randomness
+from art_purifiers.nets import run_image_network
 from art_purifiers.ops.codec import BACKENDS
-from art_purifiers.ops.color import rgb_to_luma
 from art_purifiers.ops.groups import map_groups
 from art_purifiers.ops.jpeg import jpeg_differentiable, jpeg_round_trip
 from art_purifiers.ops.quantize import replace_gradient
@@ -50,11 +50,6 @@ def _load_restorer(source: str | Path | nn.Module) -> nn.Module:
     if isinstance(source, str) and source == NO_RESTORER:
         return nn.Identity()
     return zoo.resolve(source, train_command="python -m art_purifiers.training.restorer")
-
-
-def _input_channels(network: nn.Module) -> int | None:
-    """The channels of the first convolution (``None`` for networks without one, e.g. the identity)."""
-    return next((int(m.in_channels) for m in network.modules() if isinstance(m, nn.Conv2d)), None)
 
 
 class CompressRestore(PurifierPreprocessor):
@@ -149,13 +144,10 @@ class CompressRestore(PurifierPreprocessor):
         return map_groups(self._run_restorer, x, chosen)
 
     def _run_restorer(self, x: torch.Tensor, quality: int) -> torch.Tensor:
-        network = self._network(quality, x.device)
-        channels = _input_channels(network)
-        if channels not in (None, x.shape[1]) and not (x.shape[1] == 1 and channels == 3):
-            raise ValueError(f"The restorer for quality {quality} takes {channels}-channel images, got {x.shape[1]}.")
-        if x.shape[1] == 1 and channels == 3:
-            return rgb_to_luma(network(x.float().expand(-1, 3, -1, -1))).to(x.dtype)
-        return network(x.float()).to(x.dtype)
+        try:
+            return run_image_network(self._network(quality, x.device), x)
+        except ValueError as error:
+            raise ValueError(f"The restorer for quality {quality}: {error}") from error
 
     def _warn_on_large_images(self, x: torch.Tensor) -> None:
         if not self._warned_size and max(x.shape[-2:]) > _LARGE_IMAGE_FACTOR * _TRAINING_SIZE:

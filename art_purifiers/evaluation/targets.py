@@ -105,7 +105,8 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
 
     ``none``; ``jpeg:quality=Q`` (ART's ``JpegCompression``); ``NNFavoredJpeg[:table=search,...]`` (Algorithm 1 on
     PGD examples of the fit images); ``QuantizeDistort[:table=learned|default,...]`` (Algorithm 2 on C&W examples);
-    ``CompressRestore[:qf_range=(40,40),n_iter=1,restorers={40:'none'},...]`` (its ablations).
+    ``CompressRestore[:qf_range=(40,40),n_iter=1,restorers={40:'none'},...]`` (its ablations);
+    ``SuperResolution[:denoise=False,upsampler='bicubic',output_size='upscaled',...]`` (its ablations).
     """
     from art.defences.preprocessor import JpegCompression
 
@@ -148,7 +149,14 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
         from art_purifiers import CompressRestore
 
         return [CompressRestore(device_type="cpu", **options)], info
-    raise ValueError(f"Unknown defence {name!r}; known: none, jpeg, NNFavoredJpeg, QuantizeDistort, CompressRestore.")
+    if key == "superresolution":
+        from art_purifiers import SuperResolution
+
+        return [SuperResolution(device_type="cpu", **options)], info
+    raise ValueError(
+        f"Unknown defence {name!r}; known: none, jpeg, NNFavoredJpeg, QuantizeDistort, CompressRestore, "
+        "SuperResolution."
+    )
 
 
 def _reject_unknown(spec: str, options: dict[str, Any]) -> None:

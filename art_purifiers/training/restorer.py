@@ -64,6 +64,12 @@ PRESETS = {
 }
 
 
+def save_checkpoint(state: dict, checkpoint: Path) -> None:
+    """Write a training checkpoint atomically (a crash mid-write leaves the previous one)."""
+    torch.save(state, checkpoint.with_suffix(".tmp"))
+    checkpoint.with_suffix(".tmp").replace(checkpoint)
+
+
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flips and rotations by multiples of 90 degrees (square images)."""
     flip = torch.rand(len(images), generator=generator) < 0.5
@@ -158,8 +164,7 @@ def train(args: argparse.Namespace) -> tuple[RestorationGenerator, dict[str, int
                 "optimizer_g": optimizer_g.state_dict(), "optimizer_d": optimizer_d.state_dict(),
                 "sampler": sampler.get_state(), "step": step, "log": json.dumps(log),
             }  # fmt: skip
-            torch.save(state, checkpoint.with_suffix(".tmp"))
-            checkpoint.with_suffix(".tmp").replace(checkpoint)
+            save_checkpoint(state, checkpoint)
     return generator.eval(), {"blocks": blocks, "features": features}, log
 
 

@@ -1,0 +1,104 @@
+"""Does super-resolution work here? EDSR x2 against bicubic, and the classifier behind each SuperResolution setting.
+
+1. PSNR/SSIM of the shipped EDSR x2 and of bicubic x2 on half-size versions of the CIFAR-10 test images and of
+   64x64 crops of the photos held out of EDSR's training (``chelsea``, ``coffee``).
+2. Clean accuracy of the reference classifier (trained on 32x32) behind the defence and its ablations, with the 2x
+   image classified as it is (``output_size="upscaled"``, the paper's choice: the classifier ends in global pooling)
+   or resized back to 32x32 (``output_size="input"``).
+
+Run from the repository root:
+
+    python -m benchmarks.super_resolution_quality --data-dir ../shared/data/cifar10 --images 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from art_purifiers import SuperResolution, zoo
+from art_purifiers.data import load_cifar10
+from art_purifiers.training.edsr import HELD_OUT_PHOTOS, grid_crops, load_photo, upscaling_quality
+from benchmarks.restoration_quality import accuracy
+
+#: (label, SuperResolution arguments) of the accuracy table: the defence, then the paper's ablations.
+SETTINGS = (
+    ("WD + EDSR (the paper)", {}),
+    ("EDSR only (no WD)", {"denoise": False}),
+    ("WD only + bicubic", {"upsampler": "bicubic"}),
+    ("bicubic only", {"denoise": False, "upsampler": "bicubic"}),
+    ("WD + bilinear", {"upsampler": "bilinear"}),
+    ("WD + nearest", {"upsampler": "nearest"}),
+    ("WD + EDSR, sigma 0.01 (the authors' later code)", {"sigma": 0.01}),
+)
+
+
+def quality_rows(images: torch.Tensor) -> list[str]:
+    """PSNR/SSIM rows of EDSR and bicubic on the CIFAR-10 images and the held-out photo crops."""
+    network = zoo.load("edsr-x2-cifar10-photos")
+    crops = torch.cat([grid_crops(load_photo(name), 64) for name in HELD_OUT_PHOTOS])
+    rows = ["| images | bicubic PSNR / SSIM | EDSR PSNR / SSIM | EDSR gain |", "|---|---|---|---|"]
+    for label, batch in ((f"{len(images)} CIFAR-10 test images, 16 -> 32 px", images),
+                         (f"{len(crops)} held-out photo crops, 32 -> 64 px", crops)):  # fmt: skip
+        result = upscaling_quality(network, batch)
+        bicubic, edsr = result["bicubic"], result["edsr"]
+        rows.append(
+            f"| {label} | {bicubic['psnr_db']:.2f} dB / {bicubic['ssim']:.4f} | {edsr['psnr_db']:.2f} dB / "
+            f"{edsr['ssim']:.4f} | {edsr['psnr_db'] - bicubic['psnr_db']:+.2f} dB |"
+        )
+    return rows
+
+
+def accuracy_rows(images: torch.Tensor, labels: torch.Tensor) -> list[str]:
+    """Clean accuracy behind each setting, with the 2x image and with the image resized back."""
+    model = zoo.load("cifar10-reference").eval()
+    rows = ["| defence | upscaled 64x64 input (%) | resized back to 32x32 (%) |", "|---|---|---|"]
+    undefended, _ = accuracy(model, images, labels)
+    rows.append(f"| undefended (32x32) | {100 * undefended:.2f} | {100 * undefended:.2f} |")
+    for label, kwargs in SETTINGS:
+        cells = [
+            100 * accuracy(model, images, labels, SuperResolution(output_size=size, device_type="cpu", **kwargs))[0]
+            for size in ("upscaled", "input")
+        ]
+        rows.append(f"| {label} | {cells[0]:.2f} | {cells[1]:.2f} |")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", help="CIFAR-10 directory (default: $ART_PURIFIERS_DATA)")
+    parser.add_argument("--images", type=int, help="first N test images (default: all)")
+    parser.add_argument("--output", type=Path, help="also write the Markdown here")
+    args = parser.parse_args(argv)
+    test = load_cifar10(args.data_dir, "test")
+    count = args.images or len(test)
+    images_uint8, labels = test.images[:count], test.labels[:count]
+    started = time.time()
+    lines = [
+        f"# SuperResolution: upscaling quality and clean accuracy ({count} CIFAR-10 test images, a JPEG q75 copy)",
+        "",
+        "`python -m benchmarks.super_resolution_quality " + shlex.join(sys.argv[1:] if argv is None else argv) + "`",
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "",
+        *quality_rows(images_uint8),
+        "",
+        *accuracy_rows(images_uint8.float() / 255, labels),
+        "",
+        f"{time.time() - started:.0f} s",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
