@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from art_purifiers import CompressRestore, NNFavoredJpeg, QuantizeDistort
+from art_purifiers import CompressRestore, NNFavoredJpeg, QuantizeDistort, SuperResolution
 from art_purifiers.base import NetworkCache, PurifierPreprocessor
 
-DEFENCES = [NNFavoredJpeg, QuantizeDistort, CompressRestore]
+DEFENCES = [NNFavoredJpeg, QuantizeDistort, CompressRestore, SuperResolution]
 
 
 @pytest.mark.parametrize("defence_class", DEFENCES)

@@ -230,3 +230,37 @@ def test_the_learned_bpda_approximator_trains_on_cuda() -> None:
     out, _ = wrapper.forward(x)
     out.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("output_size", ["upscaled", "input"])
+def test_super_resolution_on_cuda_matches_the_cpu(output_size: str, record_figure) -> None:
+    from art_purifiers import SuperResolution
+
+    x = photos(16, 48)
+    expected = SuperResolution(output_size=output_size).forward(x)[0]
+    on_gpu = SuperResolution(output_size=output_size).forward(x.to(CUDA))[0]
+    assert on_gpu.device.type == "cuda" and on_gpu.shape == expected.shape
+    error = float((on_gpu.cpu() - expected).abs().max())
+    record_figure(f"SuperResolution {output_size} max |CUDA - CPU|", error * 255, "in 1/255 units")
+    assert error < 1e-3
+    leaf = x.to(CUDA).requires_grad_(True)
+    SuperResolution(output_size=output_size).forward(leaf)[0].sum().backward()
+    cpu_leaf = x.clone().requires_grad_(True)
+    SuperResolution(output_size=output_size).forward(cpu_leaf)[0].sum().backward()
+    assert leaf.grad is not None and cpu_leaf.grad is not None
+    cosine = float(torch.nn.functional.cosine_similarity(leaf.grad.cpu().flatten(), cpu_leaf.grad.flatten(), dim=0))
+    record_figure(f"SuperResolution {output_size} gradient cosine CUDA vs CPU", cosine)
+    assert cosine > 0.999
+
+
+def test_wavelet_denoiser_on_cuda_matches_scikit_image() -> None:
+    from skimage.restoration import denoise_wavelet as skimage_denoise
+
+    from art_purifiers.ops.wavelet import denoise_wavelet
+
+    x = photos(4, 45)
+    out = denoise_wavelet(x.to(CUDA), sigma=0.04).cpu().numpy()
+    for image, ours in zip(x.double().numpy(), out):
+        reference = skimage_denoise(image.transpose(1, 2, 0), sigma=0.04, channel_axis=-1, convert2ycbcr=True,
+                                    rescale_sigma=True, method="BayesShrink", mode="soft")  # fmt: skip
+        assert np.abs(ours - reference.transpose(2, 0, 1)).max() < 1e-5
