@@ -88,6 +88,10 @@ def test_a_batch_is_denoised_image_by_image() -> None:
     together = denoise_wavelet(batch, sigma=None)
     alone = torch.cat([denoise_wavelet(image[None], sigma=None) for image in batch])
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-12)
+    # a batch larger than the op's CPU chunk (170 images at 3x32x32) is split without changing any image
+    many = torch.from_numpy(cifar_like(400)).float()
+    expected = torch.cat([denoise_wavelet(many[i : i + 1], sigma=0.04) for i in range(0, 400, 57)])
+    torch.testing.assert_close(denoise_wavelet(many, sigma=0.04)[::57], expected, rtol=0, atol=1e-6)
 
 
 def test_constant_channels_are_left_alone() -> None:
@@ -176,9 +180,13 @@ def test_edsr_baseline_shape_and_reference_weights() -> None:
             state[f"body.{i}.body.{j}.weight"] = torch.randn(features, features, 3, 3, generator=generator) * 0.1
             state[f"body.{i}.body.{j}.bias"] = torch.randn(features, generator=generator)
     model = load_reference_state_dict(state)
+    assert model.scale == 2 and len(model.body) == blocks + 1
     x = torch.rand(2, 3, 7, 9, generator=generator)
     with torch.no_grad():
         torch.testing.assert_close(model(x), plain_reference_forward(state, x, blocks), rtol=1e-4, atol=1e-4)
+    x3 = {**state, "tail.0.0.weight": torch.zeros(9 * features, features, 3, 3)}
+    with pytest.raises(ValueError, match="pixel-shuffle"):
+        load_reference_state_dict(x3)
     broken = {key: value for key, value in state.items() if key != "tail.1.bias"}
     with pytest.raises(ValueError, match="does not fit"):
         load_reference_state_dict(broken)

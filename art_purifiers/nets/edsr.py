@@ -95,15 +95,16 @@ class EDSR(nn.Module):
         return self.tail(features) / self.pixel_range + self.mean
 
 
-def load_reference_state_dict(state_dict: Mapping[str, torch.Tensor], scale: int = 2) -> EDSR:
+def load_reference_state_dict(state_dict: Mapping[str, torch.Tensor]) -> EDSR:
     """
     Build an :class:`EDSR` from a state dict of the reference EDSR implementation (e.g. its released
-    ``edsr_baseline_x2`` file, loaded with ``torch.load(file, weights_only=True)``): blocks and features are read off
-    the keys, the mean-shift layers are checked and dropped, and ``pixel_range`` is 255.
+    ``edsr_baseline_x2`` file, loaded with ``torch.load(file, weights_only=True)``). Like spandrel's architecture
+    detection, the shape is read off the keys and tensors: features and channels from the head conv, blocks from the
+    ``body.<i>.body.0`` keys, the scale from the number of x2 pixel-shuffle stages in the tail (x3 models are not
+    supported); the mean-shift layers are checked and dropped, and ``pixel_range`` is 255.
 
     :param state_dict: The reference implementation's keys (``sub_mean.*``, ``head.0.*``, ``body.*``, ``tail.*``,
                        ``add_mean.*``).
-    :param scale: The upscaling factor the weights were trained for.
     :raises ValueError: if keys are missing or unexpected, or the mean shift is not the reference one.
     """
     state = dict(state_dict)
@@ -111,6 +112,10 @@ def load_reference_state_dict(state_dict: Mapping[str, torch.Tensor], scale: int
         raise ValueError("Not a reference EDSR state dict: no 'head.0.weight' key.")
     features, channels = state["head.0.weight"].shape[:2]
     blocks = sum(1 for key in state if key.startswith("body.") and key.endswith(".body.0.weight"))
+    stages = [key for key in state if key.startswith("tail.0.") and key.endswith(".weight")]
+    if not stages or any(state[key].shape[0] != 4 * features for key in stages):
+        raise ValueError("The tail is not made of x2 pixel-shuffle stages (conv to 4x the features): not EDSR x2/x4.")
+    scale = 2 ** len(stages)
     mean = _reference_mean(state.pop("sub_mean.bias", None), state.pop("add_mean.bias", None))
     for key in ("sub_mean.weight", "add_mean.weight"):
         weight = state.pop(key, None)

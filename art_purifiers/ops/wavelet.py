@@ -38,6 +38,10 @@ from art_purifiers.ops.device import cached_constant, full_precision
 _GAUSSIAN_MAD = 0.6744897501960817
 #: ITU-R BT.601 RGB -> YCbCr (studio swing, per unit of [0, 1] RGB), the matrix of scikit-image's ``rgb2ycbcr``.
 _BT601_RGB_TO_YCBCR = ((65.481, 128.553, 24.966), (-37.797, -74.203, 112.0), (112.0, -93.786, -18.214))
+#: Elements per CPU chunk: ptwt's symmetric padding copies through transposed views, fast only while they stay in
+#: cache (measured at 32x32: 170-image chunks 1.6x faster than one 512-image batch; at 224x224: 3-image chunks 2x
+#: faster than 6)
+_CHUNK_ELEMENTS = 1 << 19
 #: scikit-image skips this many of the coarsest possible levels by default.
 _SKIPPED_LEVELS = 3
 
@@ -148,6 +152,13 @@ def denoise_wavelet(
     :raises ValueError: for a non-4-D input, an unknown wavelet, ``levels < 1`` or a negative ``sigma``.
     """
     _check_arguments(x, sigma, wavelet, levels)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, x[0].numel()))
+    if x.device.type == "cpu" and x.shape[0] > chunk:
+        return torch.cat([_denoise_batch(part, sigma, wavelet, levels, ycbcr) for part in x.split(chunk)])
+    return _denoise_batch(x, sigma, wavelet, levels, ycbcr)
+
+
+def _denoise_batch(x: torch.Tensor, sigma: float | None, wavelet: str, levels: int | None, ycbcr: bool) -> torch.Tensor:
     batch, channels, height, width = x.shape
     with full_precision(x.device):
         if not (ycbcr and channels == 3):

@@ -1,0 +1,149 @@
+"""
+The attack-unaware ("gray-box") protocol of the purification papers: adversarial examples computed on the
+undefended classifier, then purified and classified.
+
+This is how Mustafa et al. (2019, Table 1) and Zhang & Gao (2021, Table 2) report their defences. It measures whether
+a defence undoes perturbations made without knowledge of it, not robustness: an attacker who knows the defence
+attacks through it (:mod:`art_purifiers.evaluation.suite`). Reports show both.
+
+:func:`paper_attacks` gives Mustafa et al.'s attack list: FGSM at 2, 5 and 10 of 255, I-FGSM and MI-FGSM at 16 of 255,
+DeepFool and C&W L2. :func:`attack_unaware` computes each attack's examples once, and the accuracy of every defence
+on them, per image, so that the worst case over the attacks ("correct under every attack") is reported too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from art_purifiers.evaluation import metrics
+
+#: A function from images (NCHW float32 in [0, 1]) to predicted labels.
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class UnawareAttack:
+    """
+    An attack run on the undefended classifier.
+
+    :param label: Name in reports, e.g. ``"FGSM-2"``.
+    :param build: Builds the ART attack from the undefended ART classifier.
+    :param eps: Linf budget in [0, 1] units, or ``None`` for minimum-norm attacks (DeepFool, C&W).
+    """
+
+    label: str
+    build: Callable[[Any], Any]
+    eps: float | None = None
+
+
+def paper_attacks(batch_size: int = 100, cw_steps: int = 100) -> list[UnawareAttack]:
+    """
+    Mustafa et al.'s attacks (their Table 1): FGSM with eps 2, 5, 10 (of 255); I-FGSM and MI-FGSM with eps 16 (Kurakin
+    et al.'s 20 steps of 1/255; Dong et al.'s 10 steps of eps/10, decay 1); DeepFool (50 iterations, overshoot 0.02);
+    C&W L2 (confidence 0, ``cw_steps`` iterations, 5 binary-search steps).
+    """
+    from art.attacks.evasion import (
+        BasicIterativeMethod,
+        CarliniL2Method,
+        DeepFool,
+        FastGradientMethod,
+        MomentumIterativeMethod,
+    )
+
+    def fgsm(eps: float) -> Callable[[Any], Any]:
+        return lambda model: FastGradientMethod(model, eps=eps, batch_size=batch_size)
+
+    def i_fgsm(model: Any) -> Any:
+        return BasicIterativeMethod(
+            model, eps=16 / 255, eps_step=1 / 255, max_iter=20, batch_size=batch_size, verbose=False
+        )
+
+    def mi_fgsm(model: Any) -> Any:
+        return MomentumIterativeMethod(
+            model, eps=16 / 255, eps_step=1.6 / 255, max_iter=10, decay=1.0, batch_size=batch_size, verbose=False
+        )
+
+    def deepfool(model: Any) -> Any:
+        return DeepFool(model, max_iter=50, epsilon=0.02, nb_grads=10, batch_size=batch_size, verbose=False)
+
+    def carlini_wagner(model: Any) -> Any:
+        return CarliniL2Method(
+            model,
+            confidence=0.0,
+            learning_rate=0.01,
+            binary_search_steps=5,
+            max_iter=cw_steps,
+            initial_const=0.1,
+            batch_size=batch_size,
+            verbose=False,
+        )
+
+    attacks = [UnawareAttack(f"FGSM-{k}", fgsm(k / 255), k / 255) for k in (2, 5, 10)]
+    attacks += [
+        UnawareAttack("I-FGSM", i_fgsm, 16 / 255),
+        UnawareAttack("MI-FGSM", mi_fgsm, 16 / 255),
+        UnawareAttack("DeepFool", deepfool),
+        UnawareAttack("C&W", carlini_wagner),
+    ]
+    return attacks
+
+
+def attack_unaware(
+    undefended: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    attacks: list[UnawareAttack],
+    defences: Mapping[str, Predictor],
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """
+    Run each attack once on the undefended ART classifier and classify its examples behind every defence.
+
+    :param undefended: ART classifier of the model without defence.
+    :param x: Clean images (NCHW float32 in [0, 1]).
+    :param y: Integer labels.
+    :param attacks: The attacks (see :func:`paper_attacks`).
+    :param defences: Name -> predictor of the defended model (e.g. ``"none"`` -> the undefended predictions).
+    :return: ``{"correct": {defence: (len(attacks), n) bool array}, "attacks": [...], "rows": {defence: {attack:
+             summary}}}``, where a summary holds accuracy with its Wilson interval; the extra attack
+             ``"every attack"`` is the per-image worst case.
+    """
+    one_hot = np.eye(undefended.nb_classes, dtype=np.float32)[y]
+    adversarials: dict[str, np.ndarray] = {}
+    for attack in tqdm(attacks, desc="attack-unaware examples", disable=not verbose):
+        x_adv = attack.build(undefended).generate(x, y=one_hot).astype(np.float32)
+        check_budget(x, x_adv, attack.eps, attack.label)
+        adversarials[attack.label] = x_adv
+    correct = {
+        name: np.stack([predict(adversarials[attack.label]) == y for attack in attacks])
+        for name, predict in tqdm(defences.items(), desc="defences", disable=not verbose)
+    }
+    rows = {name: summarise(per_attack, [attack.label for attack in attacks]) for name, per_attack in correct.items()}
+    return {"correct": correct, "attacks": [attack.label for attack in attacks], "rows": rows}
+
+
+def summarise(correct: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
+    """Accuracy and Wilson 95% interval per attack (rows of ``correct``), and under every attack at once."""
+    table = {}
+    for label, row in [*zip(labels, correct), ("every attack", correct.all(axis=0))]:
+        accuracy = float(row.mean())
+        low, high = metrics.wilson_interval(accuracy, len(row))
+        table[label] = {"accuracy": accuracy, "low": low, "high": high, "n": int(len(row))}
+    return table
+
+
+def check_budget(x: np.ndarray, x_adv: np.ndarray, eps: float | None, label: str) -> None:
+    """
+    :raises AssertionError: if an example leaves [0, 1] or its Linf budget (with float32 slack).
+    """
+    if x_adv.min() < 0 or x_adv.max() > 1:
+        raise AssertionError(f"{label}: adversarial examples leave [0, 1].")
+    if eps is not None:
+        _, linf = metrics.perturbation_norms(x, x_adv)
+        if linf.max() > eps + 1e-6:
+            raise AssertionError(f"{label}: a perturbation of {linf.max():.6f} exceeds the budget {eps:.6f}.")
