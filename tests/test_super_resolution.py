@@ -229,6 +229,8 @@ def test_defence_is_denoising_then_upsampling() -> None:
     np.testing.assert_allclose(plain, bicubic.clamp(0, 1).numpy(), atol=1e-6)
     back, _ = SuperResolution(upsampler="nearest", output_size="input", device_type="cpu")(images)
     assert back.shape == images.shape and np.abs(back - denoised).mean() < 0.05
+    only, _ = SuperResolution(upsampler="none", output_size="upscaled", device_type="cpu")(images)
+    np.testing.assert_allclose(only, np.clip(denoised, 0, 1), atol=2e-6)
 
 
 def test_defence_runs_the_network_and_changes_size() -> None:

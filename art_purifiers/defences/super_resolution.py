@@ -11,7 +11,8 @@ for nearest, bilinear or bicubic interpolation and drop the denoising.
 
 Backward (``bpda``): every step here is differentiable, so ``"straight_through"`` (and ``"surrogate"``, the same)
 gives the exact gradient (zero where soft thresholding zeroes a coefficient); ``"identity"`` differentiates only the
-resize (bicubic x2 for EDSR, the interpolation itself otherwise, and the resize back for ``output_size="input"``).
+resize (bicubic x2 for EDSR, the interpolation itself otherwise, and the resize back for ``output_size="input"``;
+the identity with ``upsampler="none"``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from art_purifiers.ops.wavelet import denoise_wavelet
 
 #: The shipped EDSR x2.
 DEFAULT_NETWORK = "edsr-x2-cifar10-photos"
-UPSAMPLERS = ("edsr", "bicubic", "bilinear", "nearest")
+UPSAMPLERS = ("edsr", "bicubic", "bilinear", "nearest", "none")
 OUTPUT_SIZES = ("upscaled", "input")
 SCALE = 2
 
@@ -80,7 +81,8 @@ class SuperResolution(PurifierPreprocessor):
         :param levels: Wavelet decomposition levels; ``None`` is scikit-image's default (3 fewer than the maximum).
         :param ycbcr: Denoise colour images in YCbCr (paper: yes).
         :param denoise: Run the wavelet denoising (``False``: super-resolution only, the paper's "SR" ablation).
-        :param upsampler: ``"edsr"`` (the paper) or an interpolation: ``"bicubic"``, ``"bilinear"``, ``"nearest"``.
+        :param upsampler: ``"edsr"`` (the paper), an interpolation (``"bicubic"``, ``"bilinear"``, ``"nearest"``), or
+                          ``"none"`` (denoising only, the paper's "WD" ablation).
         :param network: The EDSR x2 for ``upsampler="edsr"``: a zoo name, a weight file in the zoo format, or a
                         module (copied; see :func:`art_purifiers.nets.edsr.load_reference_state_dict` for the
                         reference implementation's weights).
@@ -98,7 +100,7 @@ class SuperResolution(PurifierPreprocessor):
         super().__init__(**kwargs)
 
     def purified_size(self, height: int, width: int) -> tuple[int, int]:
-        if self.output_size == "upscaled":
+        if self.output_size == "upscaled" and self.upsampler != "none":
             return SCALE * height, SCALE * width
         return height, width
 
@@ -133,6 +135,8 @@ class SuperResolution(PurifierPreprocessor):
     def _purify(self, x: torch.Tensor, randomness: Randomness) -> torch.Tensor:
         if self.denoise:
             x = denoise_wavelet(x, self.sigma, self.wavelet, self.levels, self.ycbcr)
+        if self.upsampler == "none":
+            return x
         upscaled = self._upscale(x)
         if self.output_size == "input":
             return resize_back(upscaled, (x.shape[-2], x.shape[-1]))
@@ -145,6 +149,8 @@ class SuperResolution(PurifierPreprocessor):
 
     def _identity_surrogate(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The resize alone: x2 (bicubic in place of EDSR), then back to the input's size for ``"input"``."""
+        if self.upsampler == "none":
+            return x
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
         upscaled = upsample(work, "bicubic" if self.upsampler == "edsr" else self.upsampler)
         if self.output_size == "input":

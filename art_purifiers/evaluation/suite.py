@@ -105,6 +105,20 @@ def load_dataset(config: EvaluationConfig, split: str) -> ImageDataset:
     raise ValueError(f"dataset must be 'cifar10' or 'imagefolder:PATH', got {config.dataset!r}.")
 
 
+def select_clean_correct(predictions: np.ndarray, labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """
+    The evaluated images: the first ``count`` test images, in a seeded random order, that the undefended classifier
+    gets right (sorted indices; every protocol of a report uses the same images).
+
+    :raises ValueError: if fewer than ``count`` images are classified correctly.
+    """
+    order = np.random.default_rng(seed).permutation(len(labels))
+    correct_order = order[predictions[order] == labels[order]]
+    if len(correct_order) < count:
+        raise ValueError(f"Only {len(correct_order)} test images are classified correctly; asked for {count}.")
+    return np.sort(correct_order[:count])
+
+
 def _predict_labels(classifier: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.asarray(classifier.predict(x, batch_size=batch_size)).argmax(1)
 
@@ -149,13 +163,7 @@ class Suite:
         undefended = make_classifier(self.model, [], self.input_shape, self.nb_classes, self.device)
         x_all = test.as_float()
         clean_predictions = _predict_labels(undefended, x_all, config.batch_size)
-        order = np.random.default_rng(config.seed).permutation(len(test))
-        correct_order = order[clean_predictions[order] == test.labels.numpy()[order]]
-        if len(correct_order) < config.num_images:
-            raise ValueError(
-                f"Only {len(correct_order)} test images are classified correctly; asked for {config.num_images}."
-            )
-        self.indices = np.sort(correct_order[: config.num_images])
+        self.indices = select_clean_correct(clean_predictions, test.labels.numpy(), config.num_images, config.seed)
         self.x, self.y = x_all[self.indices], test.labels.numpy()[self.indices]
         self.x_full, self.y_full = x_all, test.labels.numpy()
         train = load_dataset(config, "train")
