@@ -96,3 +96,27 @@ def test_one_cycle_schedule() -> None:
     assert learning_rate(25, 100, 0.4) == pytest.approx(0.4)
     assert learning_rate(100, 100, 0.4) == pytest.approx(0.0)
     assert learning_rate(50, 100, 0.4) < learning_rate(30, 100, 0.4)
+
+
+def test_edsr_recipe_trains_writes_a_zoo_file_and_resumes(tmp_path: Path, monkeypatch, capsys) -> None:
+    from art_purifiers import zoo
+    from art_purifiers.data import CIFAR10_CLASSES
+    from art_purifiers.nets.edsr import EDSR
+    from art_purifiers.training import edsr
+
+    monkeypatch.setenv("ART_PURIFIERS_CACHE", str(tmp_path / "cache"))
+    for split in ("train", "test"):
+        _write(tmp_path / "cifar" / split, {name: 2 for name in CIFAR10_CLASSES}, size=(32, 32))
+    common = ["--data-dir", str(tmp_path / "cifar"), "--output", str(tmp_path / "run"), "--blocks", "1",
+              "--features", "8", "--batch-size", "4", "--eval-images", "6", "--device", "cpu"]  # fmt: skip
+    assert edsr.main([*common, "--steps", "3"]) == 0
+    assert edsr.main([*common, "--steps", "4", "--resume"]) == 0
+    assert "resumed at step 3" in capsys.readouterr().out
+    file = tmp_path / "run" / f"{edsr.NAME}.pt"
+    network = zoo.load_file(file)
+    card = zoo.card(file)
+    assert isinstance(network, EDSR) and len(network.body) == 2
+    assert [entry["step"] for entry in card["log"]] == [3, 4]
+    for images in ("cifar10_test", "held_out_photo_crops"):
+        assert {"bicubic", "edsr"} <= set(card["metrics"][images])
+    assert card["metrics"]["cifar10_test"]["images"] == 6
