@@ -92,11 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         psnr = np.mean([r[1] for r in runs])
         lines.append(f"| {label}, {args.draws} seeds | {acc.mean():.2f} ± {acc.std():.2f} | {psnr:.2f} |")
     lines += ["", f"{time.time() - started:.0f} s"]
-    text = "\n".join(lines)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    emit("\n".join(lines), args.output)
     return 0
+
+
+def emit(text: str, output: Path | None) -> None:
+    """Print a report and, when asked, write it to ``output``."""
+    print(text)
+    if output:
+        output.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from art_purifiers.cli import load_photos
 from art_purifiers.data import load_cifar10
 from art_purifiers.ops.wavelet import denoise_wavelet
 from art_purifiers.training.edsr import HELD_OUT_PHOTOS, grid_crops, load_photo, upscaling_quality
-from benchmarks.restoration_quality import accuracy
+from benchmarks.restoration_quality import accuracy, emit
 
 #: (label, SuperResolution arguments) of the accuracy table: the defence, then the paper's ablations.
 SETTINGS = (
@@ -142,10 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"{time.time() - started:.0f} s",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    emit("\n".join(lines), args.output)
     return 0
 
 

@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +39,8 @@ from art_purifiers import zoo
 from art_purifiers.data import load_cifar10
 from art_purifiers.evaluation.metrics import image_quality
 from art_purifiers.nets.edsr import EDSR
-from art_purifiers.training.restorer import Preset, augment, save_checkpoint
+from art_purifiers.training.checkpoints import load_checkpoint, save_checkpoint
+from art_purifiers.training.restorer import Preset, augment
 
 PRESETS = {
     "paper": Preset(blocks=16, features=64, batch_size=16, lr=1e-4, steps=300_000),
@@ -117,14 +119,10 @@ def train(args: argparse.Namespace) -> tuple[EDSR, dict[str, int], list[dict[str
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
     args.output.mkdir(parents=True, exist_ok=True)
     checkpoint = args.output / "checkpoint.pt"
-    step, log = 0, []
+    step, log = 0, list[dict[str, Any]]()
+    parts = {"network": network, "optimizer": optimizer}
     if args.resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.set_state(state["sampler"])
-        step, log = int(state["step"]), json.loads(state["log"])
-        print(f"resumed at step {step}", flush=True)
+        step, log = load_checkpoint(checkpoint, parts, sampler)
     started = time.time()
     while step < steps:
         for group in optimizer.param_groups:
@@ -147,9 +145,7 @@ def train(args: argparse.Namespace) -> tuple[EDSR, dict[str, int], list[dict[str
         if step % 100 == 0 or step == steps:
             log.append({"step": step, "l1": round(float(loss.detach()), 5), "seconds": round(time.time() - started)})
             print(json.dumps(log[-1]), flush=True)
-            state = {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                     "sampler": sampler.get_state(), "step": step, "log": json.dumps(log)}  # fmt: skip
-            save_checkpoint(state, checkpoint)
+            save_checkpoint(checkpoint, parts, sampler, step, log)
     return network.cpu().eval(), config, log
 
 

@@ -34,6 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from art_purifiers.data import load_cifar10
 from art_purifiers.evaluation.metrics import image_quality
 from art_purifiers.nets.argan import PatchDiscriminator, RestorationGenerator
 from art_purifiers.ops.jpeg import jpeg_round_trip
+from art_purifiers.training.checkpoints import load_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,6 @@ PRESETS = {
     "paper": Preset(blocks=16, features=64, batch_size=16, lr=1e-4, epochs=20),
     "cpu": Preset(blocks=16, features=64, batch_size=32, lr=5e-4, steps=4000),
 }
-
-
-def save_checkpoint(state: dict, checkpoint: Path) -> None:
-    """Write a training checkpoint atomically (a crash mid-write leaves the previous one)."""
-    torch.save(state, checkpoint.with_suffix(".tmp"))
-    checkpoint.with_suffix(".tmp").replace(checkpoint)
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -116,16 +112,11 @@ def train(args: argparse.Namespace) -> tuple[RestorationGenerator, dict[str, int
     bf16 = not args.no_bf16
     args.output.mkdir(parents=True, exist_ok=True)
     checkpoint = args.output / "checkpoint.pt"
-    step, log = 0, []
+    step, log = 0, list[dict[str, Any]]()
+    parts = {"generator": generator, "discriminator": discriminator, "optimizer_g": optimizer_g,
+             "optimizer_d": optimizer_d}  # fmt: skip
     if args.resume and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=True)
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        optimizer_g.load_state_dict(state["optimizer_g"])
-        optimizer_d.load_state_dict(state["optimizer_d"])
-        sampler.set_state(state["sampler"])
-        step, log = int(state["step"]), json.loads(state["log"])
-        print(f"resumed at step {step}", flush=True)
+        step, log = load_checkpoint(checkpoint, parts, sampler)
     started = time.time()
     while step < steps:
         for group in (*optimizer_g.param_groups, *optimizer_d.param_groups):
@@ -159,12 +150,7 @@ def train(args: argparse.Namespace) -> tuple[RestorationGenerator, dict[str, int
                       "discriminator": float(loss_d.detach()), "seconds": round(time.time() - started)}  # fmt: skip
             log.append(record)
             print(json.dumps(record), flush=True)
-            state = {
-                "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-                "optimizer_g": optimizer_g.state_dict(), "optimizer_d": optimizer_d.state_dict(),
-                "sampler": sampler.get_state(), "step": step, "log": json.dumps(log),
-            }  # fmt: skip
-            save_checkpoint(state, checkpoint)
+            save_checkpoint(checkpoint, parts, sampler, step, log)
     return generator.eval(), {"blocks": blocks, "features": features}, log
 
 
