@@ -120,3 +120,20 @@ def test_edsr_recipe_trains_writes_a_zoo_file_and_resumes(tmp_path: Path, monkey
     for images in ("cifar10_test", "held_out_photo_crops"):
         assert {"bicubic", "edsr"} <= set(card["metrics"][images])
     assert card["metrics"]["cifar10_test"]["images"] == 6
+
+
+def test_restorer_recipe_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch, capsys) -> None:
+    from art_purifiers import zoo
+    from art_purifiers.data import CIFAR10_CLASSES
+    from art_purifiers.training import restorer
+
+    monkeypatch.setenv("ART_PURIFIERS_CACHE", str(tmp_path / "cache"))
+    for split in ("train", "test"):
+        _write(tmp_path / "cifar" / split, {name: 1 for name in CIFAR10_CLASSES}, size=(32, 32))
+    common = ["--data-dir", str(tmp_path / "cifar"), "--output", str(tmp_path / "run"), "--quality", "40",
+              "--blocks", "1", "--features", "8", "--batch-size", "4", "--eval-images", "4"]  # fmt: skip
+    assert restorer.main([*common, "--steps", "2"]) == 0
+    assert restorer.main([*common, "--steps", "3", "--resume"]) == 0
+    assert "resumed at step 2" in capsys.readouterr().out
+    card = zoo.card(tmp_path / "run" / "cifar10-restorer-q40.pt")
+    assert [entry["step"] for entry in card["log"]] == [2, 3]
