@@ -16,6 +16,8 @@ from art_purifiers.ops.wavelet import (
     denoise_wavelet,
     estimate_noise_sigma,
     finest_diagonal,
+    haar_decompose,
+    haar_reconstruct,
     soft_threshold,
 )
 
@@ -81,6 +83,20 @@ def test_denoiser_matches_scikit_image(name: str, make, setting: dict) -> None:
     np.testing.assert_allclose(ours64, expected, atol=tolerance64, rtol=0)
     np.testing.assert_allclose(ours32, expected, atol=tolerance32, rtol=0)
     assert np.abs(expected - image).max() > 1e-3  # the denoising did something to compare
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (33, 31), (5, 7), (1, 9), (224, 224)])
+def test_the_haar_fast_path_has_pywavelets_coefficients_and_inverts(shape: tuple[int, int]) -> None:
+    image = np.random.default_rng(1).random(shape)
+    levels = max(pywt.dwtn_max_level(shape, "db1"), 1)
+    approximation, details, sizes = haar_decompose(torch.from_numpy(image)[None], levels)
+    reference = pywt.wavedec2(image, "db1", mode="symmetric", level=levels)
+    np.testing.assert_allclose(approximation[0].numpy(), reference[0], atol=1e-12)
+    for ours, theirs in zip(details, reference[1:]):
+        for band, expected in zip(ours, theirs):  # the same sub-bands in the same order, up to their sign
+            np.testing.assert_allclose(np.abs(band[0].numpy()), np.abs(expected), atol=1e-12)
+    rebuilt = haar_reconstruct(approximation, list(details), sizes)
+    np.testing.assert_allclose(rebuilt[0].numpy(), image, atol=1e-12)
 
 
 def test_a_batch_is_denoised_image_by_image() -> None:
