@@ -81,3 +81,20 @@ def test_the_paper_attacks_respect_their_budgets_on_a_real_model() -> None:
     result = attack_unaware(classifier, x, y, attacks, {"none": predict}, verbose=False)
     # the budgets are checked inside; the linear model falls to the iterative attacks
     assert result["rows"]["none"]["I-FGSM"]["accuracy"] < 0.5
+
+
+def test_examples_are_cached_and_reused_for_the_same_images(tmp_path) -> None:
+    x = np.full((2, 1, 4, 4), 0.45, dtype=np.float32)
+    undefended = brightness_classifier()
+    built = []
+
+    def build(model: Any) -> Shift:
+        built.append(1)
+        return Shift([0], 0.1)
+
+    attacks = [UnawareAttack("A", build, 0.1)]
+    for _ in range(2):
+        attack_unaware(undefended, x, np.zeros(2, dtype=int), attacks, {}, cache=tmp_path, verbose=False)
+    assert len(built) == 1
+    attack_unaware(undefended, x + 0.01, np.zeros(2, dtype=int), attacks, {}, cache=tmp_path, verbose=False)
+    assert len(built) == 2  # other images: computed again

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,7 @@ def attack_unaware(
     y: np.ndarray,
     attacks: list[UnawareAttack],
     defences: Mapping[str, Predictor],
+    cache: Path | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """
@@ -109,6 +111,8 @@ def attack_unaware(
     :param y: Integer labels.
     :param attacks: The attacks (see :func:`paper_attacks`).
     :param defences: Name -> predictor of the defended model (e.g. ``"none"`` -> the undefended predictions).
+    :param cache: A directory where each attack's examples are saved (``unaware-<label>.npz``) and reused when the
+                  same images are evaluated again, e.g. behind other defences.
     :return: ``{"correct": {defence: (len(attacks), n) bool array}, "attacks": [...], "rows": {defence: {attack:
              summary}}}``, where a summary holds accuracy with its Wilson interval; the extra attack
              ``"every attack"`` is the per-image worst case.
@@ -116,9 +120,19 @@ def attack_unaware(
     one_hot = np.eye(undefended.nb_classes, dtype=np.float32)[y]
     adversarials: dict[str, np.ndarray] = {}
     for attack in tqdm(attacks, desc="attack-unaware examples", disable=not verbose):
+        file = (
+            None if cache is None else cache / ("unaware-" + "".join(c if c.isalnum() else "_" for c in attack.label))
+        )
+        if file is not None and file.with_suffix(".npz").is_file():
+            saved = np.load(file.with_suffix(".npz"))
+            if np.array_equal(saved["x"], x):
+                adversarials[attack.label] = saved["x_adv"]
+                continue
         x_adv = attack.build(undefended).generate(x, y=one_hot).astype(np.float32)
         check_budget(x, x_adv, attack.eps, attack.label)
         adversarials[attack.label] = x_adv
+        if file is not None:
+            np.savez_compressed(file.with_suffix(".npz"), x=x, x_adv=x_adv)
     correct = {
         name: np.stack([predict(adversarials[attack.label]) == y for attack in attacks])
         for name, predict in tqdm(defences.items(), desc="defences", disable=not verbose)
