@@ -23,6 +23,7 @@ from art_purifiers.ops.wavelet import denoise_wavelet
 from benchmarks.bench_dct_defences import images_per_second, print_table, repeats_from_command_line
 
 SETTINGS = ((32, 256), (224, 16))  # (image size, batch size)
+HEADER = "| size | batch | device | method | images/s | vs scikit-image |\n|---|---|---|---|---|---|"
 PAPER = {"sigma": 0.04, "wavelet": "db1", "mode": "soft", "method": "BayesShrink", "convert2ycbcr": True}
 
 
@@ -74,8 +75,7 @@ def device_rows(x: torch.Tensor, baseline: float, prefix: str, repeats: int) -> 
 
 def main() -> None:
     repeats = repeats_from_command_line(__doc__ or "")
-    header = "| size | batch | device | method | images/s | vs scikit-image |\n|---|---|---|---|---|---|"
-    print_table(header, rows, SETTINGS, repeats)
+    print_table(HEADER, rows, SETTINGS, repeats)
 
 
 if __name__ == "__main__":

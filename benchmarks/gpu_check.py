@@ -6,7 +6,8 @@
 
 The report holds the environment, the test outcomes, the figures the tests measured (flip rates, PSNRs, gradient
 differences), images/s of every defence on the GPU against ART's ``JpegCompression`` (``benchmarks/bench_gpu.py``),
-the JPEG backends (``benchmarks/bench_jpeg_backends.py``) and nvJPEG's distance from libjpeg. Exits with status 1
+the JPEG backends (``benchmarks/bench_jpeg_backends.py``), nvJPEG's distance from libjpeg, and SuperResolution's
+denoiser and EDSR (``benchmarks/bench_super_resolution.py``). Exits with status 1
 when a test failed and 2 when there is no CUDA device.
 """
 
@@ -75,7 +76,7 @@ def figure_lines(figures: Path) -> list[str]:
 
 def benchmark_lines(repeats: int) -> list[str]:
     """The GPU throughput table, its verdicts, the JPEG backends and nvJPEG's PSNR."""
-    from benchmarks import bench_gpu, bench_jpeg_backends
+    from benchmarks import bench_gpu, bench_jpeg_backends, bench_super_resolution
 
     rows, verdicts = bench_gpu.run(repeats)
     lines = ["## Defences on the GPU", "", bench_gpu.HEADER, *rows, "", *verdicts, ""]
@@ -88,6 +89,9 @@ def benchmark_lines(repeats: int) -> list[str]:
         "|---|---|---|---|",
     ]
     lines += bench_jpeg_backends.nvjpeg_psnr()
+    lines += ["", "## SuperResolution (CPU and CUDA rows)", "", bench_super_resolution.HEADER]
+    for size, batch in bench_super_resolution.SETTINGS:
+        lines += bench_super_resolution.rows(size, batch, repeats)
     return lines
 
 
