@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="CIFAR-10 directory (default: $ART_PURIFIERS_DATA)")
     parser.add_argument("--num-images", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cw-steps", type=int, default=100)
+    parser.add_argument("--cw-steps", type=int, default=100, help="C&W iterations per binary-search step")
+    parser.add_argument("--cw-search-steps", type=int, default=5, help="C&W binary-search steps")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
     command = "python -m benchmarks.super_resolution_paper_protocol " + shlex.join(
@@ -96,7 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     defences = {"no defence": predictor(model, None)}
     defences |= {name: predictor(model, SuperResolution(device_type="cpu", **kw)) for name, kw in ROWS.items()}
     result = attack_unaware(
-        undefended, x_all[indices], labels[indices], paper_attacks(cw_steps=args.cw_steps), defences
+        undefended,
+        x_all[indices],
+        labels[indices],
+        paper_attacks(cw_steps=args.cw_steps, cw_search_steps=args.cw_search_steps),
+        defences,
     )
     args.output.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.output / "paper-protocol.npz", indices=indices, attacks=result["attacks"],

@@ -42,11 +42,11 @@ class UnawareAttack:
     eps: float | None = None
 
 
-def paper_attacks(batch_size: int = 100, cw_steps: int = 100) -> list[UnawareAttack]:
+def paper_attacks(batch_size: int = 100, cw_steps: int = 100, cw_search_steps: int = 5) -> list[UnawareAttack]:
     """
     Mustafa et al.'s attacks (their Table 1): FGSM with eps 2, 5, 10 (of 255); I-FGSM and MI-FGSM with eps 16 (Kurakin
     et al.'s 20 steps of 1/255; Dong et al.'s 10 steps of eps/10, decay 1); DeepFool (50 iterations, overshoot 0.02);
-    C&W L2 (confidence 0, ``cw_steps`` iterations, 5 binary-search steps).
+    C&W L2 (confidence 0, ``cw_steps`` iterations for each of ``cw_search_steps`` binary-search steps).
     """
     from art.attacks.evasion import (
         BasicIterativeMethod,
@@ -77,7 +77,7 @@ def paper_attacks(batch_size: int = 100, cw_steps: int = 100) -> list[UnawareAtt
             model,
             confidence=0.0,
             learning_rate=0.01,
-            binary_search_steps=5,
+            binary_search_steps=cw_search_steps,
             max_iter=cw_steps,
             initial_const=0.1,
             batch_size=batch_size,
