@@ -96,14 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     indices = select_clean_correct(predictor(model, None)(x_all), labels, args.num_images, args.seed)
     defences = {"no defence": predictor(model, None)}
     defences |= {name: predictor(model, SuperResolution(device_type="cpu", **kw)) for name, kw in ROWS.items()}
-    result = attack_unaware(
-        undefended,
-        x_all[indices],
-        labels[indices],
-        paper_attacks(cw_steps=args.cw_steps, cw_search_steps=args.cw_search_steps),
-        defences,
-    )
     args.output.mkdir(parents=True, exist_ok=True)
+    attacks = paper_attacks(cw_steps=args.cw_steps, cw_search_steps=args.cw_search_steps)
+    result = attack_unaware(undefended, x_all[indices], labels[indices], attacks, defences, cache=args.output)
     np.savez_compressed(args.output / "paper-protocol.npz", indices=indices, attacks=result["attacks"],
                         **{name: correct for name, correct in result["correct"].items()})  # fmt: skip
     summary = {"command": command, "attacks": result["attacks"], "rows": result["rows"], "rows_kwargs": ROWS,
