@@ -54,6 +54,20 @@ def budget_of(slug: str) -> str:
     return f"{round(eps * 255)}/255"
 
 
+KINDS = {
+    "pgd": "PGD-{steps} through the defence, exact gradient",
+    "pgd-identity": "PGD-{steps}, BPDA-identity (the resize's gradient)",
+    "transfer": "PGD-{steps} on the undefended model, transferred",
+}
+
+
+def describe(slug: str) -> str:
+    """``PGD-50 through the defence, exact gradient, 8/255`` from ``pgd-eps0.0313725-s50-k1``."""
+    kind = slug.split("-eps")[0]
+    steps = slug.split("-s")[-1].split("-")[0]
+    return KINDS[kind].format(steps=steps) + f", {budget_of(slug)}"
+
+
 def adaptive_table(adaptive: dict[str, dict], protocol: dict[str, np.ndarray], indices: np.ndarray) -> list[str]:
     """Each adaptive attack, then the worst case per image over every attack of the same Linf budget (the
     attack-unaware I-FGSM and MI-FGSM examples count at 16/255)."""
@@ -63,7 +77,7 @@ def adaptive_table(adaptive: dict[str, dict], protocol: dict[str, np.ndarray], i
         if slug == "clean":
             continue
         assert np.array_equal(entry["indices"], indices), "the runs attacked different images"
-        lines.append(f"| {slug} | {cell(entry['correct'])} |")
+        lines.append(f"| {describe(slug)} | {cell(entry['correct'])} |")
         by_budget.setdefault(budget_of(slug), []).append(entry["correct"])
     for label, correct in protocol.items():
         lines.append(f"| attack-unaware {label} (16/255) | {cell(correct)} |")
@@ -88,12 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     adaptive = suite_rows(args.adaptive)["SuperResolution"]
     print("\n".join(adaptive_table(adaptive, iterative, indices)))
     ablation = suite_rows(args.ablation)
-    names = {"none": "no defence", "SuperResolution:output_size=upscaled": "WD + EDSR, 2x image (the paper)",
-             "SuperResolution:upsampler=none": "WD only",
-             "SuperResolution:upsampler=bicubic,output_size=upscaled": "WD + bicubic, 2x image",
-             "SuperResolution:upsampler=bilinear,output_size=upscaled": "WD + bilinear, 2x image",
-             "SuperResolution:upsampler=nearest,output_size=upscaled": "WD + nearest, 2x image",
-             "SuperResolution:denoise=False,output_size=upscaled": "EDSR only, 2x image"}  # fmt: skip
+    names = {
+        "none": "no defence",
+        "SuperResolution:upsampler=none": "WD only",
+        "SuperResolution:upsampler=bicubic": "WD + bicubic",
+        "SuperResolution:upsampler=bilinear": "WD + bilinear",
+        "SuperResolution:upsampler=nearest": "WD + nearest",
+        "SuperResolution:denoise=False": "EDSR only",
+    }
     rows = [("SuperResolution", default, adaptive)] + [(s, names[s], r) for s, r in ablation.items()]
     print("\n| defence | clean % | attack-unaware, every attack % | adaptive PGD-50 Linf 8/255 % |\n|---|---|---|---|")
     bars = []
