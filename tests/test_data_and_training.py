@@ -98,17 +98,23 @@ def test_one_cycle_schedule() -> None:
     assert learning_rate(50, 100, 0.4) < learning_rate(30, 100, 0.4)
 
 
-def test_edsr_recipe_trains_writes_a_zoo_file_and_resumes(tmp_path: Path, monkeypatch, capsys) -> None:
-    from art_purifiers import zoo
+def tiny_recipe_arguments(tmp_path: Path, monkeypatch, per_class: int) -> list[str]:
+    """A tiny CIFAR-10-shaped ImageFolder and the recipe options for a 1-block, 8-feature network on it."""
     from art_purifiers.data import CIFAR10_CLASSES
-    from art_purifiers.nets.edsr import EDSR
-    from art_purifiers.training import edsr
 
     monkeypatch.setenv("ART_PURIFIERS_CACHE", str(tmp_path / "cache"))
     for split in ("train", "test"):
-        _write(tmp_path / "cifar" / split, {name: 2 for name in CIFAR10_CLASSES}, size=(32, 32))
-    common = ["--data-dir", str(tmp_path / "cifar"), "--output", str(tmp_path / "run"), "--blocks", "1",
-              "--features", "8", "--batch-size", "4", "--eval-images", "6", "--device", "cpu"]  # fmt: skip
+        _write(tmp_path / "cifar" / split, {name: per_class for name in CIFAR10_CLASSES}, size=(32, 32))
+    return ["--data-dir", str(tmp_path / "cifar"), "--output", str(tmp_path / "run"), "--blocks", "1", "--features",
+            "8", "--batch-size", "4"]  # fmt: skip
+
+
+def test_edsr_recipe_trains_writes_a_zoo_file_and_resumes(tmp_path: Path, monkeypatch, capsys) -> None:
+    from art_purifiers import zoo
+    from art_purifiers.nets.edsr import EDSR
+    from art_purifiers.training import edsr
+
+    common = tiny_recipe_arguments(tmp_path, monkeypatch, per_class=2) + ["--eval-images", "6", "--device", "cpu"]
     assert edsr.main([*common, "--steps", "3"]) == 0
     assert edsr.main([*common, "--steps", "4", "--resume"]) == 0
     assert "resumed at step 3" in capsys.readouterr().out
@@ -124,14 +130,9 @@ def test_edsr_recipe_trains_writes_a_zoo_file_and_resumes(tmp_path: Path, monkey
 
 def test_restorer_recipe_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch, capsys) -> None:
     from art_purifiers import zoo
-    from art_purifiers.data import CIFAR10_CLASSES
     from art_purifiers.training import restorer
 
-    monkeypatch.setenv("ART_PURIFIERS_CACHE", str(tmp_path / "cache"))
-    for split in ("train", "test"):
-        _write(tmp_path / "cifar" / split, {name: 1 for name in CIFAR10_CLASSES}, size=(32, 32))
-    common = ["--data-dir", str(tmp_path / "cifar"), "--output", str(tmp_path / "run"), "--quality", "40",
-              "--blocks", "1", "--features", "8", "--batch-size", "4", "--eval-images", "4"]  # fmt: skip
+    common = tiny_recipe_arguments(tmp_path, monkeypatch, per_class=1) + ["--quality", "40", "--eval-images", "4"]
     assert restorer.main([*common, "--steps", "2"]) == 0
     assert restorer.main([*common, "--steps", "3", "--resume"]) == 0
     assert "resumed at step 2" in capsys.readouterr().out

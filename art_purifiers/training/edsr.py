@@ -28,7 +28,6 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,8 +38,7 @@ from art_purifiers import zoo
 from art_purifiers.data import load_cifar10
 from art_purifiers.evaluation.metrics import image_quality
 from art_purifiers.nets.edsr import EDSR
-from art_purifiers.training.checkpoints import load_checkpoint, save_checkpoint
-from art_purifiers.training.restorer import Preset, augment
+from art_purifiers.training.common import Preset, add_recipe_arguments, augment, load_checkpoint, save_checkpoint
 
 PRESETS = {
     "paper": Preset(blocks=16, features=64, batch_size=16, lr=1e-4, steps=300_000),
@@ -163,20 +161,9 @@ def card_metrics(network: EDSR, args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", help="CIFAR-10 directory (default: $ART_PURIFIERS_DATA)")
-    parser.add_argument("--download", action="store_true", help="download the original CIFAR-10 via torchvision")
-    parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--steps", type=int, help="override the preset's number of steps")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--blocks", type=int)
-    parser.add_argument("--features", type=int)
-    parser.add_argument("--lr", type=float, help="override the preset's learning rate")
+    add_recipe_arguments(parser, PRESETS)
     parser.add_argument("--eval-images", type=int, default=1000, help="CIFAR-10 test images for the card")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--no-bf16", action="store_true")
-    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     network, config, log = train(args)
     metrics = card_metrics(network.float(), args)

@@ -32,8 +32,6 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,33 +43,12 @@ from art_purifiers.data import load_cifar10
 from art_purifiers.evaluation.metrics import image_quality
 from art_purifiers.nets.argan import PatchDiscriminator, RestorationGenerator
 from art_purifiers.ops.jpeg import jpeg_round_trip
-from art_purifiers.training.checkpoints import load_checkpoint, save_checkpoint
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Generator size and schedule of a recipe; ``steps`` wins over ``epochs`` when both are set."""
-
-    blocks: int
-    features: int
-    batch_size: int
-    lr: float
-    steps: int | None = None
-    epochs: int | None = None
-
+from art_purifiers.training.common import Preset, add_recipe_arguments, augment, load_checkpoint, save_checkpoint
 
 PRESETS = {
     "paper": Preset(blocks=16, features=64, batch_size=16, lr=1e-4, epochs=20),
     "cpu": Preset(blocks=16, features=64, batch_size=32, lr=5e-4, steps=4000),
 }
-
-
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips and rotations by multiples of 90 degrees (square images)."""
-    flip = torch.rand(len(images), generator=generator) < 0.5
-    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    turns = torch.randint(0, 4, (len(images),), generator=generator)
-    return torch.stack([torch.rot90(image, int(k), dims=(-2, -1)) for image, k in zip(images, turns)])
 
 
 @torch.no_grad()
@@ -156,21 +133,10 @@ def train(args: argparse.Namespace) -> tuple[RestorationGenerator, dict[str, int
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", help="CIFAR-10 directory (default: $ART_PURIFIERS_DATA)")
-    parser.add_argument("--download", action="store_true", help="download the original CIFAR-10 via torchvision")
+    add_recipe_arguments(parser, PRESETS)
     parser.add_argument("--quality", type=int, required=True, help="JPEG quality the generator restores")
-    parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--steps", type=int, help="override the preset's number of steps")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--blocks", type=int)
-    parser.add_argument("--features", type=int)
-    parser.add_argument("--lr", type=float, help="override the preset's learning rate")
     parser.add_argument("--adversarial-weight", type=float, default=1e-5, help="weight of the GAN loss")
     parser.add_argument("--eval-images", type=int, default=1000, help="test images for the PSNR/SSIM in the card")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-bf16", action="store_true")
-    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     if not 1 <= args.quality <= 100:
         parser.error("--quality must lie in [1, 100]")
