@@ -18,23 +18,17 @@ import torch
 from skimage.restoration import denoise_wavelet as skimage_denoise_wavelet
 
 from art_purifiers import SuperResolution, zoo
-from art_purifiers.cli import load_photos
 from art_purifiers.ops.wavelet import denoise_wavelet
 from benchmarks.bench_dct_defences import images_per_second, print_table, repeats_from_command_line
+from benchmarks.bench_jpeg_backends import photo_batch
 
 SETTINGS = ((32, 256), (224, 16))  # (image size, batch size)
 HEADER = "| size | batch | device | method | images/s | vs scikit-image |\n|---|---|---|---|---|---|"
 PAPER = {"sigma": 0.04, "wavelet": "db1", "mode": "soft", "method": "BayesShrink", "convert2ycbcr": True}
 
 
-def photo_batch(size: int, batch: int) -> np.ndarray:
-    """The demo photos at ``size``, repeated to ``batch`` images (NCHW float32)."""
-    photos = load_photos(size)
-    return np.concatenate([photos] * (batch // len(photos) + 1))[:batch]
-
-
 def rows(size: int, batch: int, repeats: int) -> list[str]:
-    x_numpy = photo_batch(size, batch)
+    x_numpy = photo_batch(size, batch).numpy()
     nhwc = x_numpy.transpose(0, 2, 3, 1).astype(np.float64)
     reference_batch = min(batch, 32)  # scikit-image is timed on fewer images: its rate does not depend on the batch
     baseline = images_per_second(

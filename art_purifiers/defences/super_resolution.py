@@ -20,7 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pywt
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +27,7 @@ from torch import nn
 from art_purifiers import zoo
 from art_purifiers.base import PurifierPreprocessor, Randomness
 from art_purifiers.nets import run_image_network
-from art_purifiers.ops.wavelet import denoise_wavelet
+from art_purifiers.ops.wavelet import check_denoise_arguments, denoise_wavelet
 
 #: The shipped EDSR x2.
 DEFAULT_NETWORK = "edsr-x2-cifar10-photos"
@@ -108,16 +107,7 @@ class SuperResolution(PurifierPreprocessor):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if self.sigma is not None and (
-            isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float)) or not 0 <= self.sigma < 1
-        ):
-            raise ValueError(f"sigma must be None or a number in [0, 1) (pixel units of [0, 1]), got {self.sigma!r}.")
-        if self.wavelet not in pywt.wavelist(kind="discrete"):
-            raise ValueError(f"wavelet must be a discrete PyWavelets wavelet (pywt.wavelist), got {self.wavelet!r}.")
-        if self.levels is not None and (
-            isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 1
-        ):
-            raise ValueError(f"levels must be None or a positive integer, got {self.levels!r}.")
+        check_denoise_arguments(self.sigma, self.wavelet, self.levels)
         for name in ("ycbcr", "denoise"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}.")

@@ -202,9 +202,14 @@ def denoise_wavelet(
     :param levels: Decomposition levels; ``None`` is scikit-image's default (:func:`default_levels`).
     :param ycbcr: For 3-channel images, denoise each min-max normalised YCbCr channel (scikit-image's
                   ``convert2ycbcr=True``); ignored for other channel counts, as scikit-image requires colour there.
-    :raises ValueError: for a non-4-D input, an unknown wavelet, ``levels < 1`` or a negative ``sigma``.
+    :raises ValueError: for a non-4-D input or invalid parameters (see :func:`check_denoise_arguments`).
     """
-    _check_arguments(x, sigma, wavelet, levels)
+    if x.dim() != 4:
+        raise ValueError(f"denoise_wavelet expects (N, C, H, W) images, got shape {tuple(x.shape)}.")
+    check_denoise_arguments(sigma, wavelet, levels)
+    if not pywt.Wavelet(wavelet).orthogonal:
+        warnings.warn(f"Wavelet thresholding was designed for use with orthogonal wavelets; {wavelet} is not one "
+                      "(scikit-image warns the same).", stacklevel=2)  # fmt: skip
     chunk = max(1, _CHUNK_ELEMENTS // max(1, x[0].numel()))
     if x.device.type == "cpu" and x.shape[0] > chunk:
         return torch.cat([_denoise_batch(part, sigma, wavelet, levels, ycbcr) for part in x.split(chunk)])
@@ -239,15 +244,16 @@ def _mix_channels(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (weights[:, :, 0] * x[:, 0:1] + weights[:, :, 1] * x[:, 1:2]) + weights[:, :, 2] * x[:, 2:3]
 
 
-def _check_arguments(x: torch.Tensor, sigma: float | None, wavelet: str, levels: int | None) -> None:
-    if x.dim() != 4:
-        raise ValueError(f"denoise_wavelet expects (N, C, H, W) images, got shape {tuple(x.shape)}.")
+def check_denoise_arguments(sigma: float | None, wavelet: str, levels: int | None) -> None:
+    """
+    Validate :func:`denoise_wavelet`'s parameters (also used by the defence built on it).
+
+    :raises ValueError: for an unknown discrete wavelet, ``levels`` other than ``None`` or a positive integer, or
+                        ``sigma`` other than ``None`` or a number in [0, 1) (pixel units of [0, 1] images).
+    """
     if wavelet not in pywt.wavelist(kind="discrete"):
-        raise ValueError(f"Unknown discrete wavelet {wavelet!r}; see pywt.wavelist(kind='discrete').")
-    if not pywt.Wavelet(wavelet).orthogonal:
-        warnings.warn(f"Wavelet thresholding was designed for use with orthogonal wavelets; {wavelet} is not one "
-                      "(scikit-image warns the same).", stacklevel=3)  # fmt: skip
+        raise ValueError(f"wavelet must be a discrete PyWavelets wavelet (pywt.wavelist), got {wavelet!r}.")
     if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int) or levels < 1):
         raise ValueError(f"levels must be None or a positive integer, got {levels!r}.")
-    if sigma is not None and not (isinstance(sigma, (int, float)) and sigma >= 0):
-        raise ValueError(f"sigma must be None or a non-negative number, got {sigma!r}.")
+    if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < 1):
+        raise ValueError(f"sigma must be None or a number in [0, 1) (pixel units of [0, 1]), got {sigma!r}.")
