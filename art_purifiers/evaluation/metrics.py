@@ -31,7 +31,8 @@ def image_quality(reference: np.ndarray, images: np.ndarray, data_range: float =
     """Mean PSNR (dB) and SSIM of NCHW ``images`` against ``reference`` (scikit-image's definitions)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    psnr = [peak_signal_noise_ratio(r, i, data_range=data_range) for r, i in zip(reference, images)]
+    with np.errstate(divide="ignore"):  # identical images have an infinite PSNR; they are counted below
+        psnr = [peak_signal_noise_ratio(r, i, data_range=data_range) for r, i in zip(reference, images)]
     ssim = [structural_similarity(r, i, channel_axis=0, data_range=data_range) for r, i in zip(reference, images)]
     finite = [p for p in psnr if np.isfinite(p)]
     return {

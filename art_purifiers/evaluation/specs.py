@@ -6,6 +6,10 @@ Values are Python literals or fractions (``eps=8/255``). Examples::
     none                      jpeg:quality=50          NNFavoredJpeg:table=search
     QuantizeDistort           QuantizeDistort:table=learned,distortion_limit=0.25
     pgd:eps=8/255,steps=50    pgd-eot:eps=8/255,steps=20,k=10    autoattack:eps=8/255    cw    square:eps=8/255
+    cascade:eps=8/255         apgd:eps=0.05,norm=RMS,targeted=True,k=30    original-autoattack:eps=4/255
+    transfer:eps=8/255,method=dim    noise:eps=8/255
+
+Unknown options are an error (a typo must not silently run the defaults).
 """
 
 from __future__ import annotations
@@ -77,7 +81,31 @@ ATTACK_KINDS = (
     "square",
     "transfer",
     "learned-bpda",
+    "apgd",
+    "cascade",
+    "original-autoattack",
+    "noise",
 )
+#: The attacks of the v2 engine (our APGD, the original AutoAttack, the surrogate); the rest run through ART.
+V2_KINDS = ("apgd", "cascade", "original-autoattack", "noise", "transfer")
+
+#: Options each kind accepts besides eps, steps (or queries) and k.
+KIND_OPTIONS: dict[str, set[str]] = {
+    "pgd": {"eps_step", "restarts"},
+    "pgd-l2": {"eps_step", "restarts"},
+    "pgd-eot": {"eps_step", "restarts"},
+    "pgd-identity": {"eps_step", "restarts"},
+    "learned-bpda": {"eps_step", "restarts"},
+    "autoattack": {"queries"},
+    "cw": {"lr", "binary_search_steps", "initial_const"},
+    "deepfool": set(),
+    "square": {"restarts"},
+    "apgd": {"norm", "restarts", "loss", "targeted", "bpda"},
+    "cascade": {"norm", "restarts", "square", "levels"},
+    "original-autoattack": {"norm", "version"},
+    "noise": {"norm"},
+    "transfer": {"method"},
+}
 
 
 @dataclass(frozen=True)
@@ -88,7 +116,8 @@ class AttackSpec:
     :param kind: One of :data:`ATTACK_KINDS`.
     :param eps: Budget (Linf, or L2 for ``pgd-l2``; ``None`` for the minimum-norm attacks C&W and DeepFool).
     :param steps: Iterations (PGD family), or queries (Square).
-    :param eot: EOT draws k per gradient (1 = plain BPDA; randomized defences only).
+    :param eot: EOT draws k per gradient (1 = plain BPDA; randomized defences only; 0 = chosen from the measured
+        gradient consistency, v2 attacks only).
     :param options: Extra options passed on (e.g. ``restarts``).
     """
 
@@ -102,6 +131,7 @@ class AttackSpec:
     def label(self) -> str:
         """The column name in reports: what the attack is, its budget and its cost."""
         budget = f" {format_budget(self.eps)}" if self.eps is not None else ""
+        norm, restarts, eot, targeted, bpda = self._label_parts
         names = {
             "pgd": f"PGD-BPDA Linf{budget} ({self.steps} steps)",
             "pgd-l2": f"PGD-BPDA L2{budget} ({self.steps} steps)",
@@ -113,19 +143,56 @@ class AttackSpec:
             "square": f"Square Linf{budget} ({self.steps} queries)",
             "transfer": f"Transfer PGD Linf{budget} ({self.steps} steps)",
             "learned-bpda": f"Learned-BPDA PGD Linf{budget} ({self.steps} steps)",
+            "apgd": f"APGD-{str(self.options.get('loss', 'ce')).upper()} {norm}{budget} ({self.steps} steps"
+            f"{restarts}, {eot}{targeted}{bpda})",
+            "cascade": f"Cascade {norm}{budget} (APGD-CE/DLR {self.steps} steps{restarts}, {eot}, Square "
+            f"{self.options.get('square', 5000)}, x{2 ** int(self.options.get('levels', 1))} check)",
+            "original-autoattack": f"AutoAttack original {self.options.get('version', 'auto')} {norm}{budget}",
+            "noise": f"Random noise {norm}{budget}",
         }
+        if self.kind == "transfer":
+            method = {"pgd": "APGD-CE", "mi": "MI-FGSM", "dim": "DI-MI-FGSM"}.get(
+                str(self.options.get("method", "pgd"))
+            )
+            return f"Transfer {method} Linf{budget} from surrogate ({self.steps} steps)"
         return names[self.kind]
+
+    @property
+    def _label_parts(self) -> tuple[str, str, str, str, str]:
+        norm = str(self.options.get("norm", "Linf")).replace("RMS", "RMS-L2")
+        restarts = f" x{self.options['restarts']} restarts" if "restarts" in self.options else ""
+        eot = "EOT k=auto" if self.eot == 0 else f"EOT k={self.eot}"
+        targeted = ", targeted" if self.options.get("targeted") else ""
+        bpda = f", BPDA {self.options['bpda']}" if "bpda" in self.options else ""
+        return norm, restarts, eot, targeted, bpda
 
     @property
     def slug(self) -> str:
         """A file-name-safe identifier."""
         budget = "" if self.eps is None else f"-eps{self.eps:.6g}"
-        return f"{self.kind}{budget}-s{self.steps}-k{self.eot}".replace("/", "_")
+        options = "".join(f"-{key}{value}" for key, value in sorted(self.options.items()))
+        return "".join(
+            c if c.isalnum() or c in "-_.=" else "_" for c in f"{self.kind}{budget}-s{self.steps}-k{self.eot}{options}"
+        )
 
     @property
     def gradient_free(self) -> bool:
         """Black-box attacks (for the white-box vs black-box sanity check)."""
-        return self.kind in ("square", "transfer")
+        return self.kind in ("square", "transfer", "noise")
+
+    @property
+    def norm(self) -> str:
+        """``Linf``, ``L2`` or ``RMS`` (an L2 budget per pixel value, root-mean-square); C&W and DeepFool: ``L2``."""
+        if self.kind in ("pgd-l2", "cw", "deepfool"):
+            return "L2"
+        return str(self.options.get("norm", "Linf"))
+
+    @property
+    def group(self) -> str:
+        """The threat model whose robust accuracy this attack's results join: norm and budget."""
+        if self.eps is None:
+            return "minimum-norm L2"
+        return f"{self.norm.replace('RMS', 'RMS-L2')} {format_budget(self.eps)}"
 
 
 #: Binary-search steps of C&W's constant (ART's default is 10; each costs ``steps`` iterations).
@@ -142,6 +209,10 @@ _DEFAULT_STEPS = {
     "square": 1000,
     "transfer": 50,
     "learned-bpda": 50,
+    "apgd": 100,
+    "cascade": 100,
+    "original-autoattack": 100,
+    "noise": 1,
 }
 
 
@@ -166,7 +237,16 @@ def parse_attack(spec: str) -> AttackSpec:
     steps = int(options.pop("steps", options.pop("queries", _DEFAULT_STEPS[kind])))
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}.")
-    eot = int(options.pop("k", 10 if kind == "pgd-eot" else 1))
-    if eot < 1:
-        raise ValueError(f"k (EOT draws) must be at least 1, got {eot}.")
+    k = options.pop("k", 10 if kind == "pgd-eot" else 0 if kind in ("apgd", "cascade") else 1)
+    eot = 0 if k == "auto" and kind in ("apgd", "cascade") else k
+    if not isinstance(eot, int) or eot < (0 if kind in ("apgd", "cascade") else 1):
+        raise ValueError(
+            f"k (EOT draws) must be a positive integer{' or auto' * (kind in ('apgd', 'cascade'))}, got {k!r}."
+        )
+    unknown = sorted(set(options) - KIND_OPTIONS[kind])
+    if unknown:
+        known = ", ".join(["eps", "steps", "k", *sorted(KIND_OPTIONS[kind])])
+        raise ValueError(f"Unknown option(s) {', '.join(unknown)} for attack {kind!r}; it takes: {known}.")
+    if str(options.get("norm", "Linf")) not in ("Linf", "L2", "RMS"):
+        raise ValueError(f"norm must be Linf, L2 or RMS, got {options['norm']!r}.")
     return AttackSpec(kind, eps, steps, eot, options)

@@ -27,8 +27,8 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from tqdm.auto import tqdm
 
 from art_purifiers.data import ImageDataset, load_cifar10, load_image_folder
-from art_purifiers.evaluation import metrics, sanity
-from art_purifiers.evaluation.specs import AttackSpec, parse_attack
+from art_purifiers.evaluation import adaptive, cascade, metrics, robust, sanity
+from art_purifiers.evaluation.specs import V2_KINDS, AttackSpec, parse_attack
 from art_purifiers.evaluation.targets import (
     FitData,
     build_defences,
@@ -39,6 +39,7 @@ from art_purifiers.evaluation.targets import (
     make_classifier,
     randomized,
     reseed,
+    with_bpda,
 )
 
 #: The attacks of ``docs/results.md``.
@@ -74,6 +75,9 @@ class EvaluationConfig:
     :param draws: Defence draws to average over for randomized defences.
     :param fit_images: Held-out training images for the data-driven steps (table search and learning, learned BPDA).
     :param sanity_checks: Also run :data:`SANITY_ATTACKS` and the checks.
+    :param surrogate: The transfer attacks' source model (zoo name, weight file or ``module:attribute``).
+    :param eot_cap: Largest EOT k chosen automatically while the gradient consistency reaches 0.9 (10 on a CPU).
+    :param consistency_images: Images of the gradient report that measures EOT consistency.
     """
 
     defences: list[str]
@@ -90,6 +94,9 @@ class EvaluationConfig:
     chunk_size: int = 100
     fit_images: int = 256
     sanity_checks: bool = True
+    surrogate: str = "cifar10-surrogate"
+    eot_cap: int = 10
+    consistency_images: int = 32
     device: str = "auto"
     command: str = ""
     verbose: bool = True
@@ -136,7 +143,6 @@ class Suite:
         self.config = config
         self.output = Path(output)
         self.state = self.output / "state"
-        self.state.mkdir(parents=True, exist_ok=True)
         device = config.device
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.attacks = [parse_attack(spec) for spec in config.attacks]
@@ -146,17 +152,21 @@ class Suite:
             ]
         self.results_file = self.output / "results.json"
         self.results: dict[str, Any] = json.loads(self.results_file.read_text()) if self.results_file.is_file() else {}
-        previous = self.results.get("config")
-        if previous and {
-            k: v for k, v in previous.items() if k not in ("command", "verbose", "defences", "attacks")
-        } != {k: v for k, v in asdict(config).items() if k not in ("command", "verbose", "defences", "attacks")}:
-            raise ValueError(f"{self.output} holds a run with another configuration; use a new --output directory.")
+        previous = self.results.get("config") or {}
+        ignored = ("command", "verbose", "defences", "attacks")
+        differing = sorted(
+            k for k, v in asdict(config).items() if k not in ignored and k in previous and previous[k] != v
+        )
+        if differing:
+            details = ", ".join(f"{k}: {previous[k]!r} there, {getattr(config, k)!r} now" for k in differing)
+            raise ValueError(f"{self.output} holds a run with another configuration ({details}); use a new --output.")
 
     def run(self) -> dict[str, Any]:
         config = self.config
         torch.manual_seed(config.seed)
         self.model = load_classifier(config.classifier, self.device)
         test = load_dataset(config, "test")
+        self.state.mkdir(parents=True, exist_ok=True)
         self.input_shape = tuple(test.images.shape[1:])
         with torch.no_grad():
             self.nb_classes = int(self.model(test.images[:1].float().div(255).to(self.device)).shape[1])
@@ -222,6 +232,7 @@ class Suite:
         draws = config.draws if is_random else 1
         # per-draw correctness on the clean images: the clean row and every attack's success rate use it
         clean_correct = self._accuracy_over_draws(defences, self.x, self.y, draws)
+        self._clean_columns = clean_correct.T[:, None, :].astype(np.int8)
         if "clean" not in entry:
             entry["clean"] = self._clean_metrics(defences, clean_correct)
             self._save()
@@ -232,23 +243,29 @@ class Suite:
             if row is not None:
                 entry["rows"][attack.label] = row
                 self._save()
+        entry["robust"] = self._robust_by_group(directory)
         entry["sanity"] = sanity.run_checks(entry, self.attacks, len(self.indices))
         for check in entry["sanity"]:
             if not check["passed"]:
                 print(f"WARNING [{spec}] sanity check failed: {check['name']}: {check['detail']}", file=sys.stderr)
         self._save()
 
+    def _draw_seeds(self, draws: int) -> list[int]:
+        return [self.config.seed + 7919 * (draw + 1) for draw in range(draws)]
+
+    def _predict_draws(self, chain: list[Any], x: torch.Tensor, draws: int) -> np.ndarray:
+        """(images, draws) labels predicted through ``chain``, draw ``d`` always with the same defence seed."""
+        defended = cascade.DefendedModel(self.model, chain)
+        return cascade.predict_draws(defended, lambda seed: reseed(chain, seed), x, self._draw_seeds(draws),
+                                     self.config.batch_size)  # fmt: skip
+
     def _classifier(self, defences: list[Any], eot: int = 1) -> Any:
         return make_classifier(self.model, defences, self.input_shape, self.nb_classes, self.device, eot)
 
     def _accuracy_over_draws(self, defences: list[Any], x: np.ndarray, y: np.ndarray, draws: int) -> np.ndarray:
         """Per-draw, per-image correctness (draws, n); draw d always uses the same defence seed."""
-        classifier = self._classifier(defences)
-        rows = []
-        for draw in range(draws):
-            reseed(defences, self.config.seed + 7919 * (draw + 1))
-            rows.append(_predict_labels(classifier, x, self.config.batch_size) == y)
-        return np.stack(rows)
+        labels = self._predict_draws(defences, torch.as_tensor(x, device=self.device), draws)
+        return (labels == y[:, None]).T
 
     def _clean_metrics(self, defences: list[Any], clean_correct: np.ndarray) -> dict[str, Any]:
         config = self.config
@@ -280,6 +297,8 @@ class Suite:
         self, attack: AttackSpec, defences: list[Any], directory: Path, clean_correct: np.ndarray, is_random: bool
     ) -> dict[str, Any] | None:
         config = self.config
+        if attack.kind in V2_KINDS:
+            return self._run_v2(attack, defences, directory, clean_correct, is_random)
         notes = []
         eot = attack.eot
         if eot > 1 and not is_random:
@@ -342,6 +361,161 @@ class Suite:
             "images_per_second": n / max(seconds, 1e-9),
             "notes": notes,
         }
+
+    def _robust_by_group(self, directory: Path) -> dict[str, Any]:
+        """
+        The headline per threat model: robust accuracy over every attack of the group in every draw, with the
+        per-image tensor saved to ``correctness-<group>.npz`` (columns: clean, then the attacks in run order).
+        """
+        groups: dict[str, Any] = {}
+        for group in dict.fromkeys(a.group for a in self.attacks if a.group != "minimum-norm L2"):
+            found = self._columns(directory, group)
+            if len(found) < 2:
+                continue
+            tensor = np.concatenate([columns for _, columns in found], axis=1)
+            labels = [label for label, columns in found for _ in range(columns.shape[1])]
+            name = "".join(c if c.isalnum() else "_" for c in group)
+            _save_atomic(directory / f"correctness-{name}.npz", correct=tensor, columns=np.array(labels),
+                         indices=self.indices)  # fmt: skip
+            groups[group] = {**robust.summarise(tensor), "attacks": [label for label, _ in found[1:]]}
+        return groups
+
+    # --- v2 attacks --------------------------------------------------------------------------------------------------
+    def _run_v2(
+        self, attack: AttackSpec, defences: list[Any], directory: Path, clean_correct: np.ndarray, is_random: bool
+    ) -> dict[str, Any] | None:
+        """Our APGD, the cascade, the original AutoAttack, transfer and noise (see :mod:`.adaptive`)."""
+        if not defences and attack.kind == "transfer" and self.config.classifier == self.config.surrogate:
+            return None
+        file = directory / f"{attack.slug}.npz"
+        if file.is_file() and "columns" in np.load(file):
+            return json.loads(str(np.load(file)["row"]))
+        chain = with_bpda(defences, attack.options["bpda"]) if "bpda" in attack.options else defences
+        defended = cascade.DefendedModel(self.model, chain).eval()
+        x, y = torch.as_tensor(self.x, device=self.device), torch.as_tensor(self.y, device=self.device)
+        norm, eps = adaptive.l2_or_linf(attack, int(np.prod(self.input_shape)))
+        draws = len(clean_correct)
+        seeds = self._draw_seeds(draws)
+
+        def score(images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+            predicted = cascade.predict_draws(defended, lambda seed: reseed(chain, seed), images, seeds,
+                                              self.config.batch_size)  # fmt: skip
+            return (predicted == labels.cpu().numpy()[:, None]).astype(np.int8)
+
+        started = time.perf_counter()
+        row: dict[str, Any] = {"kind": attack.kind, "eps": attack.eps, "norm": norm, "budget": eps}
+        curves: list[torch.Tensor] = []
+        eot = self._eot(attack, defended, is_random, row)
+        row.update({"steps": attack.steps, "eot_requested": attack.eot, "eot": eot})
+        seed = self.config.seed * 1_000_003 + 17
+        if attack.kind == "cascade":
+            prior = self._group_columns(attack.group, directory)
+            result = cascade.CascadeResult(prior, x.clone(), ["prior"] * prior.shape[1])
+            options = {"steps": attack.steps, "restarts": int(attack.options.get("restarts", 1)), "eot": eot,
+                       "square": int(attack.options.get("square", 5000))}  # fmt: skip
+
+            def run_level(level: int) -> float:
+                nonlocal result
+                attacks = adaptive.cascade_level(
+                    defended, norm, eps, level=level, curves=curves, nb_classes=self.nb_classes, **options
+                )
+                result = cascade.run_cascade(attacks, x, y, score, norm, eps, seed + level, self.config.batch_size,
+                                             result)  # fmt: skip
+                return float(robust.robust_correct(result.correct).mean())
+
+            row["controller"] = cascade.converge(run_level, len(x), int(attack.options.get("levels", 1)))
+            columns = result.correct[:, prior.shape[1] :, :]
+            row["columns"], row["attacked"] = result.labels[prior.shape[1] :], result.attacked
+            x_adv = result.x_worst
+        else:
+            function = self._v2_function(attack, defended, norm, eps, eot, curves)
+            x_adv = cascade.run_batched(cascade.CascadeAttack(attack.label, function), x, y, norm, eps, seed,
+                                        self.config.batch_size)  # fmt: skip
+            columns = score(x_adv, y)[:, None, :]
+            row["columns"] = [attack.label]
+            if attack.options.get("targeted"):
+                targets = torch.cat([adaptive.random_targets(y[i : i + self.config.batch_size], self.nb_classes,
+                                     seed + i) for i in range(0, len(y), self.config.batch_size)])  # fmt: skip
+                hits = self._predict_draws(chain, x_adv, draws) == targets.cpu().numpy()[:, None]
+                row["targeted_success"] = robust.proportion(hits.any(axis=1))
+        row.update(self._v2_summary(columns, x_adv, time.perf_counter() - started))
+        curve = torch.stack([c.mean(0) for c in curves]).mean(0).tolist() if curves and attack.kind == "apgd" else []
+        row["loss_curve"] = curve
+        _save_atomic(file, columns=columns, x_adv=x_adv.cpu().numpy(), indices=self.indices, row=json.dumps(row))
+        return row
+
+    def _eot(self, attack: AttackSpec, defended: Any, is_random: bool, row: dict[str, Any]) -> int:
+        """The EOT draws of a v2 attack: as given, or chosen from the gradient report (k=auto)."""
+        if attack.kind not in ("apgd", "cascade"):
+            return 1
+        if not is_random:
+            return 1
+        if attack.eot > 0:
+            return attack.eot
+        count = self.config.consistency_images
+        x = torch.as_tensor(self.x[:count], device=self.device)
+        y = torch.as_tensor(self.y[:count], device=self.device)
+        draws = tuple(k for k in (1, 2, 5, 10, 20, 30) if k <= max(30, self.config.eot_cap))
+        report = cascade.gradient_report(defended, x, y, draws)
+        row["gradient_report"] = report
+        row["eot_choice"] = cascade.choose_eot(report["consistency"], cap=self.config.eot_cap)
+        return int(row["eot_choice"]["k"])
+
+    def _v2_function(self, attack: AttackSpec, defended: Any, norm: str, eps: float, eot: int,
+                     curves: list[torch.Tensor]) -> cascade.AttackFunction:  # fmt: skip
+        options = attack.options
+        if attack.kind == "apgd":
+            classes = self.nb_classes if options.get("targeted") else None
+            return adaptive.apgd_attack(defended, norm, eps, attack.steps, int(options.get("restarts", 1)),
+                                        str(options.get("loss", "ce")), eot, classes, curves)  # fmt: skip
+        if attack.kind == "original-autoattack":
+            version = str(options.get("version", "auto"))
+            if version == "auto":
+                version = "rand" if randomized(defended.defences) else "standard"
+            return adaptive.original_autoattack(defended, norm, eps, version, self.config.batch_size, self.nb_classes)
+        if attack.kind == "transfer":
+            surrogate = load_classifier(self.config.surrogate, self.device)
+            return adaptive.transfer_attack(surrogate, eps, attack.steps, str(options.get("method", "pgd")))
+        return adaptive.noise_attack(norm, eps)
+
+    def _v2_summary(self, columns: np.ndarray, x_adv: torch.Tensor, seconds: float) -> dict[str, Any]:
+        # an image a cascade did not attack was broken by an earlier attack of its group: wrong from here on
+        broken_before = np.where(columns == robust.NOT_RUN, 0, columns)
+        figures = robust.summarise(broken_before)
+        l2, linf = metrics.perturbation_norms(self.x, x_adv.cpu().numpy())
+        return {
+            **_summary(broken_before.min(axis=1).T.astype(bool)),
+            "robust": figures["robust"],
+            "expected": figures["expected"],
+            "majority": figures["majority"],
+            "mean_l2": float(l2.mean()),
+            "median_l2": float(np.median(l2)),
+            "mean_linf": float(linf.mean()),
+            "max_linf": float(linf.max()),
+            "seconds": seconds,
+            "images_per_second": len(self.x) / max(seconds, 1e-9),
+            "success_rate": float(1 - figures["robust"]["accuracy"]),
+            "notes": [],
+        }
+
+    def _group_columns(self, group: str, directory: Path) -> np.ndarray:
+        """(images, columns, draws) correctness of the attacks of ``group`` that ran before, with the clean column."""
+        return np.concatenate([c for _, c in self._columns(directory, group)], axis=1)
+
+    def _columns(self, directory: Path, group: str | None = None) -> list[tuple[str, np.ndarray]]:
+        """Per attack (label, (images, columns, draws) correctness), the clean column first; one group or all."""
+        draws = self._clean_columns.shape[2]
+        found = [("clean", self._clean_columns)]
+        for attack in self.attacks:
+            file = directory / f"{attack.slug}.npz"
+            if (group is not None and attack.group != group) or not file.is_file():
+                continue
+            saved = np.load(file)
+            if "columns" in saved:
+                found.append((attack.label, saved["columns"]))
+            elif "correct" in saved and saved["correct"].shape[0] == draws:
+                found.append((attack.label, saved["correct"].T[:, None, :].astype(np.int8)))
+        return found
 
     def _save(self) -> None:
         temporary = self.results_file.with_suffix(".tmp")

@@ -199,13 +199,18 @@ def reseed(defences: list[Any], seed: int) -> None:
             defence.set_params(seed=seed * 1000 + index)
 
 
-def identity_copy(defences: list[Any]) -> list[Any]:
-    """The chain with every defence of ours switched to ``bpda="identity"`` (ART's NumPy defences already are)."""
+def with_bpda(defences: list[Any], mode: str) -> list[Any]:
+    """A copy of the chain with every defence of ours switched to ``bpda=mode`` (ART's NumPy defences: identity)."""
     chain = copy.deepcopy(defences)
     for defence in chain:
         if isinstance(defence, PurifierPreprocessor):
-            defence.set_params(bpda="identity")
+            defence.set_params(bpda=mode)
     return chain
+
+
+def identity_copy(defences: list[Any]) -> list[Any]:
+    """The chain with every defence of ours switched to ``bpda="identity"`` (ART's NumPy defences already are)."""
+    return with_bpda(defences, "identity")
 
 
 def make_attack(spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int) -> Any:

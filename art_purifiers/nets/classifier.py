@@ -1,5 +1,5 @@
 """
-A compact all-convolutional CIFAR classifier, small enough to train on a 2-core CPU.
+Compact CIFAR classifiers, small enough to train on a 2-core CPU: the reference model and the transfer surrogate.
 
 Three stages of (conv 3x3, 2x2 max pool, BN, GELU, conv 3x3, BN, GELU) after a 3x3 stem, then global max pooling
 and a linear layer whose logits are scaled down (a fixed temperature that keeps high learning rates stable).
@@ -68,3 +68,63 @@ class CifarConvNet(nn.Module):
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         x = self.features(x).amax(dim=(2, 3))
         return self.head(x) * self.logit_scale
+
+
+class _ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers with ReLU and an identity shortcut (a 1x1 convolution where the width changes)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+@register_architecture("cifar-resnet")
+class CifarResNet(nn.Module):
+    """
+    A small residual network, deliberately unlike :class:`CifarConvNet` (residual blocks, ReLU, average pooling,
+    global average pooling, unscaled logits): the transfer surrogate of the evaluation suite.
+
+    :param widths: Channels of the three stages (each one residual block; 2x2 average pooling between stages).
+    :param num_classes: Number of logits.
+    :param mean: Per-channel mean subtracted from the [0, 1] input.
+    :param std: Per-channel standard deviation dividing it.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (32, 64, 128),
+        num_classes: int = 10,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+    ) -> None:
+        super().__init__()
+        if len(widths) != 3:
+            raise ValueError(f"widths needs 3 entries (one per stage), got {list(widths)}.")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0])]
+        layers.append(nn.ReLU(inplace=True))
+        for index, (in_channels, out_channels) in enumerate(zip((widths[0], *widths[:-1]), widths)):
+            if index > 0:
+                layers.append(nn.AvgPool2d(2))
+            layers.append(_ResidualBlock(in_channels, out_channels))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(widths[-1], num_classes)
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.head(self.features(x).mean(dim=(2, 3)))

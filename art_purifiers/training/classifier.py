@@ -11,6 +11,12 @@ Checkpoints after every epoch make it resumable (``--resume``)::
     python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 --output runs/classifier
 
 writes ``runs/classifier/cifar10-reference.pt`` in the zoo format, with its test accuracy in the model card.
+
+The transfer surrogate of the evaluation suite (zoo artifact ``cifar10-surrogate``) is trained by the same recipe
+with another architecture, seed and loss, so that transfer attacks cross both weights and architecture::
+
+    python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 --output runs/surrogate \
+        --architecture cifar-resnet --seed 1 --label-smoothing 0 --name cifar10-surrogate
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ from torch import nn
 
 from art_purifiers import zoo
 from art_purifiers.data import ImageDataset, load_cifar10
-from art_purifiers.nets.classifier import CifarConvNet
+from art_purifiers.nets import ARCHITECTURES
+
+#: Stage widths per architecture.
+DEFAULT_WIDTHS = {"cifar-convnet": [24, 64, 192, 192], "cifar-resnet": [32, 64, 128]}
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
@@ -75,14 +84,15 @@ def train(
     label_smoothing: float = 0.2,
     widths: Sequence[int] = (24, 64, 192, 192),
     seed: int = 0,
+    architecture: str = "cifar-convnet",
     bf16: bool | None = None,
     resume: bool = False,
-) -> CifarConvNet:
+) -> nn.Module:
     """Run the recipe, checkpointing to ``output/checkpoint.pt`` after every epoch; return the trained model."""
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = CifarConvNet(widths=widths).to(memory_format=torch.channels_last)
+    model = ARCHITECTURES[architecture](widths=widths).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
     total_steps = epochs * steps_per_epoch
@@ -138,7 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=18)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=0.4, help="peak learning rate")
-    parser.add_argument("--widths", type=int, nargs=4, default=[24, 64, 192, 192])
+    parser.add_argument("--architecture", choices=("cifar-convnet", "cifar-resnet"), default="cifar-convnet")
+    parser.add_argument("--widths", type=int, nargs="+", help="channels per stage (default: the architecture's)")
+    parser.add_argument("--label-smoothing", type=float, default=0.2)
+    parser.add_argument("--name", default="cifar10-reference", help="zoo name of the written file (NAME.pt)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="train on the first N images only (smoke tests)")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32")
@@ -146,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
 
+    widths = args.widths or DEFAULT_WIDTHS[args.architecture]
     train_set = load_cifar10(args.data_dir, "train", download=args.download)
     test_set = load_cifar10(args.data_dir, "test", download=args.download)
     if args.limit:
@@ -158,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         peak_lr=args.lr,
-        widths=args.widths,
+        widths=widths,
+        label_smoothing=args.label_smoothing,
+        architecture=args.architecture,
         seed=args.seed,
         bf16=False if args.no_bf16 else None,
         resume=args.resume,
@@ -173,10 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "history": model.history,
         "torch": str(torch.__version__),
     }
-    sha = zoo.save(args.output / "cifar10-reference.pt", model, "cifar-convnet", {"widths": list(args.widths)}, card)
-    print(
-        json.dumps({"test_accuracy": test_accuracy, "sha256": sha, "file": str(args.output / "cifar10-reference.pt")})
-    )
+    file = args.output / f"{args.name}.pt"
+    sha = zoo.save(file, model, args.architecture, {"widths": list(widths)}, card)
+    print(json.dumps({"test_accuracy": test_accuracy, "sha256": sha, "file": str(file)}))
     return 0
 
 
