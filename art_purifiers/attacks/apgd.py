@@ -76,11 +76,17 @@ def attack_loss(name: str, logits: torch.Tensor, y: torch.Tensor, target: torch.
 
 
 def checkpoints(steps: int) -> list[int]:
-    """The iterations at which APGD may halve its step (Croce & Hein's schedule)."""
-    fractions = [0.0, 0.22]
-    while fractions[-1] < 1:
-        fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
-    return sorted({math.ceil(fraction * steps) for fraction in fractions[1:] if fraction <= 1})
+    """
+    The iterations at which APGD may halve its step: Croce & Hein's schedule in the integer form of their code (first
+    interval 22% of the steps, each next one 3% shorter, at least 6%).
+    """
+    interval, shrink, shortest = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    marks = [interval]
+    while True:
+        interval = max(interval - shrink, shortest)
+        if marks[-1] + interval > steps:
+            return marks
+        marks.append(marks[-1] + interval)
 
 
 def project(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float) -> torch.Tensor:

@@ -88,7 +88,8 @@ def original_autoattack(model: nn.Module, norm: str, eps: float, version: str, b
     def run(x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
         logging.getLogger("auto-attack").setLevel(logging.WARNING)
         attack = AutoAttack(model, norm=norm, eps=eps, version=version, seed=seed, device=x.device)
-        return attack.run_standard_evaluation(x, y, batch_size=batch_size)
+        x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=batch_size)
+        return x_adv
 
     return run
 

@@ -78,14 +78,15 @@ def round_to_8bit(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float) -
     """
     if not on_8bit_grid(x):
         return x_adv
-    rounded = (x_adv * 255).round() / 255
-    delta = rounded - x
+    levels = (x * 255).round()
+    delta = (x_adv * 255).round() - levels
     if norm == "Linf":
-        limit = math.floor(eps * 255 + 1e-6) / 255
-        return (x + delta.clamp(-limit, limit)).clamp(0, 1)
-    towards_clean = x + ((x_adv - x) * 255).trunc() / 255
-    outside = delta.flatten(1).norm(dim=1) > eps
-    return torch.where(outside.view(-1, *[1] * (x.dim() - 1)), towards_clean, rounded).clamp(0, 1)
+        limit = math.floor(eps * 255 + 1e-6)
+        return ((levels + delta.clamp(-limit, limit)).clamp(0, 255) / 255).to(x_adv.dtype)
+    towards_clean = ((x_adv - x) * 255).trunc()
+    outside = (delta / 255).flatten(1).norm(dim=1) > eps
+    delta = torch.where(outside.view(-1, *[1] * (x.dim() - 1)), towards_clean, delta)
+    return ((levels + delta).clamp(0, 255) / 255).to(x_adv.dtype)
 
 
 def check_budget(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float, label: str) -> None:

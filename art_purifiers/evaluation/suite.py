@@ -374,9 +374,9 @@ class Suite:
                 continue
             tensor = np.concatenate([columns for _, columns in found], axis=1)
             labels = [label for label, columns in found for _ in range(columns.shape[1])]
-            name = "".join(c if c.isalnum() else "_" for c in group)
-            _save_atomic(directory / f"correctness-{name}.npz", correct=tensor, columns=np.array(labels),
-                         indices=self.indices)  # fmt: skip
+            file = directory / ("correctness-" + "".join(c if c.isalnum() else "_" for c in group) + ".npz")
+            if not file.is_file() or not np.array_equal(np.load(file)["correct"], tensor):
+                _save_atomic(file, correct=tensor, columns=np.array(labels), indices=self.indices)
             groups[group] = {**robust.summarise(tensor), "attacks": [label for label, _ in found[1:]]}
         return groups
 
