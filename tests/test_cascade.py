@@ -1,4 +1,4 @@
-"""Evaluation v2: per-image worst case, paired tests, the cascade, the controller, budgets, EOT choice, the suite rows."""
+"""Evaluation v2: worst case per image, paired tests, the cascade, the controller, budgets, EOT choice, suite rows."""
 
 from __future__ import annotations
 

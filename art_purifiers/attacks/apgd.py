@@ -22,7 +22,6 @@ every call), so the attack runs on whatever device the images are on.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 

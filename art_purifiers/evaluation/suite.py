@@ -172,20 +172,11 @@ class Suite:
             self.nb_classes = int(self.model(test.images[:1].float().div(255).to(self.device)).shape[1])
         undefended = make_classifier(self.model, [], self.input_shape, self.nb_classes, self.device)
         x_all = test.as_float()
-        clean_predictions = _predict_labels(undefended, x_all, config.batch_size)
+        clean_predictions = self._undefended_predictions(undefended, x_all)
         self.indices = select_clean_correct(clean_predictions, test.labels.numpy(), config.num_images, config.seed)
         self.x, self.y = x_all[self.indices], test.labels.numpy()[self.indices]
         self.x_full, self.y_full = x_all, test.labels.numpy()
-        train = load_dataset(config, "train")
-        fit_indices = np.random.default_rng(config.seed + 1).permutation(len(train))[: config.fit_images]
-        self.fit = FitData(
-            train.as_float(fit_indices),
-            train.labels.numpy()[fit_indices],
-            undefended,
-            self.state,
-            config.seed,
-            config.verbose,
-        )
+        self.fit = FitData(self._load_fit_images, undefended, self.state, config.seed, config.verbose)
         requested = {parse_attack(spec).slug for spec in config.attacks}
         self.results.update(
             {
@@ -218,6 +209,22 @@ class Suite:
 
         write_reports(self.results, self.output)
         return self.results
+
+    def _undefended_predictions(self, undefended: Any, x_all: np.ndarray) -> np.ndarray:
+        """The undefended classifier's labels on the whole split, cached in the state directory for resumed runs."""
+        file = self.state / "undefended-predictions.npy"
+        if file.is_file():
+            saved = np.load(file)
+            if saved.shape == (len(x_all),):
+                return saved
+        predictions = _predict_labels(undefended, x_all, self.config.batch_size)
+        np.save(file, predictions)
+        return predictions
+
+    def _load_fit_images(self) -> tuple[np.ndarray, np.ndarray]:
+        train = load_dataset(self.config, "train")
+        fit_indices = np.random.default_rng(self.config.seed + 1).permutation(len(train))[: self.config.fit_images]
+        return train.as_float(fit_indices), train.labels.numpy()[fit_indices]
 
     # --- one defence -------------------------------------------------------------------------------------------------
     def _evaluate_defence(self, spec: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,15 +61,30 @@ def make_classifier(
 
 @dataclass
 class FitData:
-    """What data-driven defence steps (table search, table learning, learned BPDA) fit on: held-out images."""
+    """
+    What data-driven defence steps (table search, table learning, learned BPDA) fit on: held-out images, loaded by
+    ``load`` on first use only (a run whose defences fit nothing never decodes the training split).
+    """
 
-    x: np.ndarray
-    y: np.ndarray
+    load: Callable[[], tuple[np.ndarray, np.ndarray]]
     undefended: PyTorchClassifier
     state_dir: Path
     seed: int = 0
     verbose: bool = True
     cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def x(self) -> np.ndarray:
+        """The fit images (NCHW float32 in [0, 1])."""
+        if "data" not in self.cache:
+            self.cache["data"] = self.load()
+        return np.asarray(self.cache["data"][0])
+
+    @property
+    def y(self) -> np.ndarray:
+        """Their labels."""
+        self.x  # noqa: B018 - loads both
+        return np.asarray(self.cache["data"][1])
 
     def adversarial(self, kind: str) -> np.ndarray:
         """Adversarial versions of the fit images against the undefended model (cached on disk)."""
@@ -112,6 +128,8 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
 
     from art_purifiers import NNFavoredJpeg, QuantizeDistort
 
+    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec.strip()):
+        return user_defences(spec.strip()), {"spec": spec, "note": "user defence (module:attribute)"}
     name, options = parse_spec(spec)
     key = name.lower()
     info: dict[str, Any] = {"spec": spec}
@@ -124,7 +142,7 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
         return [JpegCompression(clip_values=(0.0, 1.0), quality=quality, channels_first=True)], info
     if key == "nnfavoredjpeg":
         table = options.pop("table", "default")
-        defence = NNFavoredJpeg(device_type="cpu", **options)
+        defence = NNFavoredJpeg(device_type=fit_device(fit), **options)
         if table == "search":
             params = _cached_fit(fit, spec, lambda f: _search_table(defence, f))
             defence.set_params(**{k: v for k, v in params.items() if k in defence.params})
@@ -134,7 +152,7 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
         return [defence], info
     if key == "quantizedistort":
         table = options.pop("table", "default")
-        defence = QuantizeDistort(device_type="cpu", **options)
+        defence = QuantizeDistort(device_type=fit_device(fit), **options)
         if table == "learned":
             learned = _cached_fit(
                 fit, spec, lambda f: {"table": defence.learn_table(f.x, f.adversarial("cw")).tolist()}
@@ -148,20 +166,44 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
     if key == "compressrestore":
         from art_purifiers import CompressRestore
 
-        return [CompressRestore(device_type="cpu", **options)], info
+        return [CompressRestore(device_type=fit_device(fit), **options)], info
     if key == "superresolution":
         from art_purifiers import SuperResolution
 
-        return [SuperResolution(device_type="cpu", **options)], info
+        return [SuperResolution(device_type=fit_device(fit), **options)], info
     raise ValueError(
         f"Unknown defence {name!r}; known: none, jpeg, NNFavoredJpeg, QuantizeDistort, CompressRestore, "
         "SuperResolution."
     )
 
 
+def user_defences(spec: str) -> list[Any]:
+    """
+    A user's own defence, ``package.module:attribute``: an ART preprocessor, a list of them, or a function or class
+    returning one (called without arguments).
+
+    :raises TypeError: if the attribute gives something else.
+    """
+    from art.defences.preprocessor.preprocessor import Preprocessor
+
+    module_name, _, attribute = spec.partition(":")
+    target = getattr(importlib.import_module(module_name), attribute)
+    if callable(target) and not isinstance(target, Preprocessor):
+        target = target()
+    chain = list(target) if isinstance(target, (list, tuple)) else [target]
+    if not chain or not all(isinstance(defence, Preprocessor) for defence in chain):
+        raise TypeError(f"{spec} gave {type(target).__name__}; expected an ART Preprocessor or a list of them.")
+    return chain
+
+
 def _reject_unknown(spec: str, options: dict[str, Any]) -> None:
     if options:
         raise ValueError(f"Unknown options {sorted(options)} in defence spec {spec!r}.")
+
+
+def fit_device(fit: FitData | None) -> str:
+    """ART's ``device_type`` of the run ("gpu" when its undefended classifier is on CUDA)."""
+    return "gpu" if fit is not None and str(fit.undefended.device).startswith("cuda") else "cpu"
 
 
 def _cached_fit(fit: FitData | None, spec: str, compute: Callable[[FitData], dict[str, Any]]) -> dict[str, Any]:
@@ -317,4 +359,4 @@ def learned_bpda_chain(defences: list[Any], fit: FitData, directory: Path, steps
         )
         file.parent.mkdir(parents=True, exist_ok=True)
         torch.save({key: value.cpu() for key, value in approximator.state_dict().items()}, file)
-    return [LearnedBPDA(defence, approximator, device_type="cpu")]
+    return [LearnedBPDA(defence, approximator, device_type=fit_device(fit))]
