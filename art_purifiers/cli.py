@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _add_evaluate_parser(commands: Any) -> argparse.ArgumentParser:
     from art_purifiers.evaluation import DEFAULT_ATTACKS
-    from art_purifiers.evaluation.specs import ATTACK_KINDS
+    from art_purifiers.evaluation.specs import ATTACK_KINDS, PROTOCOLS
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -230,6 +230,13 @@ def _add_evaluate_parser(commands: Any) -> argparse.ArgumentParser:
         help=f"attack spec KIND[:key=value,...], repeatable; kinds: {', '.join(ATTACK_KINDS)} "
         f"(default: {' '.join(DEFAULT_ATTACKS)})",
     )
+    evaluate.add_argument(
+        "--protocol",
+        action="append",
+        default=[],
+        choices=sorted(PROTOCOLS),
+        help="add a paper's own attack (its threat model, steps and EOT count) to the attacks; repeatable",
+    )
     evaluate.add_argument("--classifier", default="cifar10-reference", help="zoo name, weight file or module:attr")
     evaluate.add_argument("--dataset", default="cifar10", help="cifar10 or imagefolder:PATH")
     evaluate.add_argument("--data-dir", help="CIFAR-10 directory (default: $ART_PURIFIERS_DATA)")
@@ -251,13 +258,15 @@ def _run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, arg
     import shlex
 
     from art_purifiers.evaluation import DEFAULT_ATTACKS, EvaluationConfig, evaluate
+    from art_purifiers.evaluation.specs import PROTOCOLS
 
     for name, minimum in (("num_images", 1), ("draws", 1), ("fit_images", 1), ("batch_size", 1)):
         if getattr(args, name) < minimum:
             parser.error(f"--{name.replace('_', '-')} must be at least {minimum}")
     config = EvaluationConfig(
         defences=args.defences,
-        attacks=args.attacks or list(DEFAULT_ATTACKS),
+        attacks=(args.attacks or list(DEFAULT_ATTACKS))
+        + [a for name in args.protocol for a in PROTOCOLS[name]["attacks"]],
         classifier=args.classifier,
         dataset=args.dataset,
         data_dir=args.data_dir,

@@ -45,3 +45,54 @@ def test_defence_labels_name_the_parameters() -> None:
     assert defence_label("NNFavoredJpeg", NNFavoredJpeg(qs_af=36)) == [
         "NNFavoredJpeg", "favored_diagonals=4", "qs_of=16.0", "qs_af=36",
     ]  # fmt: skip
+
+
+def user_jpeg_defence() -> object:
+    """A user's own defence for ``--defence tests.test_cli:user_jpeg_defence``."""
+    from art.defences.preprocessor import JpegCompression
+
+    return JpegCompression(clip_values=(0.0, 1.0), quality=50, channels_first=True)
+
+
+def not_a_defence() -> int:
+    return 3
+
+
+def test_evaluate_usage_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "art-purifiers" in capsys.readouterr().out
+    output = tmp_path / "out"
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--defence", "none", "--attack", "pgd:epsilon=8/255", "--output", str(output)])
+    error = capsys.readouterr().err
+    assert "usage: art-purifiers evaluate" in error and "epsilon" in error and "eps_step" in error
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--defence", "none", "--data-dir", str(tmp_path / "missing"), "--output", str(output)])
+    assert not output.exists()  # nothing is created before the data is found
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    help_text = capsys.readouterr().out
+    assert "cascade" in help_text and "original-autoattack" in help_text and "(default: 500)" in help_text
+
+
+def test_protocol_and_user_defence_reach_the_suite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from art_purifiers.evaluation import suite
+    from art_purifiers.evaluation.specs import PROTOCOLS
+    from art_purifiers.evaluation.targets import build_defences
+
+    seen = {}
+
+    def fake_evaluate(config: object, output: object) -> dict:
+        seen["config"] = config
+        return {}
+
+    monkeypatch.setattr(suite, "evaluate", fake_evaluate)
+    monkeypatch.setattr("art_purifiers.evaluation.evaluate", fake_evaluate)
+    arguments = ["evaluate", "--defence", "tests.test_cli:user_jpeg_defence", "--attack", "noise", "--protocol"]
+    assert main([*arguments, "qiu2021", "--output", str(tmp_path / "o")]) == 0
+    assert seen["config"].attacks == ["noise", *PROTOCOLS["qiu2021"]["attacks"]]
+    chain, info = build_defences("tests.test_cli:user_jpeg_defence", None)
+    assert type(chain[0]).__name__ == "JpegCompression" and "user defence" in info["note"]
+    with pytest.raises(TypeError, match="Preprocessor"):
+        build_defences("tests.test_cli:not_a_defence", None)

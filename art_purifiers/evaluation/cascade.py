@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import nn
+from tqdm.auto import tqdm
 
 from art_purifiers.evaluation.metrics import wilson_interval
 from art_purifiers.evaluation.robust import NOT_RUN, robust_correct
@@ -151,6 +152,7 @@ def extend(
     eps: float,
     seed: int,
     batch_size: int,
+    verbose: bool = False,
 ) -> CascadeResult:
     """
     Run one more attack on the images still robust in ``result``, in batches; add its column.
@@ -162,7 +164,7 @@ def extend(
     x_worst = result.x_worst.clone()
     if len(survivors):
         index = torch.as_tensor(survivors, device=x.device)
-        x_adv = run_batched(attack, x[index], y[index], norm, eps, seed, batch_size)
+        x_adv = run_batched(attack, x[index], y[index], norm, eps, seed, batch_size, verbose)
         column[survivors, 0] = score_fn(x_adv, y[index])
         x_worst[index] = x_adv  # a survivor's examples were all correct so far: any new one is at least as bad
     correct = np.concatenate([result.correct, column], axis=1)
@@ -170,17 +172,19 @@ def extend(
 
 
 def run_batched(attack: CascadeAttack, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float, seed: int,
-                batch_size: int) -> torch.Tensor:  # fmt: skip
+                batch_size: int, verbose: bool = False) -> torch.Tensor:  # fmt: skip
     """
     Run an attack on all of ``x`` in batches (batch ``b`` gets seed ``seed + b * batch_size``); round every example
     to 8 bits (:func:`round_to_8bit`) and check its budget.
     """
     examples = []
-    for begin in range(0, len(x), batch_size):
-        batch, labels = x[begin : begin + batch_size], y[begin : begin + batch_size]
-        x_adv = round_to_8bit(batch, attack.run(batch, labels, seed + begin).detach(), norm, eps)
-        check_budget(batch, x_adv, norm, eps, attack.label)
-        examples.append(x_adv)
+    with tqdm(total=len(x), desc=attack.label, leave=False, disable=not verbose) as progress:
+        for begin in range(0, len(x), batch_size):
+            batch, labels = x[begin : begin + batch_size], y[begin : begin + batch_size]
+            x_adv = round_to_8bit(batch, attack.run(batch, labels, seed + begin).detach(), norm, eps)
+            check_budget(batch, x_adv, norm, eps, attack.label)
+            examples.append(x_adv)
+            progress.update(len(batch))
     return torch.cat(examples) if examples else x.clone()
 
 
@@ -199,11 +203,12 @@ def run_cascade(
     seed: int = 0,
     batch_size: int = 100,
     result: CascadeResult | None = None,
+    verbose: bool = False,
 ) -> CascadeResult:
     """Run ``attacks`` in order, each on the survivors of the previous ones (see :func:`extend`)."""
     result = result if result is not None else start(x, score_fn(x, y))
     for number, attack in enumerate(attacks):
-        result = extend(result, attack, x, y, score_fn, norm, eps, seed + 1_000_003 * number, batch_size)
+        result = extend(result, attack, x, y, score_fn, norm, eps, seed + 1_000_003 * number, batch_size, verbose)
     return result
 
 

@@ -48,6 +48,41 @@ def _cell(label: str, entry: dict[str, Any], kind: str) -> str:
     return text
 
 
+def robust_table(results: dict[str, Any]) -> list[str]:
+    """
+    The headline: per defence and threat model, robust accuracy (correct under every attack of that norm and budget
+    in every draw) with its Wilson 95% interval; ‡ marks a cell whose convergence check ran out of budget.
+    """
+    groups = list(dict.fromkeys(g for entry in results["defences"].values() for g in entry.get("robust", {})))
+    if not groups:
+        return []
+    lines = [
+        "## Robust accuracy (%): worst case per image over every attack and draw",
+        "",
+        "| Defence | " + " | ".join(groups) + " |",
+        "|---|" + "---|" * len(groups),
+    ]
+    for spec, entry in results["defences"].items():
+        cells = []
+        for group in groups:
+            figures = entry.get("robust", {}).get(group)
+            if figures is None:
+                cells.append("n/a")
+                continue
+            low, high = (100 * v for v in figures["robust"]["ci95"])
+            capped = any(
+                row.get("controller", {}).get("capped") for label, row in entry["rows"].items()
+                if label in figures["attacks"]
+            )  # fmt: skip
+            cells.append(f"**{100 * figures['robust']['accuracy']:.1f}** [{low:.1f}, {high:.1f}]" + " ‡" * capped)
+        lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
+    lines += ["", "Attacks behind each cell (run in this order; cascades run only on the images still robust):", ""]
+    for spec, entry in results["defences"].items():
+        for group, figures in entry.get("robust", {}).items():
+            lines.append(f"- `{spec}`, {group}: " + "; ".join(figures["attacks"]))
+    return lines + [""]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The Markdown report: the headline table, then details, sanity checks and provenance per defence."""
     attacks = [a for a in results["attacks"] if not a["sanity_only"]]
@@ -71,6 +106,8 @@ def markdown(results: dict[str, Any]) -> str:
             "images and seeds).",
             "",
         ]
+    lines += robust_table(results)
+    lines += ["## Accuracy (%) per attack", ""]
     header = ["Defence", f"Clean (all {data['test_images']})", f"Clean ({n})"] + [a["label"] for a in attacks]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for spec, entry in results["defences"].items():

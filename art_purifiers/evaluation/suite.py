@@ -427,7 +427,7 @@ class Suite:
                     defended, norm, eps, level=level, curves=curves, nb_classes=self.nb_classes, **options
                 )
                 result = cascade.run_cascade(attacks, x, y, score, norm, eps, seed + level, self.config.batch_size,
-                                             result)  # fmt: skip
+                                             result, self.config.verbose)  # fmt: skip
                 return float(robust.robust_correct(result.correct).mean())
 
             row["controller"] = cascade.converge(run_level, len(x), int(attack.options.get("levels", 1)))
@@ -437,7 +437,7 @@ class Suite:
         else:
             function = self._v2_function(attack, defended, norm, eps, eot, curves)
             x_adv = cascade.run_batched(cascade.CascadeAttack(attack.label, function), x, y, norm, eps, seed,
-                                        self.config.batch_size)  # fmt: skip
+                                        self.config.batch_size, self.config.verbose)  # fmt: skip
             columns = score(x_adv, y)[:, None, :]
             row["columns"] = [attack.label]
             if attack.options.get("targeted"):
