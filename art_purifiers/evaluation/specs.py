@@ -205,7 +205,8 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     },
     "ferrari2022": {
         "attacks": ["pgd:eps=8/255,steps=200,eps_step=0.001"],
-        "source": "Ferrari et al. 2022: BPDA (straight-through JPEG, exact restorer gradients) as PGD with step 1e-3 for "
+        "source": "Ferrari et al. 2022: BPDA (straight-through JPEG, exact restorer gradients) as PGD with step 1e-3 "
+        "for "
         "up to 200 iterations; the Linf budget 8/255 is ours (their figures sweep it).",
     },
 }
