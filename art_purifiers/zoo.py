@@ -80,6 +80,18 @@ REGISTRY: dict[str, Artifact] = {
             tags=("classifier", "cifar10"),
         ),
         Artifact(
+            name="cifar10-surrogate",
+            filename="cifar10-surrogate.pt",
+            sha256="690bc358a754d02f7b32a03e48133f3a65aaa308800e2b9ff3db1848b640f8d9",
+            architecture="cifar-resnet",
+            command="python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 --output "
+            "runs/surrogate --architecture cifar-resnet --seed 1 --label-smoothing 0 --name cifar10-surrogate",
+            summary="Transfer surrogate of the evaluation suite: a small ResNet (another architecture, seed and loss "
+            "than cifar10-reference), 32x32 NCHW in [0, 1], 0.31 M parameters; 85.88% top-1 on the 5,000 shared "
+            "test images (JPEG q75 copy)",
+            tags=("classifier", "cifar10", "surrogate"),
+        ),
+        Artifact(
             name="edsr-x2-cifar10-photos",
             filename="edsr-x2-cifar10-photos.pt",
             sha256="a3b15237c019d2565cc1f3d56430f2061c429adb658b56403396cf627077785f",

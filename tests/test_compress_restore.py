@@ -293,3 +293,24 @@ def test_jpeg_backend_parameter() -> None:
         CompressRestore(restorers=IDENTITIES, jpeg_backend="libjpeg", device_type="cpu")
     with pytest.raises(ValueError, match="CUDA images only"):
         CompressRestore(restorers=IDENTITIES, jpeg_backend="nvjpeg", device_type="cpu")(x)
+
+
+def test_straight_through_mode_passes_gradients_through_the_restorers_output_clamp() -> None:
+    # A restorer that overshoots white everywhere: its exact clamp has zero gradient, which would mask the attack.
+    from art_purifiers.nets.argan import RestorationGenerator
+
+    generator = RestorationGenerator(blocks=1)
+    with torch.no_grad():
+        generator.tail.bias.fill_(5.0)  # tanh(5) ~ 1: every pixel lands above 1 before the clamp
+    restorers = {20: generator, 40: generator, 60: generator}
+    gradients = {}
+    for bpda in ("straight_through", "surrogate"):
+        defence = CompressRestore(restorers=restorers, bpda=bpda, n_iter=1, seed=0, device_type="cpu")
+        x = torch.full((1, 3, 8, 8), 0.8, requires_grad=True)
+        out, _ = defence.forward(x)
+        torch.testing.assert_close(out, torch.ones_like(out))  # the forward clamps either way
+        out.sum().backward()
+        gradients[bpda] = float(x.grad.abs().sum())
+    assert gradients["straight_through"] > 0
+    assert gradients["surrogate"] == 0  # the exact clamp, as before
+    assert generator.straight_through_clamp is False  # training and other modes keep the exact clamp

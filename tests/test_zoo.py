@@ -97,3 +97,15 @@ def test_a_card_with_non_json_values_is_stored_as_plain_text(tmp_path: Path) -> 
     file = tmp_path / "tiny.pt"
     zoo.save(file, Tiny(), "test-tiny", {}, {**CARD, "torch": torch.__version__})
     assert zoo.card(file)["torch"] == str(torch.__version__)
+
+
+def test_the_transfer_surrogate_is_another_architecture_with_its_own_weights() -> None:
+    surrogate, reference = zoo.load("cifar10-surrogate"), zoo.load("cifar10-reference")
+    assert type(surrogate).__name__ != type(reference).__name__
+    card = zoo.card(zoo.path("cifar10-surrogate"))
+    assert card["metrics"]["test_top1"] >= 0.85 and "--label-smoothing 0" in card["command"]
+    assert not any(
+        a.shape == b.shape and torch.equal(a, b)
+        for a, b in zip(surrogate.state_dict().values(), reference.state_dict().values())
+        if a.numel() > 16
+    )

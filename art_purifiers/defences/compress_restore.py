@@ -9,9 +9,10 @@ with the real codec (:func:`art_purifiers.ops.jpeg.jpeg_round_trip`), then resto
 the nearest quality (ties go to the lower quality; :mod:`art_purifiers.nets.argan`).
 
 Backward (``bpda``): ``"straight_through"`` makes each JPEG the identity and keeps the generators' exact
-gradients (the paper's BPDA); ``"identity"`` makes the whole defence the identity (the paper's BPDA-ID);
-``"surrogate"`` differentiates through :func:`~art_purifiers.ops.jpeg.jpeg_differentiable` instead of the
-identity. The forward is always the real codec.
+gradients (the paper's BPDA), except that their output clamp passes gradients straight through, so pixels a
+restorer pushes past white or black are not masked; ``"identity"`` makes the whole defence the identity (the
+paper's BPDA-ID); ``"surrogate"`` differentiates through :func:`~art_purifiers.ops.jpeg.jpeg_differentiable`
+instead of the identity. The forward is always the real codec.
 """
 
 from __future__ import annotations
@@ -144,8 +145,12 @@ class CompressRestore(PurifierPreprocessor):
         return map_groups(self._run_restorer, x, chosen)
 
     def _run_restorer(self, x: torch.Tensor, quality: int) -> torch.Tensor:
+        network = self._network(quality, x.device)
+        # DESIGN section 3: in straight-through mode clamps pass gradients, so a restorer's saturation masks nothing
+        if hasattr(network, "straight_through_clamp"):
+            network.straight_through_clamp = self.bpda == "straight_through"
         try:
-            return run_image_network(self._network(quality, x.device), x)
+            return run_image_network(network, x)
         except ValueError as error:
             raise ValueError(f"The restorer for quality {quality}: {error}") from error
 
