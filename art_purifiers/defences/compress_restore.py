@@ -148,7 +148,7 @@ class CompressRestore(PurifierPreprocessor):
         network = self._network(quality, x.device)
         # DESIGN section 3: in straight-through mode clamps pass gradients, so a restorer's saturation masks nothing
         if hasattr(network, "straight_through_clamp"):
-            network.straight_through_clamp = self.bpda == "straight_through"
+            setattr(network, "straight_through_clamp", self.bpda == "straight_through")  # noqa: B010 - nn.Module typing
         try:
             return run_image_network(network, x)
         except ValueError as error:
