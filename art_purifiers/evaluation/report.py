@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 CSV_FIELDS = (
     "defence",
     "attack",
@@ -216,47 +218,67 @@ def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _budget_points(entry: dict[str, Any]) -> list[tuple[float, float, float, float]]:
+    """(eps x 255, accuracy, low, high): the clean point, then robust accuracy per Linf group (PGD rows without v2)."""
+    clean = entry["clean"]
+    points = [(0.0, clean["accuracy"], *clean["ci95"])]
+    groups = {g: f for g, f in entry.get("robust", {}).items() if g.startswith("Linf ")}
+    if groups:
+        for group, figures in groups.items():
+            numerator, _, denominator = group.split()[1].partition("/")
+            eps = float(numerator) * (255 / float(denominator) if denominator else 255)
+            points.append((eps, figures["robust"]["accuracy"], *figures["robust"]["ci95"]))
+        return sorted(points)
+    best: dict[float, dict[str, Any]] = {}
+    for row in entry.get("rows", {}).values():
+        if (
+            row.get("kind") == "pgd"
+            and "accuracy" in row
+            and (row["eps"] not in best or row["steps"] > best[row["eps"]]["steps"])
+        ):
+            best[row["eps"]] = row
+    return sorted(points + [(r["eps"] * 255, r["accuracy"], *r["ci95"]) for r in best.values()])
+
+
+def _iteration_points(entry: dict[str, Any]) -> list[tuple[float, float, float, float]]:
+    """(steps, accuracy, low, high) of PGD at the Linf budget with the most iteration counts."""
+    counts: dict[float, list[dict[str, Any]]] = {}
+    for row in entry.get("rows", {}).values():
+        if row.get("kind") == "pgd" and "accuracy" in row:
+            counts.setdefault(row["eps"], []).append(row)
+    series = max(counts.values(), key=len, default=[])
+    return sorted((r["steps"], r["accuracy"], *r["ci95"]) for r in series) if len(series) > 1 else []
+
+
 def plot(results: dict[str, Any], output: Path) -> list[Path]:
-    """``accuracy_vs_budget.png`` and ``accuracy_vs_iterations.png`` (PGD Linf, one line per defence)."""
+    """
+    ``accuracy_vs_budget.png`` (robust accuracy per Linf budget, the clean point at 0) and
+    ``accuracy_vs_iterations.png`` (PGD accuracy per iteration count), one line per defence, Wilson 95% intervals.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    n = results["config"]["num_images"]
     files = []
-    for name, x_key, xlabel in (
-        ("accuracy_vs_budget.png", "eps", "Linf budget (x/255)"),
-        ("accuracy_vs_iterations.png", "steps", "PGD iterations"),
-    ):
-        figure, axes = plt.subplots(figsize=(6, 4))
-        plotted: set[float] = set()
+    for name, points_of, xlabel, title in (
+        ("accuracy_vs_budget.png", _budget_points, "Linf budget (x/255; 0 = clean)",
+         f"Robust accuracy (worst case over attacks and draws), {n} images"),
+        ("accuracy_vs_iterations.png", _iteration_points, "PGD iterations",
+         f"PGD-BPDA accuracy vs iterations, {n} images"),
+    ):  # fmt: skip
+        figure, axes = plt.subplots(figsize=(6.5, 4.2))
         for spec, entry in results["defences"].items():
-            rows = [r for r in entry.get("rows", {}).values() if r.get("kind") == "pgd" and "accuracy" in r]
-            if not rows:
+            points = points_of(entry) if "clean" in entry else []
+            if not points:
                 continue
-            if x_key == "eps":  # per budget, the run with the most iterations
-                best: dict[float, dict[str, Any]] = {}
-                for r in rows:
-                    if r["eps"] not in best or r["steps"] > best[r["eps"]]["steps"]:
-                        best[r["eps"]] = r
-                points = sorted((r["eps"] * 255, r["accuracy"], r["std"]) for r in best.values())
-            else:  # at the budget with the most iteration counts
-                counts: dict[float, list[dict[str, Any]]] = {}
-                for r in rows:
-                    counts.setdefault(r["eps"], []).append(r)
-                series = max(counts.values(), key=len)
-                if len(series) < 2:
-                    continue
-                points = sorted((r["steps"], r["accuracy"], r["std"]) for r in series)
-            xs, ys, errors = zip(*points)
-            plotted.update(float(x) for x in xs)
-            axes.errorbar(xs, [100 * y for y in ys], yerr=[100 * e for e in errors], marker="o", capsize=3, label=spec)
-        if x_key == "eps":  # budgets double from column to column (and the sanity budget is far out)
-            axes.set_xscale("log", base=2)
-            ticks = sorted(plotted)
-            axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            xs, ys, lows, highs = (np.asarray(v) for v in zip(*points))
+            errors = [100 * (ys - lows), 100 * (highs - ys)]
+            axes.errorbar(xs, 100 * ys, yerr=errors, marker="o", capsize=3, label=spec)
+        axes.set_title(title, fontsize=9)
         axes.set_xlabel(xlabel)
-        axes.set_ylabel("accuracy under PGD-BPDA (%)")
+        axes.set_ylabel("accuracy (%), 95% Wilson interval")
         axes.set_ylim(-2, 102)
         axes.grid(alpha=0.3)
         if axes.get_legend_handles_labels()[0]:

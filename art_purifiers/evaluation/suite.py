@@ -54,6 +54,8 @@ DEFAULT_ATTACKS = (
 )
 #: Extra attacks the sanity checks need: fewer iterations, and a budget large enough to break any classifier.
 SANITY_ATTACKS = ("pgd:eps=8/255,steps=10", "pgd:eps=8/255,steps=20", "pgd:eps=64/255,steps=20")
+#: The L2 radius at which minimum-norm attacks (C&W, DeepFool) are also scored, as a fixed-budget accuracy.
+FIXED_L2 = 0.5
 #: Shown next to every figure measured on the shared CIFAR-10 copy.
 Q75_NOTE = (
     "The shared CIFAR-10 copy was re-encoded as JPEG quality 75: JPEG at q75 is nearly the identity on its clean "
@@ -352,7 +354,10 @@ class Suite:
         l2, linf = metrics.perturbation_norms(self.x, x_adv)
         _save_atomic(file, x_adv=x_adv, done=done, seconds=seconds, correct=correct, indices=self.indices)
         success = [(c & ~a).sum() / max(c.sum(), 1) for c, a in zip(clean_correct, correct)]
+        if attack.eps is None:  # minimum-norm attacks: an example only counts within a fixed L2 radius
+            notes.append(f"accuracy at L2 <= {FIXED_L2}: {100 * float((correct | (l2 > FIXED_L2)).mean()):.1f}%")
         return {
+            "accuracy_at_l2": {str(FIXED_L2): float((correct | (l2 > FIXED_L2)).mean())} if attack.eps is None else {},
             "kind": attack.kind,
             "eps": attack.eps,
             "steps": attack.steps,
