@@ -41,10 +41,12 @@ def random_targets(y: torch.Tensor, nb_classes: int, seed: int) -> torch.Tensor:
 
 
 def apgd_attack(model: nn.Module, norm: str, eps: float, steps: int, restarts: int, loss: str, eot: int,
-                nb_classes: int | None = None, curves: list[torch.Tensor] | None = None) -> AttackFunction:  # fmt: skip
+                nb_classes: int | None = None, curves: dict[str, list[torch.Tensor]] | None = None,
+                label: str = "APGD") -> AttackFunction:  # fmt: skip
     """
     APGD as a cascade function; targeted when ``nb_classes`` is given, each image aiming at
-    :func:`random_targets` ``(y, nb_classes, seed)``. Each batch's loss curve is appended to ``curves``.
+    :func:`random_targets` ``(y, nb_classes, seed)``. Each batch's loss curve (mean best loss per iteration, averaged
+    over restarts) is appended to ``curves[label]``.
     """
 
     def run(x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
@@ -52,7 +54,7 @@ def apgd_attack(model: nn.Module, norm: str, eps: float, steps: int, restarts: i
         result = apgd(model, x, y, eps, norm=norm, steps=steps, restarts=restarts, loss=loss, eot=eot, target=target,
                       seed=seed)  # fmt: skip
         if curves is not None:
-            curves.append(result.loss_curve)
+            curves.setdefault(label, []).append(result.loss_curve.mean(0))
         return result.x_adv
 
     return run
@@ -124,7 +126,7 @@ def transfer_attack(surrogate: nn.Module, eps: float, steps: int, method: str) -
 
 
 def cascade_level(model: nn.Module, norm: str, eps: float, steps: int, restarts: int, eot: int, square: int,
-                  level: int, curves: list[torch.Tensor] | None = None, nb_classes: int = 10,
+                  level: int, curves: dict[str, list[torch.Tensor]] | None = None, nb_classes: int = 10,
                   ) -> list[CascadeAttack]:  # fmt: skip
     """
     The attacks of one controller level: APGD-CE and APGD-DLR with ``steps * 2**level`` steps and
@@ -132,13 +134,11 @@ def cascade_level(model: nn.Module, norm: str, eps: float, steps: int, restarts:
     classes, where DLR is undefined, the margin loss replaces it.
     """
     scale = 2**level
-    attacks = [
-        CascadeAttack(
-            f"APGD-{loss.upper()} ({steps * scale} steps, {restarts * scale} restarts, EOT {eot})",
-            apgd_attack(model, norm, eps, steps * scale, restarts * scale, loss, eot, curves=curves),
-        )
-        for loss in ("ce", "dlr" if nb_classes >= 3 else "margin")
-    ]
+    attacks = []
+    for loss in ("ce", "dlr" if nb_classes >= 3 else "margin"):
+        label = f"APGD-{loss.upper()} ({steps * scale} steps, {restarts * scale} restarts, EOT {eot})"
+        attacks.append(CascadeAttack(label, apgd_attack(model, norm, eps, steps * scale, restarts * scale, loss, eot,
+                                                        curves=curves, label=label)))  # fmt: skip
     if level == 0 and square > 0:
         attacks.append(CascadeAttack(f"Square ({square} queries)", square_attack(model, norm, eps, square)))
     return attacks

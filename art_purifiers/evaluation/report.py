@@ -50,6 +50,32 @@ def _cell(label: str, entry: dict[str, Any], kind: str) -> str:
     return text
 
 
+def _v2_details(entry: dict[str, Any]) -> list[str]:
+    """The gradient report, and per v2 row its controller, EOT choice and targeted success (bullet lines)."""
+    lines = []
+    report = entry.get("gradients")
+    if report:
+        consistency = ", ".join(f"k={k}: {v:.3f}" for k, v in report["consistency"].items())
+        lines.append(
+            f"- gradients ({report['images']} images): zero entries {100 * report['zero_fraction']:.2f}%, mean L2 norm "
+            f"{report['mean_l2']:.3g}; EOT consistency (cosine of two k-draw estimates) {consistency}; "
+            f"EOT k={report['eot_choice']['k']} ({report['eot_choice']['reason']})"
+        )
+    for label, row in entry.get("rows", {}).items():
+        if "robust" not in row:
+            continue
+        parts = [f"robust {100 * row['robust']['accuracy']:.1f}%", f"expected {100 * row['expected']['accuracy']:.1f}%"]
+        if "controller" in row:
+            control = row["controller"]
+            levels = " -> ".join(f"{100 * a:.1f}" for a in control["accuracy_by_level"])
+            state = "converged" if control["converged"] else "‡ still falling when the levels ran out (capped)"
+            parts.append(f"controller levels {levels}: {state}; images attacked per step {row.get('attacked')}")
+        if "targeted_success" in row:
+            parts.append(f"targeted success {100 * row['targeted_success']['accuracy']:.1f}%")
+        lines.append(f"- {label}: " + "; ".join(parts))
+    return lines
+
+
 def robust_table(results: dict[str, Any]) -> list[str]:
     """
     The headline: per defence and threat model, robust accuracy (correct under every attack of that norm and budget
@@ -152,6 +178,7 @@ def markdown(results: dict[str, Any]) -> str:
                 f"- randomness (two purifications of one image, Qiu et al. Table 1): "
                 f"L2 (RMS) {r['l2_rms']:.4f}, SSIM {r['ssim']:.4f}"
             )
+        lines += _v2_details(entry)
         lines += [
             "",
             "| Attack | Accuracy (%) | 95% CI | Success rate (%) | mean L2 | mean Linf | seconds | notes |",

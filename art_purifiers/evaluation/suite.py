@@ -250,6 +250,10 @@ class Suite:
         if "clean" not in entry:
             entry["clean"] = self._clean_metrics(defences, clean_correct)
             self._save()
+        if "gradients" not in entry:
+            entry["gradients"] = self._gradient_report(defences, is_random)
+            self._save()
+        self._gradients = entry["gradients"]
         for attack in tqdm(self.attacks, desc=f"{spec}: attacks", disable=not config.verbose):
             if attack.label in entry["rows"]:
                 continue
@@ -421,8 +425,8 @@ class Suite:
 
         started = time.perf_counter()
         row: dict[str, Any] = {"kind": attack.kind, "eps": attack.eps, "norm": norm, "budget": eps}
-        curves: list[torch.Tensor] = []
-        eot = self._eot(attack, defended, is_random, row)
+        curves: dict[str, list[torch.Tensor]] = {}
+        eot = self._eot(attack, is_random, row)
         row.update({"steps": attack.steps, "eot_requested": attack.eot, "eot": eot})
         seed = self.config.seed * 1_000_003 + 17
         if attack.kind == "cascade":
@@ -456,35 +460,38 @@ class Suite:
                 hits = self._predict_draws(chain, x_adv, draws) == targets.cpu().numpy()[:, None]
                 row["targeted_success"] = robust.proportion(hits.any(axis=1))
         row.update(self._v2_summary(columns, x_adv, time.perf_counter() - started))
-        curve = torch.stack([c.mean(0) for c in curves]).mean(0).tolist() if curves and attack.kind == "apgd" else []
-        row["loss_curve"] = curve
+        # per APGD run, the mean over batches of the best loss so far at every iteration (weighted equally per batch)
+        row["loss_curves"] = {label: torch.stack(runs).mean(0).tolist() for label, runs in curves.items()}
         _save_atomic(file, columns=columns, x_adv=x_adv.cpu().numpy(), indices=self.indices, row=json.dumps(row))
         return row
 
-    def _eot(self, attack: AttackSpec, defended: Any, is_random: bool, row: dict[str, Any]) -> int:
-        """The EOT draws of a v2 attack: as given, or chosen from the gradient report (k=auto)."""
-        if attack.kind not in ("apgd", "cascade"):
-            return 1
-        if not is_random:
+    def _eot(self, attack: AttackSpec, is_random: bool, row: dict[str, Any]) -> int:
+        """The EOT draws of a v2 attack: 1 on deterministic defences, as given, or from the gradient report (auto)."""
+        if attack.kind not in ("apgd", "cascade") or not is_random:
             return 1
         if attack.eot > 0:
             return attack.eot
+        row["eot_choice"] = self._gradients["eot_choice"]
+        return int(row["eot_choice"]["k"])
+
+    def _gradient_report(self, defences: list[Any], is_random: bool) -> dict[str, Any]:
+        """Zero-gradient share, norms and EOT consistency of the defended model (:func:`.cascade.gradient_report`)."""
         count = self.config.consistency_images
         x = torch.as_tensor(self.x[:count], device=self.device)
         y = torch.as_tensor(self.y[:count], device=self.device)
-        draws = tuple(k for k in (1, 2, 5, 10, 20, 30) if k <= max(30, self.config.eot_cap))
-        report = cascade.gradient_report(defended, x, y, draws)
-        row["gradient_report"] = report
-        row["eot_choice"] = cascade.choose_eot(report["consistency"], cap=self.config.eot_cap)
-        return int(row["eot_choice"]["k"])
+        draws = tuple(k for k in (1, 2, 5, 10, 20, 30) if k <= max(30, self.config.eot_cap)) if is_random else (1,)
+        reseed(defences, self.config.seed + 101)
+        report = cascade.gradient_report(cascade.DefendedModel(self.model, defences), x, y, draws)
+        report["eot_choice"] = cascade.choose_eot(report["consistency"], cap=self.config.eot_cap)
+        return report
 
     def _v2_function(self, attack: AttackSpec, defended: Any, norm: str, eps: float, eot: int,
-                     curves: list[torch.Tensor]) -> cascade.AttackFunction:  # fmt: skip
+                     curves: dict[str, list[torch.Tensor]]) -> cascade.AttackFunction:  # fmt: skip
         options = attack.options
         if attack.kind == "apgd":
             classes = self.nb_classes if options.get("targeted") else None
             return adaptive.apgd_attack(defended, norm, eps, attack.steps, int(options.get("restarts", 1)),
-                                        str(options.get("loss", "ce")), eot, classes, curves)  # fmt: skip
+                                        str(options.get("loss", "ce")), eot, classes, curves, attack.label)  # fmt: skip
         if attack.kind == "original-autoattack":
             version = str(options.get("version", "auto"))
             if version == "auto":
