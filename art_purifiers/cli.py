@@ -176,6 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("runs", nargs="+", type=Path, help="results.json files or evaluate output directories")
     report.add_argument("--output", type=Path, required=True, help="directory for results.md/.csv/.json and plots")
     report.add_argument("--notes", type=Path, help="a Markdown file appended to results.md (discussion of the numbers)")
+    report.add_argument(
+        "--pages",
+        action="store_true",
+        help="also write one page per defence (NAME.md with its plots, CSV and JSON) and summary.md",
+    )
+    report.add_argument("--notes-dir", type=Path, help="with --pages: NAME.md files appended to the defence pages")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -314,6 +320,11 @@ def _run_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
             parser.error(f"--notes {args.notes} does not exist")
         with open(args.output / "results.md", "a") as handle:
             handle.write("\n" + args.notes.read_text())
+    if args.pages:
+        from art_purifiers.evaluation.report import write_pages
+
+        pages = write_pages(results, args.output, args.notes_dir)
+        print(f"wrote {', '.join(str(page) for page in pages)} and {args.output / 'summary.md'}")
     print(f"wrote {args.output / 'results.md'}, results.csv, results.json and plots")
     return 0
 

@@ -269,3 +269,26 @@ def test_targeted_rows_report_targeted_success_separately(dataset: str, tmp_path
     success = row["targeted_success"]["accuracy"]
     assert 0.0 < success <= 0.35
     assert success < 1 - row["accuracy"]
+
+
+def test_report_pages_give_each_defence_its_page_and_a_summary(dataset: str, tmp_path: Path) -> None:
+    from art_purifiers.cli import main
+
+    config = EvaluationConfig(
+        defences=["none", "QuantizeDistort"], attacks=["noise:eps=4/255", "pgd:eps=4/255,steps=3"],
+        classifier="tests.test_evaluation:margin_model", dataset=dataset, num_images=8, draws=2, fit_images=4,
+        sanity_checks=False, device="cpu", verbose=False,
+    )  # fmt: skip
+    evaluate(config, tmp_path / "run")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "quantizedistort.md").write_text("## What the numbers say\n")
+    pages = tmp_path / "pages"
+    assert main(["report", str(tmp_path / "run"), "--output", str(pages), "--pages", "--notes-dir",
+                 str(tmp_path / "notes")]) == 0  # fmt: skip
+    page = (pages / "quantizedistort.md").read_text()
+    assert page.endswith("## What the numbers say\n") and "`none`" not in page
+    assert (
+        "quantizedistort-accuracy_vs_budget.png" in page and (pages / "quantizedistort-accuracy_vs_budget.png").exists()
+    )
+    summary = (pages / "summary.md").read_text()
+    assert "[`QuantizeDistort`](quantizedistort.md)" in summary and "| `none` |" in summary

@@ -26,6 +26,8 @@ CSV_FIELDS = (
     "mean_linf",
     "seconds",
     "sanity_only",
+    "threat_model",
+    "robust_accuracy",
 )
 
 
@@ -111,7 +113,7 @@ def robust_table(results: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def markdown(results: dict[str, Any]) -> str:
+def markdown(results: dict[str, Any], prefix: str = "") -> str:
     """The Markdown report: the headline table, then details, sanity checks and provenance per defence."""
     attacks = [a for a in results["attacks"] if not a["sanity_only"]]
     config, data = results["config"], results["data"]
@@ -149,7 +151,8 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         cells += [_cell(a["label"], entry, a["kind"]) for a in attacks]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "![accuracy vs budget](accuracy_vs_budget.png) ![accuracy vs iterations](accuracy_vs_iterations.png)"]
+    lines += ["", f"![accuracy vs budget]({prefix}accuracy_vs_budget.png) "
+              f"![accuracy vs iterations]({prefix}accuracy_vs_iterations.png)"]  # fmt: skip
     failed = [(spec, c) for spec, e in results["defences"].items() for c in e.get("sanity", []) if not c["passed"]]
     lines += ["", "## Sanity checks", ""]
     if failed:
@@ -218,6 +221,7 @@ def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (defence, attack), long format."""
     rows = []
     sanity_only = {a["label"]: a["sanity_only"] for a in results["attacks"]}
+    groups = {a["label"]: a.get("group", "") for a in results["attacks"]}
     for spec, entry in results["defences"].items():
         for label, row in entry.get("rows", {}).items():
             if "accuracy" not in row:
@@ -240,6 +244,8 @@ def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "mean_linf": row["mean_linf"],
                     "seconds": row["seconds"],
                     "sanity_only": sanity_only.get(label, False),
+                    "threat_model": groups.get(label, ""),
+                    "robust_accuracy": row.get("robust", {}).get("accuracy", ""),
                 }
             )
     return rows
@@ -277,7 +283,7 @@ def _iteration_points(entry: dict[str, Any]) -> list[tuple[float, float, float, 
     return sorted((r["steps"], r["accuracy"], *r["ci95"]) for r in series) if len(series) > 1 else []
 
 
-def plot(results: dict[str, Any], output: Path) -> list[Path]:
+def plot(results: dict[str, Any], output: Path, prefix: str = "") -> list[Path]:
     """
     ``accuracy_vs_budget.png`` (robust accuracy per Linf budget, the clean point at 0) and
     ``accuracy_vs_iterations.png`` (PGD accuracy per iteration count), one line per defence, Wilson 95% intervals.
@@ -311,20 +317,60 @@ def plot(results: dict[str, Any], output: Path) -> list[Path]:
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=7)
         figure.tight_layout()
-        figure.savefig(output / name, dpi=120)
+        figure.savefig(output / (prefix + name), dpi=120)
         plt.close(figure)
-        files.append(output / name)
+        files.append(output / (prefix + name))
     return files
 
 
-def write_reports(results: dict[str, Any], output: Path) -> None:
-    """Write ``results.md``, ``results.csv`` and the plots next to ``results.json``."""
-    (output / "results.md").write_text(markdown(results))
-    with open(output / "results.csv", "w", newline="") as handle:
+def write_reports(results: dict[str, Any], output: Path, stem: str = "results", notes: str = "") -> None:
+    """
+    Write ``<stem>.md`` (followed by ``notes``), ``<stem>.csv`` and the plots (named ``<stem>-...png`` unless the
+    stem is ``results``) next to ``results.json``.
+    """
+    prefix = "" if stem == "results" else f"{stem}-"
+    (output / f"{stem}.md").write_text(markdown(results, prefix) + (f"\n{notes}" if notes else ""))
+    with open(output / f"{stem}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(csv_rows(results))
-    plot(results, output)
+    plot(results, output, prefix)
+
+
+def page_name(spec: str) -> str:
+    """A defence spec as a file stem: ``NNFavoredJpeg:table=search`` -> ``nnfavoredjpeg-table-search``."""
+    return "-".join("".join(c if c.isalnum() else " " for c in spec.lower()).split()) or "defence"
+
+
+def write_pages(results: dict[str, Any], output: Path, notes_dir: Path | None = None) -> list[Path]:
+    """
+    One page per defence (``<page_name>.md`` with its CSV, JSON and plots; ``notes_dir/<page_name>.md`` appended when
+    it exists) and ``summary.md``, the robust-accuracy headline across all defences.
+    """
+    pages = []
+    for spec, entry in results["defences"].items():
+        stem = page_name(spec)
+        single = {**results, "defences": {spec: entry}}
+        note_file = notes_dir / f"{stem}.md" if notes_dir is not None else None
+        notes = note_file.read_text() if note_file is not None and note_file.is_file() else ""
+        write_reports(single, output, stem, notes)
+        (output / f"{stem}.json").write_text(json.dumps(single, indent=1))
+        pages.append(output / f"{stem}.md")
+    config, data = results["config"], results["data"]
+    summary = [
+        "# Robust accuracy across defences",
+        "",
+        f"Classifier `{config['classifier']}`, {config['num_images']} test images it classifies correctly, "
+        f"{config['draws']} draws for randomized defences. Each cell: robust accuracy (correct under every attack of "
+        "that threat model in every draw) with its Wilson 95% interval; one page per defence has the details: "
+        + ", ".join(f"[`{spec}`]({page_name(spec)}.md)" for spec in results["defences"]),
+        "",
+    ]
+    if data.get("note"):
+        summary += [f"**Data:** {data['note']}", ""]
+    summary += robust_table(results)
+    (output / "summary.md").write_text("\n".join(summary) + "\n")
+    return pages
 
 
 def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:

@@ -204,6 +204,7 @@ class Suite:
                         "steps": a.steps,
                         "eot": a.eot,
                         "sanity_only": a.slug not in requested,
+                        "group": a.group,
                     }
                     for a in self.attacks
                 ],
