@@ -82,7 +82,7 @@ def round_to_8bit(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float) -
     levels = (x * 255).round()
     delta = (x_adv * 255).round() - levels
     if norm == "Linf":
-        limit = math.floor(eps * 255 + 1e-6)
+        limit = 255 if math.isinf(eps) else math.floor(eps * 255 + 1e-6)
         return ((levels + delta.clamp(-limit, limit)).clamp(0, 255) / 255).to(x_adv.dtype)
     towards_clean = ((x_adv - x) * 255).trunc()
     outside = (delta / 255).flatten(1).norm(dim=1) > eps

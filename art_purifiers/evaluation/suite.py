@@ -360,6 +360,7 @@ class Suite:
                 progress.update(end - done)
                 done = end
                 _save_atomic(file, x_adv=x_adv, done=done, seconds=seconds)
+        x_adv = self._rounded_within_budget(attack, x_adv)
         correct = self._accuracy_over_draws(defences, x_adv, self.y, len(clean_correct))
         l2, linf = metrics.perturbation_norms(self.x, x_adv)
         _save_atomic(file, x_adv=x_adv, done=done, seconds=seconds, correct=correct, indices=self.indices)
@@ -401,6 +402,15 @@ class Suite:
                 _save_atomic(file, correct=tensor, columns=np.array(labels), indices=self.indices)
             groups[group] = {**robust.summarise(tensor), "attacks": [label for label, _ in found[1:]]}
         return groups
+
+    def _rounded_within_budget(self, attack: AttackSpec, x_adv: np.ndarray) -> np.ndarray:
+        """An ART attack's examples rounded to 8 bits (within the budget) and checked against it before scoring."""
+        x = torch.as_tensor(self.x)
+        eps = float("inf") if attack.eps is None else float(attack.eps)
+        rounded = cascade.round_to_8bit(x, torch.as_tensor(x_adv), attack.norm, eps)
+        if attack.eps is not None:
+            cascade.check_budget(x, rounded, attack.norm, eps, attack.label)
+        return rounded.numpy()
 
     # --- v2 attacks --------------------------------------------------------------------------------------------------
     def _run_v2(
