@@ -78,6 +78,43 @@ def _v2_details(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
+def paired_lines(results: dict[str, Any], baseline: str = "none") -> list[str]:
+    """Per defence and threat model, robust accuracy compared with the undefended row on the same images (McNemar)."""
+    from art_purifiers.evaluation.robust import describe_difference, paired_comparison
+
+    reference = results["defences"].get(baseline, {}).get("robust", {})
+    lines = []
+    for spec, entry in results["defences"].items():
+        for group, figures in entry.get("robust", {}).items():
+            if spec == baseline or "per_image" not in figures or "per_image" not in reference.get(group, {}):
+                continue
+            comparison = paired_comparison(np.asarray(figures["per_image"]), np.asarray(reference[group]["per_image"]))
+            lines.append(f"- {group}: " + describe_difference(comparison, f"`{spec}`", f"`{baseline}`"))
+    return ["## Paired comparisons with the undefended classifier", "", *lines, ""] if lines else []
+
+
+def _cross_checks(entry: dict[str, Any]) -> list[str]:
+    """The original AutoAttack against our cascade on the same images, per threat model (paired)."""
+    from art_purifiers.evaluation.robust import describe_difference, paired_comparison
+
+    lines = []
+    rows = [(label, row) for label, row in entry.get("rows", {}).items() if "robust_per_image" in row]
+    for label, row in rows:
+        if row["kind"] != "original-autoattack":
+            continue
+        for other, other_row in rows:
+            if (
+                other_row["kind"] == "cascade"
+                and other_row["eps"] == row["eps"]
+                and other_row.get("norm") == row.get("norm")
+            ):
+                comparison = paired_comparison(
+                    np.asarray(other_row["robust_per_image"]), np.asarray(row["robust_per_image"])
+                )
+                lines.append("- cross-check: " + describe_difference(comparison, other, label))
+    return lines
+
+
 def robust_table(results: dict[str, Any]) -> list[str]:
     """
     The headline: per defence and threat model, robust accuracy (correct under every attack of that norm and budget
@@ -181,7 +218,7 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
                 f"- randomness (two purifications of one image, Qiu et al. Table 1): "
                 f"L2 (RMS) {r['l2_rms']:.4f}, SSIM {r['ssim']:.4f}"
             )
-        lines += _v2_details(entry)
+        lines += _v2_details(entry) + _cross_checks(entry)
         lines += [
             "",
             "| Attack | Accuracy (%) | 95% CI | Success rate (%) | mean L2 | mean Linf | seconds | notes |",
@@ -369,6 +406,7 @@ def write_pages(results: dict[str, Any], output: Path, notes_dir: Path | None = 
     if data.get("note"):
         summary += [f"**Data:** {data['note']}", ""]
     summary += robust_table(results)
+    summary += paired_lines(results)
     (output / "summary.md").write_text("\n".join(summary) + "\n")
     return pages
 

@@ -256,7 +256,7 @@ class Suite:
             self._save()
         self._gradients = entry["gradients"]
         for attack in tqdm(self.attacks, desc=f"{spec}: attacks", disable=not config.verbose):
-            if attack.label in entry["rows"]:
+            if attack.label in entry["rows"] and attack.kind not in V2_KINDS:  # v2 rows refresh from their saved state
                 continue
             row = self._run_attack(attack, defences, directory, clean_correct, is_random)
             if row is not None:
@@ -400,7 +400,12 @@ class Suite:
             file = directory / ("correctness-" + "".join(c if c.isalnum() else "_" for c in group) + ".npz")
             if not file.is_file() or not np.array_equal(np.load(file)["correct"], tensor):
                 _save_atomic(file, correct=tensor, columns=np.array(labels), indices=self.indices)
-            groups[group] = {**robust.summarise(tensor), "attacks": [label for label, _ in found[1:]]}
+            per_image = robust.robust_correct(tensor).astype(int).tolist()
+            groups[group] = {
+                **robust.summarise(tensor),
+                "attacks": [label for label, _ in found[1:]],
+                "per_image": per_image,
+            }
         return groups
 
     def _rounded_within_budget(self, attack: AttackSpec, x_adv: np.ndarray) -> np.ndarray:
@@ -420,8 +425,10 @@ class Suite:
         if not defences and attack.kind == "transfer" and self.config.classifier == self.config.surrogate:
             return None
         file = directory / f"{attack.slug}.npz"
-        if file.is_file() and "columns" in np.load(file):
-            return json.loads(str(np.load(file)["row"]))
+        if file.is_file() and "columns" in np.load(file):  # done: the figures are recomputed from the saved results
+            saved = np.load(file)
+            done = json.loads(str(saved["row"]))
+            return {**done, **self._v2_summary(saved["columns"], torch.as_tensor(saved["x_adv"]), done["seconds"])}
         chain = with_bpda(defences, attack.options["bpda"]) if "bpda" in attack.options else defences
         defended = cascade.DefendedModel(self.model, chain).eval()
         x, y = torch.as_tensor(self.x, device=self.device), torch.as_tensor(self.y, device=self.device)
@@ -521,6 +528,7 @@ class Suite:
         return {
             **_summary(broken_before.min(axis=1).T.astype(bool)),
             "robust": figures["robust"],
+            "robust_per_image": robust.robust_correct(broken_before).astype(int).tolist(),
             "expected": figures["expected"],
             "majority": figures["majority"],
             "mean_l2": float(l2.mean()),
