@@ -264,3 +264,26 @@ def test_wavelet_denoiser_on_cuda_matches_scikit_image() -> None:
         reference = skimage_denoise(image.transpose(1, 2, 0), sigma=0.04, channel_axis=-1, convert2ycbcr=True,
                                     rescale_sigma=True, method="BayesShrink", mode="soft")  # fmt: skip
         assert np.abs(ours - reference.transpose(2, 0, 1)).max() < 1e-5
+
+
+def test_v2_apgd_and_cascade_run_on_cuda_like_on_the_cpu(record_figure: Any) -> None:
+    # Our APGD on the defended reference classifier: same images broken on both devices (up to float round-off)
+    from art_purifiers import zoo
+    from art_purifiers.attacks.apgd import apgd
+    from art_purifiers.evaluation.cascade import DefendedModel, gradient_report
+
+    x = photos(32, 32)
+    results = {}
+    for device in ("cpu", "cuda"):
+        model = DefendedModel(zoo.load("cifar10-reference", device=device), [NNFavoredJpeg(device_type="gpu")])
+        images = x.to(device)
+        with torch.no_grad():
+            y = model(images).argmax(1)
+        result = apgd(model, images, y, 4 / 255, steps=20, loss="dlr", seed=0)
+        assert result.x_adv.device.type == device
+        results[device] = (result.unfooled == 0).cpu()
+        report = gradient_report(model, images[:8], y[:8], draws=(1,))
+        assert report["consistency"][1] == pytest.approx(1.0, abs=1e-5)
+    disagreement = float((results["cpu"] != results["cuda"]).float().mean())
+    record_figure("apgd_cpu_cuda_disagreement", disagreement, "share of images broken on one device only")
+    assert disagreement <= 0.1
