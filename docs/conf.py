@@ -10,8 +10,12 @@ sys.path.insert(0, os.path.abspath(".."))
 project = "art-purifiers"
 author = "The art-purifiers authors"
 copyright = "2026, The art-purifiers authors"
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode"]
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode", "myst_parser"]
+# the results pages are Markdown written by ``art-purifiers report --pages``; their discussion notes are appended
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+myst_heading_anchors = 3
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "results/notes", "compress-restore"]
+suppress_warnings = ["myst.xref_missing"]
 html_theme = "alabaster"

@@ -29,8 +29,23 @@ def _conv_bn_gelu(in_channels: int, out_channels: int, pool: bool = False) -> nn
     return nn.Sequential(*layers)
 
 
+class _NormalizedClassifier(nn.Module):
+    """The input normalization both classifiers share: per-channel (x - mean) / std on [0, 1] input, channels-last."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+
 @register_architecture("cifar-convnet")
-class CifarConvNet(nn.Module):
+class CifarConvNet(_NormalizedClassifier):
     """
     :param widths: Channels of the stem and of the three stages.
     :param num_classes: Number of logits.
@@ -38,9 +53,6 @@ class CifarConvNet(nn.Module):
     :param mean: Per-channel mean subtracted from the [0, 1] input.
     :param std: Per-channel standard deviation dividing it.
     """
-
-    mean: torch.Tensor
-    std: torch.Tensor
 
     def __init__(
         self,
@@ -50,11 +62,9 @@ class CifarConvNet(nn.Module):
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
     ) -> None:
-        super().__init__()
+        super().__init__(mean, std)
         if len(widths) != 4:
             raise ValueError(f"widths needs 4 entries (stem and three stages), got {list(widths)}.")
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         stages: list[nn.Module] = [_conv_bn_gelu(3, widths[0])]
         for in_channels, out_channels in zip(widths[:-1], widths[1:]):
             stages += [_conv_bn_gelu(in_channels, out_channels, pool=True), _conv_bn_gelu(out_channels, out_channels)]
@@ -65,8 +75,7 @@ class CifarConvNet(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        x = self.features(x).amax(dim=(2, 3))
+        x = self.features(self.normalize(x)).amax(dim=(2, 3))
         return self.head(x) * self.logit_scale
 
 
@@ -89,7 +98,7 @@ class _ResidualBlock(nn.Module):
 
 
 @register_architecture("cifar-resnet")
-class CifarResNet(nn.Module):
+class CifarResNet(_NormalizedClassifier):
     """
     A small residual network, deliberately unlike :class:`CifarConvNet` (residual blocks, ReLU, average pooling,
     global average pooling, unscaled logits): the transfer surrogate of the evaluation suite.
@@ -100,9 +109,6 @@ class CifarResNet(nn.Module):
     :param std: Per-channel standard deviation dividing it.
     """
 
-    mean: torch.Tensor
-    std: torch.Tensor
-
     def __init__(
         self,
         widths: Sequence[int] = (32, 64, 128),
@@ -110,11 +116,9 @@ class CifarResNet(nn.Module):
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
     ) -> None:
-        super().__init__()
+        super().__init__(mean, std)
         if len(widths) != 3:
             raise ValueError(f"widths needs 3 entries (one per stage), got {list(widths)}.")
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0])]
         layers.append(nn.ReLU(inplace=True))
         for index, (in_channels, out_channels) in enumerate(zip((widths[0], *widths[:-1]), widths)):
@@ -126,5 +130,4 @@ class CifarResNet(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return self.head(self.features(x).mean(dim=(2, 3)))
+        return self.head(self.features(self.normalize(x)).mean(dim=(2, 3)))
