@@ -46,7 +46,9 @@ def _cell(label: str, entry: dict[str, Any], kind: str) -> str:
         return row.get("skipped", "n/a")
     text = _percent(row, entry.get("randomized", False))
     if kind in ("cw", "deepfool"):
-        text += f" (L2 {row['mean_l2']:.2f})"
+        at_l2 = row.get("accuracy_at_l2", {})
+        fixed = "".join(f"; {100 * value:.1f} at L2 <= {radius}" for radius, value in at_l2.items())
+        text += f" (median L2 {row.get('median_l2', row['mean_l2']):.2f}{fixed})"
     if row.get("notes"):
         text += " †"
     return text
@@ -161,7 +163,8 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
         f"Classifier `{config['classifier']}` on {n} {config['dataset']} test images it classifies correctly "
         f"(undefended clean accuracy on all {data['test_images']} test images: "
         f"{100 * data['undefended_clean_accuracy']:.2f}%). Randomized defences: mean ± std over {config['draws']} "
-        "defence draws. C&W and DeepFool cells give accuracy and the mean L2 norm of the perturbations. "
+        "defence draws. C&W and DeepFool cells give accuracy, the median L2 norm of the perturbations and the accuracy "
+        "when only perturbations within a fixed L2 radius count. "
         "† marks a cell with a note in the details below.",
         "",
     ]
