@@ -9,7 +9,7 @@ Datasets for training and evaluation, as uint8 NCHW tensors held in memory.
   ``cifar-10-batches-py``.
 
 The CIFAR-10 copy on this project's machines was re-encoded as JPEG quality 75: every figure measured on it must
-say so (see ``docs/results.md``).
+say so (see ``docs/results/summary.md``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tables and the plot of ``docs/results/super_resolution.md`` from the runs that measured them.
+"""Tables and the plot of ``docs/results/v1/super_resolution.md`` from the runs that measured them.
 
 Inputs (run from the repository root, in this order):
 
@@ -7,9 +7,9 @@ Inputs (run from the repository root, in this order):
     art-purifiers evaluate ... --output runs/sr-eval        # the adaptive attacks on the default defence
     art-purifiers evaluate ... --output runs/sr-ablation    # PGD on the paper's ablations
     python -m benchmarks.super_resolution_results --protocol runs/sr-paper-protocol --adaptive runs/sr-eval \\
-        --ablation runs/sr-ablation --plot docs/results/super_resolution.png
+        --ablation runs/sr-ablation --plot docs/results/v1/super_resolution.png
 
-(the exact ``evaluate`` commands are in ``docs/results/super_resolution.md``). Prints the Markdown tables: the
+(the exact ``evaluate`` commands are in ``docs/results/v1/super_resolution.md``). Prints the Markdown tables: the
 adaptive attacks with the per-image worst case over attacks of the same budget, and the ablation under PGD beside the
 attack-unaware protocol.
 """
