@@ -233,7 +233,8 @@ def dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_cascade_and_original_autoattack_find_the_exact_robust_accuracy(dataset: str, tmp_path: Path) -> None:
     # On the linear margin model an image with margin t grey levels survives Linf e/255 exactly when t > e.
-    attacks = ["noise:eps=12/255", "cascade:eps=12/255,steps=10,square=50", "original-autoattack:eps=12/255"]
+    attacks = ["noise:eps=12/255", "cascade:eps=12/255,steps=10,square=50", "apgd-t:eps=12/255,steps=10,targets=2",
+               "original-autoattack:eps=12/255"]  # fmt: skip
     config = EvaluationConfig(
         defences=["none"], attacks=attacks, classifier="tests.test_cascade:ten_class_margin_model", dataset=dataset,
         num_images=20, draws=1, fit_images=4, sanity_checks=False, device="cpu", verbose=False, batch_size=8,
@@ -250,10 +251,13 @@ def test_cascade_and_original_autoattack_find_the_exact_robust_accuracy(dataset:
     assert noise["robust"]["accuracy"] > exact
     # the cascade's first attack saw exactly the images the noise left correct
     assert cascade_row["attacked"][0] == round(20 * noise["robust"]["accuracy"])
+    targeted = next(row for label, row in rows.items() if label.startswith("APGD-T"))
+    # APGD-T ran (twice: two targets) only on the images the cascade left, and could not go below the exact answer
+    assert targeted["attacked"] == [round(20 * exact)] * 2 and targeted["robust"]["accuracy"] == pytest.approx(exact)
     original = next(row for label, row in rows.items() if label.startswith("AutoAttack original"))
     assert original["accuracy"] == pytest.approx(exact)
     saved = np.load(tmp_path / "out" / "state" / "none" / "correctness-Linf_12_255.npz")
-    assert saved["correct"].shape[:2] == (20, 1 + 1 + len(cascade_row["columns"]) + 1)
+    assert saved["correct"].shape[:2] == (20, 1 + 1 + len(cascade_row["columns"]) + 2 + 1)
     assert list(saved["columns"])[0] == "clean"
 
 

@@ -60,6 +60,32 @@ def apgd_attack(model: nn.Module, norm: str, eps: float, steps: int, restarts: i
     return run
 
 
+def targeted_attacks(model: nn.Module, norm: str, eps: float, steps: int, restarts: int, eot: int, targets: int,
+                     curves: dict[str, list[torch.Tensor]] | None = None) -> list[CascadeAttack]:  # fmt: skip
+    """
+    Croce & Hein's APGD-T: targeted APGD on the DLR loss, once per target, the target of round ``r`` being the class
+    with the ``r``-th highest logit on the clean image after the true one (``targets`` rounds).
+    """
+    if targets < 1:
+        raise ValueError(f"APGD-T needs at least one target class, got {targets}.")
+
+    def run_round(rank: int) -> AttackFunction:
+        def run(x: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+            with torch.no_grad():
+                logits = model(x).scatter(1, y[:, None], float("-inf"))
+            target = logits.argsort(dim=1, descending=True)[:, rank - 1]
+            result = apgd(model, x, y, eps, norm=norm, steps=steps, restarts=restarts, loss="dlr" if logits.shape[1]
+                          >= 4 else "margin", eot=eot, target=target, seed=seed)  # fmt: skip
+            if curves is not None:
+                curves.setdefault(f"APGD-T target {rank}", []).append(result.loss_curve.mean(0))
+            return result.x_adv
+
+        return run
+
+    label = f"({steps} steps, {restarts} restarts, EOT {eot})"
+    return [CascadeAttack(f"APGD-T target {rank} {label}", run_round(rank)) for rank in range(1, targets + 1)]
+
+
 def square_attack(model: nn.Module, norm: str, eps: float, queries: int) -> AttackFunction:
     """Croce & Hein's Square attack (``pyautoattack``), p_init 0.8, one restart, as in AutoAttack."""
     from pyautoattack.square import SquareAttack

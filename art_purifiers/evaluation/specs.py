@@ -85,9 +85,13 @@ ATTACK_KINDS = (
     "cascade",
     "original-autoattack",
     "noise",
+    "apgd-t",
 )
 #: The attacks of the v2 engine (our APGD, the original AutoAttack, the surrogate); the rest run through ART.
-V2_KINDS = ("apgd", "cascade", "original-autoattack", "noise", "transfer")
+V2_KINDS = ("apgd", "cascade", "original-autoattack", "noise", "transfer", "apgd-t")
+
+#: Kinds whose EOT draw count may be chosen from the gradient report (``k=auto``, their default).
+AUTOMATIC_EOT = ("apgd", "cascade", "apgd-t")
 
 #: Options each kind accepts besides eps, steps (or queries) and k.
 KIND_OPTIONS: dict[str, set[str]] = {
@@ -102,6 +106,7 @@ KIND_OPTIONS: dict[str, set[str]] = {
     "square": {"restarts"},
     "apgd": {"norm", "restarts", "loss", "targeted", "bpda"},
     "cascade": {"norm", "restarts", "square", "levels"},
+    "apgd-t": {"norm", "restarts", "targets"},
     "original-autoattack": {"norm", "version"},
     "noise": {"norm"},
     "transfer": {"method"},
@@ -149,6 +154,8 @@ class AttackSpec:
             f"{self.options.get('square', 5000)}, x{2 ** int(self.options.get('levels', 1))} check)",
             "original-autoattack": f"AutoAttack original {self.options.get('version', 'auto')} {norm}{budget}",
             "noise": f"Random noise {norm}{budget}",
+            "apgd-t": f"APGD-T {norm}{budget} ({self.options.get('targets', 9)} targets, {self.steps} steps{restarts}, "
+            f"{eot})",
         }
         if self.kind == "transfer":
             method = {"pgd": "APGD-CE", "mi": "MI-FGSM", "dim": "DI-MI-FGSM"}.get(
@@ -229,6 +236,7 @@ _DEFAULT_STEPS = {
     "cascade": 100,
     "original-autoattack": 100,
     "noise": 1,
+    "apgd-t": 100,
 }
 
 
@@ -253,12 +261,11 @@ def parse_attack(spec: str) -> AttackSpec:
     steps = int(options.pop("steps", options.pop("queries", _DEFAULT_STEPS[kind])))
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}.")
-    k = options.pop("k", 10 if kind == "pgd-eot" else 0 if kind in ("apgd", "cascade") else 1)
-    eot = 0 if k == "auto" and kind in ("apgd", "cascade") else k
-    if not isinstance(eot, int) or eot < (0 if kind in ("apgd", "cascade") else 1):
-        raise ValueError(
-            f"k (EOT draws) must be a positive integer{' or auto' * (kind in ('apgd', 'cascade'))}, got {k!r}."
-        )
+    automatic = kind in AUTOMATIC_EOT
+    k = options.pop("k", 10 if kind == "pgd-eot" else 0 if automatic else 1)
+    eot = 0 if k == "auto" and automatic else k
+    if not isinstance(eot, int) or eot < (0 if automatic else 1):
+        raise ValueError(f"k (EOT draws) must be a positive integer{' or auto' * automatic}, got {k!r}.")
     unknown = sorted(set(options) - KIND_OPTIONS[kind])
     if unknown:
         known = ", ".join(["eps", "steps", "k", *sorted(KIND_OPTIONS[kind])])

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from art_purifiers.data import ImageDataset, load_cifar10, load_image_folder
 from art_purifiers.evaluation import adaptive, cascade, metrics, robust, sanity
-from art_purifiers.evaluation.specs import V2_KINDS, AttackSpec, parse_attack
+from art_purifiers.evaluation.specs import AUTOMATIC_EOT, V2_KINDS, AttackSpec, parse_attack
 from art_purifiers.evaluation.targets import (
     FitData,
     build_defences,
@@ -43,8 +43,9 @@ from art_purifiers.evaluation.targets import (
 )
 
 #: The attacks of a default run: floors (random noise, a transfer attack from the surrogate), ART's PGD-BPDA at three
-#: budgets, the v2 cascade (APGD-CE, APGD-DLR, Square 5000, convergence check) at the same budgets on the images PGD
-#: left, and the minimum-norm attacks. Robust accuracy per budget is the worst case over all of them.
+#: budgets, the v2 cascade (APGD-CE, APGD-DLR, Square 5000, convergence check) and APGD-T (9 targets) at the same
+#: budgets on the images the earlier attacks left, and the minimum-norm attacks. Robust accuracy per budget is the
+#: worst case over all of them.
 DEFAULT_ATTACKS = (
     "noise:eps=8/255",
     "transfer:eps=8/255,method=dim,steps=10",
@@ -52,8 +53,11 @@ DEFAULT_ATTACKS = (
     "pgd:eps=8/255,steps=50",
     "pgd:eps=16/255,steps=50",
     "cascade:eps=4/255",
+    "apgd-t:eps=4/255",
     "cascade:eps=8/255",
+    "apgd-t:eps=8/255",
     "cascade:eps=16/255",
+    "apgd-t:eps=16/255",
     "cw:steps=100",
     "deepfool",
 )
@@ -447,22 +451,31 @@ class Suite:
         eot = self._eot(attack, is_random, row)
         row.update({"steps": attack.steps, "eot_requested": attack.eot, "eot": eot})
         seed = self.config.seed * 1_000_003 + 17
-        if attack.kind == "cascade":
+        if attack.kind in ("cascade", "apgd-t"):
             prior = self._group_columns(attack.group, directory)
             result = cascade.CascadeResult(prior, x.clone(), ["prior"] * prior.shape[1])
-            options = {"steps": attack.steps, "restarts": int(attack.options.get("restarts", 1)), "eot": eot,
+            restarts = int(attack.options.get("restarts", 1))
+            options = {"steps": attack.steps, "restarts": restarts, "eot": eot,
                        "square": int(attack.options.get("square", 5000))}  # fmt: skip
 
             def run_level(level: int) -> float:
                 nonlocal result
-                attacks = adaptive.cascade_level(
-                    defended, norm, eps, level=level, curves=curves, nb_classes=self.nb_classes, **options
-                )
+                if attack.kind == "apgd-t":
+                    targets = min(int(attack.options.get("targets", 9)), self.nb_classes - 1)
+                    attacks = adaptive.targeted_attacks(defended, norm, eps, attack.steps, restarts, eot, targets,
+                                                        curves)  # fmt: skip
+                else:
+                    attacks = adaptive.cascade_level(
+                        defended, norm, eps, level=level, curves=curves, nb_classes=self.nb_classes, **options
+                    )
                 result = cascade.run_cascade(attacks, x, y, score, norm, eps, seed + level, self.config.batch_size,
                                              result, self.config.verbose)  # fmt: skip
                 return float(robust.robust_correct(result.correct).mean())
 
-            row["controller"] = cascade.converge(run_level, len(x), int(attack.options.get("levels", 1)))
+            if attack.kind == "cascade":
+                row["controller"] = cascade.converge(run_level, len(x), int(attack.options.get("levels", 1)))
+            else:
+                run_level(0)
             columns = result.correct[:, prior.shape[1] :, :]
             row["columns"], row["attacked"] = result.labels[prior.shape[1] :], result.attacked
             x_adv = result.x_worst
@@ -485,7 +498,7 @@ class Suite:
 
     def _eot(self, attack: AttackSpec, is_random: bool, row: dict[str, Any]) -> int:
         """The EOT draws of a v2 attack: 1 on deterministic defences, as given, or from the gradient report (auto)."""
-        if attack.kind not in ("apgd", "cascade") or not is_random:
+        if attack.kind not in AUTOMATIC_EOT or not is_random:
             return 1
         if attack.eot > 0:
             return attack.eot
