@@ -62,10 +62,11 @@ def compare(cascade_run: Path, autoattack_run: Path) -> list[str]:
     lines = [
         "# The v2 cascade against the original AutoAttack (undefended `cifar10-reference`)",
         "",
-        f"{n} clean-correct CIFAR-10 test images (the shared copy, re-encoded as JPEG q75), Linf. Cascade: APGD-CE, "
-        "APGD-DLR (100 steps, 1 restart), Square (5,000 queries), then APGD-CE/DLR with 200 steps and 2 restarts on "
-        "the survivors, then APGD-T (9 targets, 100 steps) on what is left. AutoAttack: `pyautoattack` 0.2.0 (Croce & Hein's code), version standard (APGD-CE, APGD-T, "
-        "FAB-T, Square). Both round their examples to 8 bits within the budget before scoring.",
+        f"{n} clean-correct CIFAR-10 test images (the shared copy, re-encoded as JPEG q75), Linf. Ours: APGD-CE, "
+        "APGD-DLR (100 steps, 1 restart), Square (5,000 queries), APGD-CE/DLR with 200 steps and 2 restarts on the "
+        "survivors, then APGD-T (9 targets, 100 steps) on what is left. AutoAttack: `pyautoattack` 0.2.0 (Croce & "
+        "Hein's code), version standard (APGD-CE, APGD-T, FAB-T, Square). Both round their examples to 8 bits "
+        "within the budget before scoring.",
         "",
         "| budget | cascade robust (%) | AutoAttack robust (%) | difference (points, 95% CI) | McNemar p | broken "
         "only by the cascade / only by AutoAttack | seconds (cascade / AutoAttack) |",
