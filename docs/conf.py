@@ -16,6 +16,6 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 myst_heading_anchors = 3
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-exclude_patterns = ["_build", "results/notes", "compress-restore"]
+exclude_patterns = ["_build", "results/notes", "results/v1"]
 suppress_warnings = ["myst.xref_missing"]
 html_theme = "alabaster"
