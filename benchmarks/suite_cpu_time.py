@@ -35,8 +35,8 @@ def seconds_by_part(entry: dict) -> dict[str, float]:
 def table(results: dict, baseline: dict | None) -> list[str]:
     """One Markdown row per defence."""
     lines = [
-        "| defence | images | v2 suite (s) | replays (s) | original AutoAttack (s) | v1 full column set (s, 500 images) | "
-        "ratio per image |",
+        "| defence | images | v2 suite (s) | replays (s) | original AutoAttack (s) | v1 full column set (s, 500 "
+        "images) | ratio per image |",
         "|---|---|---|---|---|---|---|",
     ]
     n = results["config"]["num_images"]
