@@ -5,12 +5,12 @@ Both attacks run on the same clean-correct test images (same seed), in two ``art
 original AutoAttack with its own batch size, which changes nothing but speed)::
 
     art-purifiers evaluate --defence none --attack cascade:eps=2/255 --attack apgd-t:eps=2/255 \\
-        --attack cascade:eps=4/255 --attack apgd-t:eps=4/255 \\
         --num-images 500 --no-sanity --data-dir ../shared/data/cifar10 --output runs/v2-undefended
+    # 4/255: the undefended row of the DCT defences' run (PGD-50, the cascade and APGD-T; same images)
     art-purifiers evaluate --defence none --attack original-autoattack:eps=4/255 \\
         --attack original-autoattack:eps=2/255 --num-images 500 --batch-size 500 --no-sanity \\
         --data-dir ../shared/data/cifar10 --output runs/v2-autoattack
-    python -m benchmarks.autoattack_crosscheck runs/v2-undefended runs/v2-autoattack \\
+    python -m benchmarks.autoattack_crosscheck runs/v2-autoattack runs/v2-undefended runs/v2-dct \\
         --output benchmarks/results/cpu-autoattack-crosscheck.md
 
 prints, per budget, robust accuracy under each, the paired difference (Newcombe interval, McNemar p) and the images
@@ -33,12 +33,17 @@ def ours_by_budget(results: dict) -> dict[float, tuple[np.ndarray, float]]:
     """Per Linf budget, the per-image robust vector over all our attacks of the run, and their seconds."""
     entry = results["defences"]["none"]
     found = {}
-    for row in entry["rows"].values():
+    for label, row in entry["rows"].items():
         group = f"Linf {format_budget(row['eps'])}" if row.get("eps") else None
         if group in entry.get("robust", {}) and row["kind"] != "original-autoattack":
             per_image, seconds = found.get(row["eps"], (np.asarray(entry["robust"][group]["per_image"]), 0.0))
             found[row["eps"]] = (per_image, seconds + row["seconds"])
+            ATTACKS.setdefault(row["eps"], []).append(label)
     return found
+
+
+#: Our attacks per budget (filled by :func:`ours_by_budget`, for the report).
+ATTACKS: dict[float, list[str]] = {}
 
 
 def autoattack_by_budget(results: dict) -> dict[float, tuple[np.ndarray, float]]:
@@ -51,20 +56,24 @@ def autoattack_by_budget(results: dict) -> dict[float, tuple[np.ndarray, float]]
     }
 
 
-def compare(cascade_run: Path, autoattack_run: Path) -> list[str]:
-    """The Markdown lines of the comparison."""
-    first = json.loads((cascade_run / "results.json").read_text())
+def compare(our_runs: list[Path], autoattack_run: Path) -> list[str]:
+    """The Markdown lines of the comparison (a budget found in several of our runs is taken from the first)."""
     second = json.loads((autoattack_run / "results.json").read_text())
-    if first["data"]["selected_indices"] != second["data"]["selected_indices"]:
-        raise ValueError("The two runs attacked different images; use the same seed and --num-images.")
-    ours, theirs = ours_by_budget(first), autoattack_by_budget(second)
-    n = len(first["data"]["selected_indices"])
+    ours: dict[float, tuple[np.ndarray, float]] = {}
+    for run in our_runs:
+        first = json.loads((run / "results.json").read_text())
+        if first["data"]["selected_indices"] != second["data"]["selected_indices"]:
+            raise ValueError(f"{run} attacked other images than {autoattack_run}; use the same seed and --num-images.")
+        ours = {**ours_by_budget(first), **ours}
+    theirs = autoattack_by_budget(second)
+    n = len(second["data"]["selected_indices"])
     lines = [
         "# The v2 cascade against the original AutoAttack (undefended `cifar10-reference`)",
         "",
-        f"{n} clean-correct CIFAR-10 test images (the shared copy, re-encoded as JPEG q75), Linf. Ours: APGD-CE, "
-        "APGD-DLR (100 steps, 1 restart), Square (5,000 queries), APGD-CE/DLR with 200 steps and 2 restarts on the "
-        "survivors, then APGD-T (9 targets, 100 steps) on what is left. AutoAttack: `pyautoattack` 0.2.0 (Croce & "
+        f"{n} clean-correct CIFAR-10 test images (the shared copy, re-encoded as JPEG q75), Linf. Ours: every attack "
+        "of our runs at the budget, in order (below); the cascade is APGD-CE, APGD-DLR (100 steps, 1 restart), Square "
+        "(5,000 queries), then APGD-CE/DLR with 200 steps and 2 restarts on the survivors; APGD-T has 9 targets and "
+        "100 steps. AutoAttack: `pyautoattack` 0.2.0 (Croce & "
         "Hein's code), version standard (APGD-CE, APGD-T, FAB-T, Square). Both round their examples to 8 bits "
         "within the budget before scoring.",
         "",
@@ -85,17 +94,18 @@ def compare(cascade_run: Path, autoattack_run: Path) -> list[str]:
             f"{100 * comparison['difference']:+.1f} [{low:+.1f}, {high:+.1f}] | {comparison['p_value']:.3g} | "
             f"{only_ours} / {only_theirs} | {our_seconds:.0f} / {their_seconds:.0f} |"
         )
-        notes.append(f"- {round(eps * 255)}/255: " + describe_difference(comparison, "the cascade", "AutoAttack"))
+        notes.append(f"- {round(eps * 255)}/255: " + describe_difference(comparison, "ours", "AutoAttack"))
+        notes.append(f"  (ours: {'; '.join(ATTACKS.get(eps, []))})")
     return lines + [""] + notes + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cascade_run", type=Path)
-    parser.add_argument("autoattack_run", type=Path)
+    parser.add_argument("autoattack_run", type=Path, help="the run with the original AutoAttack")
+    parser.add_argument("our_runs", type=Path, nargs="+", help="runs with our attacks on the same images")
     parser.add_argument("--output", type=Path, help="also write the Markdown table here")
     args = parser.parse_args(argv)
-    text = "\n".join(compare(args.cascade_run, args.autoattack_run))
+    text = "\n".join(compare(args.our_runs, args.autoattack_run))
     print(text)
     if args.output is not None:
         args.output.write_text(text)
