@@ -29,21 +29,16 @@ from art_purifiers.evaluation.robust import describe_difference, paired_comparis
 from art_purifiers.evaluation.specs import format_budget
 
 
-def ours_by_budget(results: dict) -> dict[float, tuple[np.ndarray, float]]:
-    """Per Linf budget, the per-image robust vector over all our attacks of the run, and their seconds."""
+def ours_by_budget(results: dict) -> dict[float, tuple[np.ndarray, float, list[str]]]:
+    """Per Linf budget: the per-image robust vector over all our attacks of the run, their seconds and labels."""
     entry = results["defences"]["none"]
-    found = {}
+    found: dict[float, tuple[np.ndarray, float, list[str]]] = {}
     for label, row in entry["rows"].items():
         group = f"Linf {format_budget(row['eps'])}" if row.get("eps") else None
         if group in entry.get("robust", {}) and row["kind"] != "original-autoattack":
-            per_image, seconds = found.get(row["eps"], (np.asarray(entry["robust"][group]["per_image"]), 0.0))
-            found[row["eps"]] = (per_image, seconds + row["seconds"])
-            ATTACKS.setdefault(row["eps"], []).append(label)
+            per_image, seconds, labels = found.get(row["eps"], (np.asarray(entry["robust"][group]["per_image"]), 0, []))
+            found[row["eps"]] = (per_image, seconds + row["seconds"], [*labels, label])
     return found
-
-
-#: Our attacks per budget (filled by :func:`ours_by_budget`, for the report).
-ATTACKS: dict[float, list[str]] = {}
 
 
 def autoattack_by_budget(results: dict) -> dict[float, tuple[np.ndarray, float]]:
@@ -59,7 +54,7 @@ def autoattack_by_budget(results: dict) -> dict[float, tuple[np.ndarray, float]]
 def compare(our_runs: list[Path], autoattack_run: Path) -> list[str]:
     """The Markdown lines of the comparison (a budget found in several of our runs is taken from the first)."""
     second = json.loads((autoattack_run / "results.json").read_text())
-    ours: dict[float, tuple[np.ndarray, float]] = {}
+    ours: dict[float, tuple[np.ndarray, float, list[str]]] = {}
     for run in our_runs:
         first = json.loads((run / "results.json").read_text())
         if first["data"]["selected_indices"] != second["data"]["selected_indices"]:
@@ -83,7 +78,7 @@ def compare(our_runs: list[Path], autoattack_run: Path) -> list[str]:
     ]
     notes = []
     for eps in sorted(set(ours) & set(theirs)):
-        (a, our_seconds), (b, their_seconds) = ours[eps], theirs[eps]
+        (a, our_seconds, our_attacks), (b, their_seconds) = ours[eps], theirs[eps]
         comparison = paired_comparison(a, b)
         low, high = (100 * v for v in comparison["ci95"])
         only_ours, only_theirs = int((~a.astype(bool) & b.astype(bool)).sum()), int(
@@ -95,7 +90,7 @@ def compare(our_runs: list[Path], autoattack_run: Path) -> list[str]:
             f"{only_ours} / {only_theirs} | {our_seconds:.0f} / {their_seconds:.0f} |"
         )
         notes.append(f"- {round(eps * 255)}/255: " + describe_difference(comparison, "ours", "AutoAttack"))
-        notes.append(f"  (ours: {'; '.join(ATTACKS.get(eps, []))})")
+        notes.append(f"  (ours: {'; '.join(our_attacks)})")
     return lines + [""] + notes + [""]
 
 
