@@ -347,7 +347,7 @@ def plot(results: dict[str, Any], output: Path, prefix: str = "") -> list[Path]:
             if not points:
                 continue
             xs, ys, lows, highs = (np.asarray(v) for v in zip(*points))
-            errors = [100 * (ys - lows), 100 * (highs - ys)]
+            errors = [100 * np.maximum(ys - lows, 0), 100 * np.maximum(highs - ys, 0)]  # round-off at 0 and 1
             axes.errorbar(xs, 100 * ys, yerr=errors, marker="o", capsize=3, label=spec)
         axes.set_title(title, fontsize=9)
         axes.set_xlabel(xlabel)
