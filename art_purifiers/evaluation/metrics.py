@@ -13,7 +13,9 @@ def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, fl
         return (float("nan"), float("nan"))
     centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low = 0.0 if accuracy <= 0 else max(0.0, centre - half)  # exact ends where round-off would leave a tiny gap
+    high = 1.0 if accuracy >= 1 else min(1.0, centre + half)
+    return (low, high)
 
 
 def binomial_standard_error(accuracy: float, n: int) -> float:
