@@ -117,12 +117,24 @@ def _cross_checks(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _group_order(group: str) -> tuple[str, float]:
+    """Threat models by norm, then budget (``Linf 4/255`` before ``Linf 16/255``)."""
+    norm, _, budget = group.partition(" ")
+    numerator, _, denominator = budget.partition("/")
+    try:
+        return norm, float(numerator) / float(denominator or 1)
+    except ValueError:
+        return norm, 0.0
+
+
 def robust_table(results: dict[str, Any]) -> list[str]:
     """
     The headline: per defence and threat model, robust accuracy (correct under every attack of that norm and budget
     in every draw) with its Wilson 95% interval; ‡ marks a cell whose convergence check ran out of budget.
     """
-    groups = list(dict.fromkeys(g for entry in results["defences"].values() for g in entry.get("robust", {})))
+    groups = sorted(
+        dict.fromkeys(g for entry in results["defences"].values() for g in entry.get("robust", {})), key=_group_order
+    )
     if not groups:
         return []
     lines = [

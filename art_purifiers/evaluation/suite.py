@@ -537,7 +537,9 @@ class Suite:
         # an image a cascade did not attack was broken by an earlier attack of its group: wrong from here on
         broken_before = np.where(columns == robust.NOT_RUN, 0, columns)
         figures = robust.summarise(broken_before)
-        l2, linf = metrics.perturbation_norms(self.x, x_adv.cpu().numpy())
+        attacked = (columns != robust.NOT_RUN).any(axis=(1, 2))  # norms of the examples this row made
+        attacked = attacked if attacked.any() else np.ones_like(attacked)
+        l2, linf = metrics.perturbation_norms(self.x[attacked], x_adv.cpu().numpy()[attacked])
         return {
             **_summary(broken_before.min(axis=1).T.astype(bool)),
             "robust": figures["robust"],
