@@ -179,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument(
         "--pages",
         action="store_true",
-        help="also write one page per defence (NAME.md with its plots, CSV and JSON) and summary.md",
+        help="instead of one report, write one page per defence (NAME.md with its plots, CSV and JSON) and "
+        "summary.md; runs with other image counts get their own section",
     )
     report.add_argument("--notes-dir", type=Path, help="with --pages: NAME.md files appended to the defence pages")
     args = parser.parse_args(argv)
@@ -302,17 +303,26 @@ def _run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, arg
 def _run_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import json
 
-    from art_purifiers.evaluation.report import merge, write_reports
+    from art_purifiers.evaluation.report import merge, write_pages, write_reports
 
     files = [run / "results.json" if run.is_dir() else run for run in args.runs]
     missing = [str(file) for file in files if not file.is_file()]
     if missing:
         parser.error(f"no results.json at {', '.join(missing)}")
+    runs, sources = [json.loads(file.read_text()) for file in files], [str(file.parent) for file in files]
+    args.output.mkdir(parents=True, exist_ok=True)
+    if args.pages:  # runs that cannot be merged (other image counts) get their own section of the summary
+        try:
+            groups = [merge(runs, sources)]
+        except ValueError:
+            groups = [merge([run], [source]) for run, source in zip(runs, sources)]
+        pages = write_pages(groups, args.output, args.notes_dir)
+        print(f"wrote {', '.join(str(page) for page in pages)} and {args.output / 'summary.md'}")
+        return 0
     try:
-        results = merge([json.loads(file.read_text()) for file in files], [str(file.parent) for file in files])
+        results = merge(runs, sources)
     except ValueError as error:
         parser.error(str(error))
-    args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(results, indent=1))
     write_reports(results, args.output)
     if args.notes is not None:
@@ -320,11 +330,6 @@ def _run_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
             parser.error(f"--notes {args.notes} does not exist")
         with open(args.output / "results.md", "a") as handle:
             handle.write("\n" + args.notes.read_text())
-    if args.pages:
-        from art_purifiers.evaluation.report import write_pages
-
-        pages = write_pages(results, args.output, args.notes_dir)
-        print(f"wrote {', '.join(str(page) for page in pages)} and {args.output / 'summary.md'}")
     print(f"wrote {args.output / 'results.md'}, results.csv, results.json and plots")
     return 0
 

@@ -394,36 +394,42 @@ def page_name(spec: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in spec.lower()).split()) or "defence"
 
 
-def write_pages(results: dict[str, Any], output: Path, notes_dir: Path | None = None) -> list[Path]:
+def write_pages(groups: list[dict[str, Any]], output: Path, notes_dir: Path | None = None) -> list[Path]:
     """
     One page per defence (``<page_name>.md`` with its CSV, JSON and plots; ``notes_dir/<page_name>.md`` appended when
-    it exists) and ``summary.md``, the robust-accuracy headline across all defences.
+    it exists) and ``summary.md``: per group of merged runs, the robust-accuracy headline across its defences and
+    their paired comparisons with the undefended row (``notes_dir/summary.md`` appended).
     """
-    pages = []
-    for spec, entry in results["defences"].items():
-        stem = page_name(spec)
-        single = {**results, "defences": {spec: entry}}
-        note_file = notes_dir / f"{stem}.md" if notes_dir is not None else None
-        notes = note_file.read_text() if note_file is not None and note_file.is_file() else ""
-        write_reports(single, output, stem, notes)
-        (output / f"{stem}.json").write_text(json.dumps(single, indent=1))
-        pages.append(output / f"{stem}.md")
+    pages, summary = [], ["# Robust accuracy across defences", ""]
+    for results in groups:
+        for spec, entry in results["defences"].items():
+            stem = page_name(spec)
+            single = {**results, "defences": {spec: entry}}
+            note_file = notes_dir / f"{stem}.md" if notes_dir is not None else None
+            notes = note_file.read_text() if note_file is not None and note_file.is_file() else ""
+            write_reports(single, output, stem, notes)
+            (output / f"{stem}.json").write_text(json.dumps(single, indent=1))
+            pages.append(output / f"{stem}.md")
+        summary += _summary_section(results)
+    summary_notes = notes_dir / "summary.md" if notes_dir is not None else None
+    if summary_notes is not None and summary_notes.is_file():
+        summary += [summary_notes.read_text()]
+    (output / "summary.md").write_text("\n".join(summary) + "\n")
+    return pages
+
+
+def _summary_section(results: dict[str, Any]) -> list[str]:
     config, data = results["config"], results["data"]
-    summary = [
-        "# Robust accuracy across defences",
-        "",
+    lines = [
         f"Classifier `{config['classifier']}`, {config['num_images']} test images it classifies correctly, "
-        f"{config['draws']} draws for randomized defences. Each cell: robust accuracy (correct under every attack of "
-        "that threat model in every draw) with its Wilson 95% interval; one page per defence has the details: "
-        + ", ".join(f"[`{spec}`]({page_name(spec)}.md)" for spec in results["defences"]),
+        f"{config['draws']} draws for randomized defences (runs: {', '.join(f'`{s}`' for s in results['merged_from'])})"
+        ". Each cell: robust accuracy (correct under every attack of that threat model in every draw) with its "
+        "Wilson 95% interval. Pages: " + ", ".join(f"[`{spec}`]({page_name(spec)}.md)" for spec in results["defences"]),
         "",
     ]
     if data.get("note"):
-        summary += [f"**Data:** {data['note']}", ""]
-    summary += robust_table(results)
-    summary += paired_lines(results)
-    (output / "summary.md").write_text("\n".join(summary) + "\n")
-    return pages
+        lines += [f"**Data:** {data['note']}", ""]
+    return lines + robust_table(results) + paired_lines(results)
 
 
 def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
