@@ -14,7 +14,7 @@ What differs from ART's ``AutoProjectedGradientDescent`` and the reason this mod
   correctly (untargeted) or not as the target (targeted), so a lucky single draw never ends the attack;
 * the returned example is the **best iterate** (lowest share, then highest loss) over steps and restarts, and never
   the clean image: an attack that fails returns its strongest attempt;
-* an image stops being attacked only when every draw is fooled.
+* an image stops being attacked as soon as every draw is fooled (the others go on, in smaller batches).
 
 Functions take ``model``, any callable from an NCHW batch to logits (a defended model draws fresh randomness on
 every call), so the attack runs on whatever device the images are on.
@@ -236,7 +236,7 @@ def _run_one(
     current = evaluate(model, start, y, loss, eot, target)
     best.update(index, start, current)
     x_now, x_previous = start, start
-    loss_max, x_max, gradient_max = current.loss.clone(), start.clone(), current.gradient
+    loss_max, x_max, gradient_max = current.loss.clone(), start.clone(), current.gradient.clone()
     gradient = current.gradient
     marks = checkpoints(steps)
     increases = torch.zeros(len(x), device=x.device)
@@ -244,16 +244,25 @@ def _run_one(
     loss_before = current.loss
     curve = [float(loss_max.mean())]
     for iteration in range(steps):
+        # images fooled in every draw are done: only the others are evaluated (their state is frozen)
+        live = best.unfooled[index] > 0
+        if not bool(live.any()):
+            curve.extend([curve[-1]] * (steps - iteration))
+            break
         z = project(x, x_now + step.view(shape) * ascent_direction(gradient, norm), norm, eps)
         momentum = 0.75 if iteration > 0 else 1.0
         x_next = project(x, x_now + momentum * (z - x_now) + (1 - momentum) * (x_now - x_previous), norm, eps)
-        result = evaluate(model, x_next, y, loss, eot, target)
-        best.update(index, x_next, result)
-        increases += (result.loss > loss_before).float()
-        improved = result.loss > loss_max
-        loss_max = torch.where(improved, result.loss, loss_max)
-        x_max[improved], gradient_max[improved] = x_next[improved].detach(), result.gradient[improved]
-        x_previous, x_now, gradient, loss_before = x_now, x_next.detach(), result.gradient, result.loss
+        result = evaluate(model, x_next[live], y[live], loss, eot, None if target is None else target[live])
+        best.update(index[live], x_next[live], result)
+        new_loss, new_gradient = loss_before.clone(), gradient.clone()
+        new_loss[live], new_gradient[live] = result.loss, result.gradient
+        increases += (new_loss > loss_before).float()
+        improved = new_loss > loss_max
+        loss_max = torch.where(improved, new_loss, loss_max)
+        x_max[improved], gradient_max[improved] = x_next[improved].detach(), new_gradient[improved]
+        alive = live.view(shape)
+        x_previous, x_now = torch.where(alive, x_now, x_previous), torch.where(alive, x_next.detach(), x_now)
+        gradient, loss_before = new_gradient, new_loss
         curve.append(float(loss_max.mean()))
         if iteration + 1 in marks:
             since = iteration + 1 - last_mark
