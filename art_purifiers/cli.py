@@ -300,6 +300,25 @@ def _run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, arg
     return 0
 
 
+def _mergeable_groups(runs: list[dict[str, Any]], sources: list[str]) -> list[dict[str, Any]]:
+    """The runs merged into as few groups as their configurations allow, in order of first appearance."""
+    from art_purifiers.evaluation.report import merge
+
+    groups: list[tuple[list[dict[str, Any]], list[str]]] = []
+    for run, source in zip(runs, sources):
+        for members, names in groups:
+            try:
+                merge([*members, run], [*names, source])
+            except ValueError:
+                continue
+            members.append(run)
+            names.append(source)
+            break
+        else:
+            groups.append(([run], [source]))
+    return [merge(members, names) for members, names in groups]
+
+
 def _run_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import json
 
@@ -312,11 +331,7 @@ def _run_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     runs, sources = [json.loads(file.read_text()) for file in files], [str(file.parent) for file in files]
     args.output.mkdir(parents=True, exist_ok=True)
     if args.pages:  # runs that cannot be merged (other image counts) get their own section of the summary
-        try:
-            groups = [merge(runs, sources)]
-        except ValueError:
-            groups = [merge([run], [source]) for run, source in zip(runs, sources)]
-        pages = write_pages(groups, args.output, args.notes_dir)
+        pages = write_pages(_mergeable_groups(runs, sources), args.output, args.notes_dir)
         print(f"wrote {', '.join(str(page) for page in pages)} and {args.output / 'summary.md'}")
         return 0
     try:

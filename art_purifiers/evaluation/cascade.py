@@ -231,7 +231,7 @@ def converge(run_level: Callable[[int], float], n: int, max_level: int) -> dict[
     history = [run_level(0)]
     for level in range(1, max_level + 1):
         history.append(run_level(level))
-        if within_interval(history[-2], history[-1], n):
+        if history[-1] == 0 or within_interval(history[-2], history[-1], n):  # at 0 there is nothing left to fall
             return {"accuracy_by_level": history, "levels_run": level + 1, "converged": True, "capped": False}
     return {"accuracy_by_level": history, "levels_run": len(history), "converged": False, "capped": True}
 

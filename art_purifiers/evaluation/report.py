@@ -72,7 +72,8 @@ def _v2_details(entry: dict[str, Any]) -> list[str]:
         if "controller" in row:
             control = row["controller"]
             levels = " -> ".join(f"{100 * a:.1f}" for a in control["accuracy_by_level"])
-            state = "converged" if control["converged"] else "‡ still falling when the levels ran out (capped)"
+            done = control["converged"] or control["accuracy_by_level"][-1] == 0
+            state = "converged" if done else "‡ still falling when the levels ran out (capped)"
             parts.append(f"controller levels {levels}: {state}; images attacked per step {row.get('attacked')}")
         if "targeted_success" in row:
             parts.append(f"targeted success {100 * row['targeted_success']['accuracy']:.1f}%")
@@ -152,8 +153,8 @@ def robust_table(results: dict[str, Any]) -> list[str]:
                 continue
             low, high = (100 * v for v in figures["robust"]["ci95"])
             capped = any(
-                row.get("controller", {}).get("capped") for label, row in entry["rows"].items()
-                if label in figures["attacks"]
+                row.get("controller", {}).get("capped") and row["controller"]["accuracy_by_level"][-1] > 0
+                for label, row in entry["rows"].items() if label in figures["attacks"]
             )  # fmt: skip
             cells.append(f"**{100 * figures['robust']['accuracy']:.1f}** [{low:.1f}, {high:.1f}]" + " ‡" * capped)
         lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
