@@ -72,8 +72,8 @@ def compare(our_runs: list[Path], autoattack_run: Path) -> list[str]:
         "Hein's code), version standard (APGD-CE, APGD-T, FAB-T, Square). Both round their examples to 8 bits "
         "within the budget before scoring.",
         "",
-        "| budget | cascade robust (%) | AutoAttack robust (%) | difference (points, 95% CI) | McNemar p | broken "
-        "only by the cascade / only by AutoAttack | seconds (cascade / AutoAttack) |",
+        "| budget | ours robust (%) | AutoAttack robust (%) | difference (points, 95% CI) | McNemar p | broken "
+        "only by ours / only by AutoAttack | seconds (ours / AutoAttack) |",
         "|---|---|---|---|---|---|---|",
     ]
     notes = []
@@ -91,7 +91,8 @@ def compare(our_runs: list[Path], autoattack_run: Path) -> list[str]:
         )
         notes.append(f"- {round(eps * 255)}/255: " + describe_difference(comparison, "ours", "AutoAttack"))
         notes.append(f"  (ours: {'; '.join(our_attacks)})")
-    return lines + [""] + notes + [""]
+    footer = ["Seconds: attack wall time on 2 CPU cores shared with other runs (one thread each).", ""]
+    return lines + [""] + notes + ["", *footer]
 
 
 def main(argv: list[str] | None = None) -> int:
