@@ -76,7 +76,10 @@ def _v2_details(entry: dict[str, Any]) -> list[str]:
             state = "converged" if done else "‡ still falling when the levels ran out (capped)"
             parts.append(f"controller levels {levels}: {state}; images attacked per step {row.get('attacked')}")
         if "targeted_success" in row:
-            parts.append(f"targeted success {100 * row['targeted_success']['accuracy']:.1f}%")
+            parts.append(
+                f"targeted success {100 * row['targeted_success']['accuracy']:.1f}% in at least one draw, "
+                f"{100 * row.get('targeted_success_mean', float('nan')):.1f}% on average over draws"
+            )
         lines.append(f"- {label}: " + "; ".join(parts))
     return lines
 

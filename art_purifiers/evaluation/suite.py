@@ -489,7 +489,8 @@ class Suite:
                 targets = torch.cat([adaptive.random_targets(y[i : i + self.config.batch_size], self.nb_classes,
                                      seed + i) for i in range(0, len(y), self.config.batch_size)])  # fmt: skip
                 hits = self._predict_draws(chain, x_adv, draws) == targets.cpu().numpy()[:, None]
-                row["targeted_success"] = robust.proportion(hits.any(axis=1))
+                row["targeted_success"] = robust.proportion(hits.any(axis=1))  # the target in at least one draw
+                row["targeted_success_mean"] = float(hits.mean())  # over draws, as a single-draw attack rate
         row.update(self._v2_summary(columns, x_adv, time.perf_counter() - started))
         # per APGD run, the mean over batches of the best loss so far at every iteration (weighted equally per batch)
         row["loss_curves"] = {label: torch.stack(runs).mean(0).tolist() for label, runs in curves.items()}
