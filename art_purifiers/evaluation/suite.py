@@ -438,12 +438,9 @@ class Suite:
         x, y = torch.as_tensor(self.x, device=self.device), torch.as_tensor(self.y, device=self.device)
         norm, eps = adaptive.l2_or_linf(attack, int(np.prod(self.input_shape)))
         draws = len(clean_correct)
-        seeds = self._draw_seeds(draws)
 
         def score(images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-            predicted = cascade.predict_draws(defended, lambda seed: reseed(chain, seed), images, seeds,
-                                              self.config.batch_size)  # fmt: skip
-            return (predicted == labels.cpu().numpy()[:, None]).astype(np.int8)
+            return (self._predict_draws(chain, images, draws) == labels.cpu().numpy()[:, None]).astype(np.int8)
 
         started = time.perf_counter()
         row: dict[str, Any] = {"kind": attack.kind, "eps": attack.eps, "norm": norm, "budget": eps}

@@ -73,18 +73,20 @@ class FitData:
     verbose: bool = True
     cache: dict[str, Any] = field(default_factory=dict)
 
+    def _data(self) -> tuple[np.ndarray, np.ndarray]:
+        if "data" not in self.cache:
+            self.cache["data"] = self.load()
+        return self.cache["data"]
+
     @property
     def x(self) -> np.ndarray:
         """The fit images (NCHW float32 in [0, 1])."""
-        if "data" not in self.cache:
-            self.cache["data"] = self.load()
-        return np.asarray(self.cache["data"][0])
+        return np.asarray(self._data()[0])
 
     @property
     def y(self) -> np.ndarray:
         """Their labels."""
-        self.x  # noqa: B018 - loads both
-        return np.asarray(self.cache["data"][1])
+        return np.asarray(self._data()[1])
 
     def adversarial(self, kind: str) -> np.ndarray:
         """Adversarial versions of the fit images against the undefended model (cached on disk)."""
