@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,11 +127,21 @@ def load_image_folder(
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     if cache:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache_file.with_suffix(".tmp")
-        torch.save({"images": images, "labels": labels}, temporary)
-        temporary.replace(cache_file)
+        _write_cache(cache_file, {"images": images, "labels": labels})
     return ImageDataset(images, labels, classes, str(root))
+
+
+def _write_cache(cache_file: Path, payload: dict[str, torch.Tensor]) -> None:
+    """Write atomically through a temporary file of this writer's own, so parallel runs can share the cache."""
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=cache_file.parent, prefix=cache_file.stem + ".", suffix=".tmp")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        torch.save(payload, temporary)
+        temporary.replace(cache_file)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path | None:

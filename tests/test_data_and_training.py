@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,26 @@ def test_image_folder_decodes_every_image_with_sorted_class_labels(tmp_path: Pat
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
     floats = dataset.as_float([4])
     assert floats.dtype == np.float32 and floats.shape == (1, 3, 5, 6) and floats.max() <= 1.0
+
+
+def test_parallel_loads_share_the_cache_without_colliding(tmp_path: Path, monkeypatch) -> None:
+    # parallel evaluation runs decode the same folder at once; every writer must finish, one cache file remains
+    monkeypatch.setenv("ART_PURIFIERS_CACHE", str(tmp_path / "cache"))
+    _write(tmp_path / "data", {"a": 2, "b": 1})
+    writers = 4
+    barrier = threading.Barrier(writers)
+    real_save = torch.save
+
+    def save_together(*args, **kwargs):
+        barrier.wait(timeout=30)  # every writer has its temporary file open before any renames
+        real_save(*args, **kwargs)
+        barrier.wait(timeout=30)
+
+    monkeypatch.setattr(torch, "save", save_together)
+    with ThreadPoolExecutor(writers) as pool:
+        datasets = list(pool.map(lambda _: load_image_folder(tmp_path / "data", workers=1), range(writers)))
+    assert all(torch.equal(d.images, datasets[0].images) for d in datasets)
+    assert [f.suffix for f in (tmp_path / "cache").iterdir()] == [".pt"]
 
 
 def test_image_folder_resizes_and_centre_crops(tmp_path: Path) -> None:
