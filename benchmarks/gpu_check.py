@@ -56,14 +56,30 @@ def run_pytest(arguments: list[str], figures: Path | None = None) -> tuple[bool,
     env = dict(os.environ)
     if figures is not None:
         env["ART_PURIFIERS_FIGURES"] = str(figures)
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", *arguments]
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", "--tb=short", *arguments]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=RESULTS.parent.parent)
     lines = result.stdout.splitlines()
     outcomes = [line for line in lines if re.match(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) ", line)]
+    outcomes += failure_messages(lines)
     summary = next((line.strip("= ") for line in reversed(lines) if re.search(r"\d+ (passed|failed)", line)), "")
     if result.returncode not in (0, 5):  # 5: nothing collected
         print(result.stdout[-6000:], result.stderr[-3000:], sep="\n", file=sys.stderr)
     return result.returncode in (0, 5), summary or "no summary (see stderr)", outcomes
+
+
+def failure_messages(lines: list[str], per_failure: int = 12) -> list[str]:
+    """The first ``E`` lines of each failure's traceback, under its name (so a report says why, not only what)."""
+    messages: list[str] = []
+    current, taken = "", 0
+    for line in lines:
+        header = re.match(r"^_{3,} (.+?) _{3,}$", line)
+        if header:
+            current, taken = header.group(1), 0
+        elif current and line.startswith("E ") and line[1:].strip() and taken < per_failure:
+            messages += [f"  why {current}:"] if taken == 0 else []
+            messages.append("    " + line[1:].strip()[:200])
+            taken += 1
+    return messages
 
 
 def figure_lines(figures: Path) -> list[str]:
@@ -109,7 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(0)
     output = args.output or RESULTS / f"gpu-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.md"
     command = "python -m benchmarks.gpu_check" + "".join(
-        f" {flag}" for flag, on in (("--quick", args.quick), ("--full-suite", args.full_suite)) if on
+        f" {flag}"
+        for flag, on in (
+            ("--quick", args.quick),
+            ("--full-suite", args.full_suite),
+            ("--no-benchmarks", args.no_benchmarks),
+        )
+        if on
     )
     lines = [f"# GPU check: {name}", "", f"Command: `{command}` on {datetime.date.today()}.", "", *environment(), ""]
     with tempfile.TemporaryDirectory() as scratch:
@@ -119,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["| figure measured by the tests | value | test |", "|---|---|---|", *figure_lines(figures), ""]
     if args.full_suite:
         full_ok, full_summary, full_outcomes = run_pytest(["-n", str(min(8, os.cpu_count() or 1)), "tests"])
-        failures = [line for line in full_outcomes if not line.startswith(("PASSED", "SKIPPED"))]
+        failures = [line for line in full_outcomes if not line.startswith(("PASSED", "SKIPPED", "XFAIL"))]
         lines += [
             "## The whole test suite with CUDA visible",
             "",
