@@ -246,3 +246,29 @@ def test_report_merges_runs_of_other_defences_and_refuses_mismatches(dataset: st
     evaluate(tiny_config(dataset, seed=3), tmp_path / "c")
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path / "a"), str(tmp_path / "c"), "--output", str(tmp_path / "n")])
+
+
+def _run_with(spec: str, label: str, per_image: list[int]) -> dict:
+    group = {"robust": {"accuracy": float(np.mean(per_image))}, "per_image": per_image, "attacks": [label], "draws": 1}
+    return {
+        "config": {"seed": 0, "num_images": len(per_image)},
+        "data": {"selected_indices": list(range(len(per_image)))},
+        "attacks": [{"label": label, "sanity_only": False}],
+        "defences": {spec: {"rows": {label: {"accuracy": float(np.mean(per_image))}}, "robust": {"Linf 4/255": group}}},
+    }
+
+
+def test_merging_one_defence_from_two_runs_keeps_the_worst_case_per_image() -> None:
+    from art_purifiers.evaluation.report import merge
+
+    first = _run_with("D", "attack A", [1, 1, 0, 1, 1])
+    second = _run_with("D", "attack B", [1, 0, 1, 1, 1])  # each run alone: 80%; together 3 of 5 images survive
+    merged = merge([first, second], ["cpu", "gpu"])
+    figures = merged["defences"]["D"]["robust"]["Linf 4/255"]
+    assert figures["per_image"] == [1, 0, 0, 1, 1] and figures["attacks"] == ["attack A", "attack B"]
+    assert figures["robust"]["accuracy"] == pytest.approx(0.6)
+    assert figures["robust"]["ci95"] == pytest.approx(list(metrics.wilson_interval(0.6, 5)))
+    assert set(merged["defences"]["D"]["rows"]) == {"attack A", "attack B"}
+    del second["defences"]["D"]["robust"]["Linf 4/255"]["per_image"]
+    with pytest.raises(ValueError, match="no per-image results"):
+        merge([first, second], ["cpu", "gpu"])

@@ -438,8 +438,10 @@ def _summary_section(results: dict[str, Any]) -> list[str]:
 
 def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
     """
-    Combine the results of runs that differ only in their defences or attacks (e.g. run in parallel) into one; a
-    defence keeps the results of the last run that has it, and attacks a defence was not run with show as n/a.
+    Combine the results of runs that differ only in their defences or attacks (e.g. run in parallel) into one.
+    Attacks a defence was not run with show as n/a. A defence in several runs keeps every run's rows (the last run's
+    row where two share a label), and its robust accuracy per threat model becomes the per-image worst case over all
+    of those runs' attacks: the strongest attack decides, whichever run it was in.
 
     :raises ValueError: if the runs used different classifiers, data, images or seeds.
     """
@@ -456,10 +458,35 @@ def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
             raise ValueError(f"{source} was run with another configuration or other images than {sources[0]}.")
         known = {a["label"] for a in merged["attacks"]}
         merged["attacks"] = merged["attacks"] + [a for a in run["attacks"] if a["label"] not in known]
-        merged["defences"].update(run["defences"])
+        for spec, entry in run["defences"].items():
+            earlier = merged["defences"].get(spec)
+            merged["defences"][spec] = entry if earlier is None else _worst_over_runs(earlier, entry, source)
     merged["config"] = {
         **first["config"],
         "defences": list(merged["defences"]),
         "command": " ; ".join(run["config"].get("command", "") for run in runs),
     }
     return merged
+
+
+def _worst_over_runs(earlier: dict[str, Any], later: dict[str, Any], source: str) -> dict[str, Any]:
+    """One defence's results from two runs on the same images: all rows, robust per image = correct in both."""
+    from art_purifiers.evaluation.robust import proportion
+
+    combined = {**later, "rows": {**earlier.get("rows", {}), **later.get("rows", {})}}
+    groups: dict[str, Any] = {**earlier.get("robust", {}), **later.get("robust", {})}
+    for group in set(earlier.get("robust", {})) & set(later.get("robust", {})):
+        first, second = earlier["robust"][group], later["robust"][group]
+        if "per_image" not in first or "per_image" not in second:
+            raise ValueError(f"{source}: {group} has no per-image results to combine with the other run's.")
+        per_image = np.minimum(np.asarray(first["per_image"]), np.asarray(second["per_image"]))
+        groups[group] = {
+            "robust": proportion(per_image),
+            "per_image": per_image.astype(int).tolist(),
+            "attacks": list(dict.fromkeys([*first["attacks"], *second["attacks"]])),
+            "draws": max(first.get("draws", 1), second.get("draws", 1)),
+            "note": "worst case per image over the attacks of several runs; expected and majority figures stay "
+            "per run",
+        }
+    combined["robust"] = groups
+    return combined
