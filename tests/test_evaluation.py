@@ -243,6 +243,8 @@ def test_report_merges_runs_of_other_defences_and_refuses_mismatches(dataset: st
     per_attack = next(i for i, line in enumerate(lines) if line.startswith("| Defence | Clean"))
     none_row = next(line for line in lines[per_attack:] if line.startswith("| `none` |"))
     assert none_row.rstrip().endswith("| n/a |")  # the attack only the second run made
+    provenance = table.split("## Provenance")[1]  # each run's own command and machine
+    assert f"- `{tmp_path / 'a'}`: `" in provenance and f"- `{tmp_path / 'b'}`: `" in provenance
     evaluate(tiny_config(dataset, seed=3), tmp_path / "c")
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path / "a"), str(tmp_path / "c"), "--output", str(tmp_path / "n")])
@@ -272,3 +274,15 @@ def test_merging_one_defence_from_two_runs_keeps_the_worst_case_per_image() -> N
     del second["defences"]["D"]["robust"]["Linf 4/255"]["per_image"]
     with pytest.raises(ValueError, match="no per-image results"):
         merge([first, second], ["cpu", "gpu"])
+
+
+def test_a_defence_whose_evaluation_stopped_is_named_not_given_a_row() -> None:
+    from art_purifiers.evaluation.report import robust_table
+
+    results = _run_with("D", "attack A", [1, 0, 0, 1])
+    results["defences"]["D"]["robust"]["Linf 4/255"]["robust"]["ci95"] = [0.15, 0.85]
+    results["defences"]["E"] = {"rows": {"attack A": {"accuracy": 0.9}}}  # stopped before its worst case existed
+    lines = robust_table(results)
+    assert "| `D` | **50.0** [15.0, 85.0] |" in lines
+    assert not any(line.startswith("| `E`") for line in lines)
+    assert any(line.startswith("Not in this table: `E`") and "upper bounds" in line for line in lines)

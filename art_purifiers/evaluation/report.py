@@ -147,7 +147,10 @@ def robust_table(results: dict[str, Any]) -> list[str]:
         "| Defence | " + " | ".join(groups) + " |",
         "|---|" + "---|" * len(groups),
     ]
+    unfinished = [spec for spec, entry in results["defences"].items() if not entry.get("robust")]
     for spec, entry in results["defences"].items():
+        if spec in unfinished:
+            continue
         cells = []
         for group in groups:
             figures = entry.get("robust", {}).get(group)
@@ -155,12 +158,20 @@ def robust_table(results: dict[str, Any]) -> list[str]:
                 cells.append("n/a")
                 continue
             low, high = (100 * v for v in figures["robust"]["ci95"])
-            capped = any(
+            capped = figures["robust"]["accuracy"] > 0 and any(
                 row.get("controller", {}).get("capped") and row["controller"]["accuracy_by_level"][-1] > 0
                 for label, row in entry["rows"].items() if label in figures["attacks"]
             )  # fmt: skip
             cells.append(f"**{100 * figures['robust']['accuracy']:.1f}** [{low:.1f}, {high:.1f}]" + " ‡" * capped)
         lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
+    if unfinished:
+        lines += [
+            "",
+            "Not in this table: "
+            + ", ".join(f"`{spec}`" for spec in unfinished)
+            + ": the evaluation stopped before every attack had run, so no cell holds a worst case; the per-attack "
+            "figures that were measured are upper bounds.",
+        ]
     lines += ["", "Attacks behind each cell (run in this order; cascades run only on the images still robust):", ""]
     for spec, entry in results["defences"].items():
         for group, figures in entry.get("robust", {}).items():
@@ -257,20 +268,38 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
         lines += [
             f"- {'✅' if c['passed'] else '⚠️ FAILED'} {c['name']}: {c['detail']}" for c in entry.get("sanity", [])
         ]
-    env = results["environment"]
+    lines += ["", "## Provenance", "", *_provenance_lines(results)]
     lines += [
-        "",
-        "## Provenance",
-        "",
-        f"- command: `{config['command']}`" if config.get("command") else "- command: (Python API)",
         f"- seed {config['seed']}, {config['draws']} draws, fit images {config['fit_images']}, "
         f"batch {config['batch_size']}",
-        f"- art-purifiers {env['art_purifiers']}, ART {env['art']}, torch {env['torch']}, numpy {env['numpy']}, "
-        f"Python {env['python']}, {env['platform']}, device {env['device']} ({env['cpu_threads']} threads)"
-        + (f", {env['gpu']}" if env.get("gpu") else ""),
         f"- data: {data['source']}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _environment_line(env: dict[str, Any]) -> str:
+    if not env:
+        return "environment not recorded"
+    return (
+        f"art-purifiers {env['art_purifiers']}, ART {env['art']}, torch {env['torch']}, numpy {env['numpy']}, "
+        f"Python {env['python']}, {env['platform']}, device {env['device']} ({env['cpu_threads']} threads)"
+        + (f", {env['gpu']}" if env.get("gpu") else "")
+    )
+
+
+def _provenance_lines(results: dict[str, Any]) -> list[str]:
+    """The command and machine of every run behind these results (each defence's own runs after a merge)."""
+    stamps = [stamp for entry in results["defences"].values() for stamp in entry.get("provenance", [])]
+    if not stamps:
+        command = results["config"].get("command")
+        return [f"- command: `{command}`" if command else "- command: (Python API)"] + (
+            [f"- {_environment_line(results['environment'])}"] if results.get("environment") else []
+        )
+    unique = list({stamp["source"]: stamp for stamp in stamps}.values())
+    return [
+        f"- `{stamp['source']}`: `{stamp['command'] or '(Python API)'}`; {_environment_line(stamp['environment'])}"
+        for stamp in unique
+    ]
 
 
 def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -458,7 +487,13 @@ def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
             raise ValueError(f"{source} was run with another configuration or other images than {sources[0]}.")
         known = {a["label"] for a in merged["attacks"]}
         merged["attacks"] = merged["attacks"] + [a for a in run["attacks"] if a["label"] not in known]
+        stamp = {
+            "source": source,
+            "command": run["config"].get("command", ""),
+            "environment": run.get("environment", {}),
+        }
         for spec, entry in run["defences"].items():
+            entry = {**entry, "provenance": entry.get("provenance") or [stamp]}
             earlier = merged["defences"].get(spec)
             merged["defences"][spec] = entry if earlier is None else _worst_over_runs(earlier, entry, source)
     merged["config"] = {
@@ -474,6 +509,7 @@ def _worst_over_runs(earlier: dict[str, Any], later: dict[str, Any], source: str
     from art_purifiers.evaluation.robust import proportion
 
     combined = {**later, "rows": {**earlier.get("rows", {}), **later.get("rows", {})}}
+    combined["provenance"] = [*earlier.get("provenance", []), *later.get("provenance", [])]
     groups: dict[str, Any] = {**earlier.get("robust", {}), **later.get("robust", {})}
     for group in set(earlier.get("robust", {})) & set(later.get("robust", {})):
         first, second = earlier["robust"][group], later["robust"][group]
