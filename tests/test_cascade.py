@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +298,9 @@ def test_report_pages_give_each_defence_its_page_and_a_summary(dataset: str, tmp
     )
     summary = (pages / "summary.md").read_text()
     assert "[`QuantizeDistort`](quantizedistort.md)" in summary and "| `none` |" in summary
+    # a run on other images cannot merge: its QuantizeDistort page gets its own name instead of overwriting
+    evaluate(replace(config, num_images=6, defences=["QuantizeDistort"]), tmp_path / "fewer")
+    assert main(["report", str(tmp_path / "run"), str(tmp_path / "fewer"), "--output", str(pages), "--pages"]) == 0
+    assert " on 8 " in (pages / "quantizedistort.md").read_text()
+    assert " on 6 " in (pages / "quantizedistort-6-images.md").read_text()
+    assert "[`QuantizeDistort`](quantizedistort-6-images.md)" in (pages / "summary.md").read_text()

@@ -434,16 +434,18 @@ def write_pages(groups: list[dict[str, Any]], output: Path, notes_dir: Path | No
     their paired comparisons with the undefended row (``notes_dir/summary.md`` appended).
     """
     pages, summary = [], ["# Robust accuracy across defences", ""]
+    used: set[str] = set()
     for results in groups:
+        stems = _page_stems(results, used)
         for spec, entry in results["defences"].items():
-            stem = page_name(spec)
+            stem = stems[spec]
             single = {**results, "defences": {spec: entry}}
             note_file = notes_dir / f"{stem}.md" if notes_dir is not None else None
             notes = note_file.read_text() if note_file is not None and note_file.is_file() else ""
             write_reports(single, output, stem, notes)
             (output / f"{stem}.json").write_text(json.dumps(single, indent=1))
             pages.append(output / f"{stem}.md")
-        summary += _summary_section(results)
+        summary += _summary_section(results, stems)
     summary_notes = notes_dir / "summary.md" if notes_dir is not None else None
     if summary_notes is not None and summary_notes.is_file():
         summary += [summary_notes.read_text()]
@@ -451,13 +453,27 @@ def write_pages(groups: list[dict[str, Any]], output: Path, notes_dir: Path | No
     return pages
 
 
-def _summary_section(results: dict[str, Any]) -> list[str]:
+def _page_stems(results: dict[str, Any], used: set[str]) -> dict[str, str]:
+    """Each defence's page name; a defence already paged for another group of runs gets its image count appended."""
+    stems = {}
+    for spec in results["defences"]:
+        stem = page_name(spec)
+        if stem in used:
+            stem = f"{stem}-{results['config']['num_images']}-images"
+        while stem in used:
+            stem += "-again"
+        used.add(stem)
+        stems[spec] = stem
+    return stems
+
+
+def _summary_section(results: dict[str, Any], stems: dict[str, str]) -> list[str]:
     config, data = results["config"], results["data"]
     lines = [
         f"Classifier `{config['classifier']}`, {config['num_images']} test images it classifies correctly, "
         f"{config['draws']} draws for randomized defences (runs: {', '.join(f'`{s}`' for s in results['merged_from'])})"
         ". Each cell: robust accuracy (correct under every attack of that threat model in every draw) with its "
-        "Wilson 95% interval. Pages: " + ", ".join(f"[`{spec}`]({page_name(spec)}.md)" for spec in results["defences"]),
+        "Wilson 95% interval. Pages: " + ", ".join(f"[`{spec}`]({stems[spec]}.md)" for spec in results["defences"]),
         "",
     ]
     if data.get("note"):
