@@ -65,7 +65,7 @@ def test_a_defence_is_scored_on_the_undefended_models_examples() -> None:
 def test_an_attack_over_its_budget_is_refused() -> None:
     x = np.full((2, 1, 4, 4), 0.45, dtype=np.float32)
     attacks = [UnawareAttack("greedy", lambda model: Shift([0], 0.2), 0.1)]
-    with pytest.raises(AssertionError, match="exceeds the budget"):
+    with pytest.raises(AssertionError, match="exceeds the Linf budget"):
         attack_unaware(brightness_classifier(), x, np.zeros(2, dtype=int), attacks, {}, verbose=False)
 
 

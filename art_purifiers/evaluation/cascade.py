@@ -90,12 +90,15 @@ def round_to_8bit(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float) -
     return ((levels + delta).clamp(0, 255) / 255).to(x_adv.dtype)
 
 
-def check_budget(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float, label: str) -> None:
+def check_budget(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float | None, label: str) -> None:
     """
+    :param eps: The budget; ``None`` checks only the range (attacks without a budget, e.g. C&W).
     :raises AssertionError: if an example leaves [0, 1] or its budget (float32 slack), or is not finite.
     """
     if not torch.isfinite(x_adv).all() or x_adv.min() < 0 or x_adv.max() > 1:
         raise AssertionError(f"{label}: adversarial examples leave [0, 1] or are not finite.")
+    if eps is None:
+        return
     delta = (x_adv.double() - x.double()).flatten(1)
     size = delta.abs().amax(dim=1) if norm == "Linf" else delta.norm(dim=1)
     if len(size) and float(size.max()) > eps + 1e-5:

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from art_purifiers.evaluation import metrics
+from art_purifiers.evaluation.cascade import check_budget
+from art_purifiers.evaluation.robust import proportion
 
 #: A function from images (NCHW float32 in [0, 1]) to predicted labels.
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -129,7 +131,7 @@ def attack_unaware(
                 adversarials[attack.label] = saved["x_adv"]
                 continue
         x_adv = attack.build(undefended).generate(x, y=one_hot).astype(np.float32)
-        check_budget(x, x_adv, attack.eps, attack.label)
+        check_budget(torch.from_numpy(x), torch.from_numpy(x_adv), "Linf", attack.eps, attack.label)
         adversarials[attack.label] = x_adv
         if file is not None:
             np.savez_compressed(file.with_suffix(".npz"), x=x, x_adv=x_adv)
@@ -145,19 +147,11 @@ def summarise(correct: np.ndarray, labels: list[str]) -> dict[str, dict[str, flo
     """Accuracy and Wilson 95% interval per attack (rows of ``correct``), and under every attack at once."""
     table = {}
     for label, row in [*zip(labels, correct), ("every attack", correct.all(axis=0))]:
-        accuracy = float(row.mean())
-        low, high = metrics.wilson_interval(accuracy, len(row))
-        table[label] = {"accuracy": accuracy, "low": low, "high": high, "n": int(len(row))}
+        share = proportion(row)
+        table[label] = {
+            "accuracy": share["accuracy"],
+            "low": share["ci95"][0],
+            "high": share["ci95"][1],
+            "n": share["n"],
+        }
     return table
-
-
-def check_budget(x: np.ndarray, x_adv: np.ndarray, eps: float | None, label: str) -> None:
-    """
-    :raises AssertionError: if an example leaves [0, 1] or its Linf budget (with float32 slack).
-    """
-    if x_adv.min() < 0 or x_adv.max() > 1:
-        raise AssertionError(f"{label}: adversarial examples leave [0, 1].")
-    if eps is not None:
-        _, linf = metrics.perturbation_norms(x, x_adv)
-        if linf.max() > eps + 1e-6:
-            raise AssertionError(f"{label}: a perturbation of {linf.max():.6f} exceeds the budget {eps:.6f}.")
