@@ -72,7 +72,7 @@ def _v2_details(entry: dict[str, Any]) -> list[str]:
         if "controller" in row:
             control = row["controller"]
             levels = " -> ".join(f"{100 * a:.1f}" for a in control["accuracy_by_level"])
-            done = control["converged"] or control["accuracy_by_level"][-1] == 0
+            done = _converged(row)
             state = "converged" if done else "‡ still falling when the levels ran out (capped)"
             parts.append(f"controller levels {levels}: {state}; images attacked per step {row.get('attacked')}")
         if "targeted_success" in row:
@@ -128,6 +128,21 @@ def _cross_checks(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _converged(row: dict[str, Any]) -> bool:
+    """
+    Whether a cascade row's last level stopped falling, judged by today's criterion (runs made under the older,
+    unpaired one are re-judged from their recorded levels).
+    """
+    from art_purifiers.evaluation.cascade import stopped_falling
+
+    levels = row["controller"]["accuracy_by_level"]
+    if levels[-1] == 0:
+        return True
+    if len(levels) < 2:
+        return bool(row["controller"]["converged"])
+    return stopped_falling(levels[-2], levels[-1], int(row["n"]))
+
+
 def _group_order(group: str) -> tuple[str, float]:
     """Threat models by norm, then budget (``Linf 4/255`` before ``Linf 16/255``)."""
     norm, _, budget = group.partition(" ")
@@ -166,7 +181,7 @@ def robust_table(results: dict[str, Any]) -> list[str]:
                 continue
             low, high = (100 * v for v in figures["robust"]["ci95"])
             capped = figures["robust"]["accuracy"] > 0 and any(
-                row.get("controller", {}).get("capped") and row["controller"]["accuracy_by_level"][-1] > 0
+                "controller" in row and not _converged(row)
                 for label, row in entry["rows"].items() if label in figures["attacks"]
             )  # fmt: skip
             cells.append(f"**{100 * figures['robust']['accuracy']:.1f}** [{low:.1f}, {high:.1f}]" + " ‡" * capped)
