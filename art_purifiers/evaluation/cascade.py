@@ -225,9 +225,9 @@ def stopped_falling(previous: float, current: float, n: int, tolerance: float = 
     Whether a stronger cascade level's drop in robust accuracy is negligible (paired, on the same images).
 
     Each level runs on the images the previous one left, so the only discordant images are the ``b`` it newly broke.
-    The drop counts as noise when ``b`` is within what McNemar's exact test attributes to chance (:data:`CHANCE_BREAKS`),
-    or below ``tolerance`` of the images, which matters only for large ``n``. An unpaired Wilson interval would accept
-    a drop of about 17 images out of 500.
+    The drop counts as noise when ``b`` is within what McNemar's exact test attributes to chance
+    (:data:`CHANCE_BREAKS`), or below ``tolerance`` of the images, which matters only for large ``n``. An unpaired
+    Wilson interval would accept a drop of about 17 images out of 500.
     """
     newly_broken = round((previous - current) * n)
     return newly_broken <= max(CHANCE_BREAKS, tolerance * n)
