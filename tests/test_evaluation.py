@@ -286,3 +286,19 @@ def test_a_defence_whose_evaluation_stopped_is_named_not_given_a_row() -> None:
     assert "| `D` | **50.0** [15.0, 85.0] |" in lines
     assert not any(line.startswith("| `E`") for line in lines)
     assert any(line.startswith("Not in this table: `E`") and "upper bounds" in line for line in lines)
+
+
+def test_a_cell_is_marked_capped_unless_one_of_its_cascades_stopped_falling() -> None:
+    from art_purifiers.evaluation.report import robust_table
+
+    def cascade_row(levels: list[float]) -> dict:
+        return {"n": 500, "controller": {"accuracy_by_level": levels, "converged": False, "capped": True}}
+
+    results = _run_with("D", "cpu cascade", [1, 0, 0, 1])
+    figures = results["defences"]["D"]["robust"]["Linf 4/255"]
+    figures["robust"]["ci95"] = [0.15, 0.85]
+    results["defences"]["D"]["rows"] = {"cpu cascade": cascade_row([0.224, 0.196])}  # 14 images newly broken
+    assert "| `D` | **50.0** [15.0, 85.0] ‡ |" in robust_table(results)
+    figures["attacks"].append("gpu cascade")
+    results["defences"]["D"]["rows"]["gpu cascade"] = cascade_row([0.212, 0.204])  # 4 images: stopped falling
+    assert "| `D` | **50.0** [15.0, 85.0] |" in robust_table(results)

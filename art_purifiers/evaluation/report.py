@@ -180,10 +180,11 @@ def robust_table(results: dict[str, Any]) -> list[str]:
                 cells.append("n/a")
                 continue
             low, high = (100 * v for v in figures["robust"]["ci95"])
-            capped = figures["robust"]["accuracy"] > 0 and any(
-                "controller" in row and not _converged(row)
-                for label, row in entry["rows"].items() if label in figures["attacks"]
-            )  # fmt: skip
+            # capped unless a cascade of this threat model converged (after a merge, any of the runs' cascades)
+            controlled = [
+                row for label, row in entry["rows"].items() if label in figures["attacks"] and "controller" in row
+            ]
+            capped = figures["robust"]["accuracy"] > 0 and bool(controlled) and not any(map(_converged, controlled))
             cells.append(f"**{100 * figures['robust']['accuracy']:.1f}** [{low:.1f}, {high:.1f}]" + " ‡" * capped)
         lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
     if unfinished:
