@@ -1,0 +1,211 @@
+"""Noisy compression training (Zhang & Gao, ICCVW 2021, section 3.4), as an ART ``Trainer``.
+
+C. Zhang and P. Gao, "Countering Adversarial Examples: Combining Input Transformation and Noisy Training",
+ICCV Workshops 2021.
+
+A classifier is fine-tuned on the loss ``xi * CE(f(x), y) + (1 - xi) * CE(f(x_q), y)``, where ``x_q`` is ``x``
+compressed at quality ``q`` by :class:`~art_purifiers.NNFavoredJpeg`, plus Gaussian noise (the paper's Figure 1:
+compression, then noise). The paper uses ``xi = 0.9`` and SGD with learning rate 0.005 decayed by 6% per epoch. It
+does not give the noise level: ``noise_std`` is this module's parameter, in units of the [0, 1] pixel range, and the
+noisy image is clipped back to the classifier's ``clip_values``. The compression is preprocessing only: training
+needs no gradient through it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from art.defences.trainer.trainer import Trainer
+from art.estimators.classification import PyTorchClassifier
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from art_purifiers.defences.nn_favored_jpeg import NNFavoredJpeg
+
+
+class NoisyCompressionTrainer(Trainer):
+    """
+    Fine-tune an ART ``PyTorchClassifier`` with Zhang & Gao's noisy compression loss (see the module docstring). The
+    classifier's own model is trained in place, on the classifier's device.
+    """
+
+    def __init__(
+        self,
+        classifier: PyTorchClassifier,
+        quality: int,
+        noise_std: float = 0.03,
+        xi: float = 0.9,
+        nb_epochs: int = 10,
+        batch_size: int = 128,
+        learning_rate: float = 0.005,
+        lr_decay: float = 0.94,
+        compression: NNFavoredJpeg | None = None,
+        checkpoint: str | Path | None = None,
+        seed: int = 0,
+        verbose: bool = True,
+    ) -> None:
+        """
+        :param classifier: The classifier to fine-tune (``PyTorchClassifier``, logits output).
+        :param quality: ``q``, the compression quality (1-100) of :class:`~art_purifiers.NNFavoredJpeg`.
+        :param noise_std: Standard deviation of the Gaussian noise added to compressed images, in [0, 1] pixel units.
+        :param xi: Weight of the clean loss (the paper: 0.9).
+        :param nb_epochs: Epochs over ``x``.
+        :param batch_size: Images per SGD step.
+        :param learning_rate: SGD learning rate of the first epoch (the paper: 0.005, momentum 0.9).
+        :param lr_decay: Factor applied to the learning rate after every epoch (the paper: 0.94).
+        :param compression: The compression to use; default ``NNFavoredJpeg(quality=quality)``.
+        :param checkpoint: File written after every epoch (model, optimizer, random state); ``fit(..., resume=True)``
+            continues from it.
+        :param seed: Seed of the shuffling and the noise.
+        :param verbose: Show a progress bar.
+        """
+        if not isinstance(classifier, PyTorchClassifier):
+            raise TypeError(f"classifier must be an ART PyTorchClassifier, got {type(classifier).__name__}.")
+        super().__init__(classifier)
+        self.quality = quality
+        self.noise_std = noise_std
+        self.xi = xi
+        self.nb_epochs = nb_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.lr_decay = lr_decay
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.seed = seed
+        self.verbose = verbose
+        self._check_params()
+        self.compression = compression if compression is not None else NNFavoredJpeg(quality=quality)
+        self.history: list[dict[str, float]] = []
+
+    def _check_params(self) -> None:
+        if isinstance(self.quality, bool) or not isinstance(self.quality, (int, np.integer)):
+            raise TypeError(f"quality must be an integer, got {type(self.quality).__name__}.")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be in 1..100, got {self.quality}.")
+        if not 0.0 <= self.xi <= 1.0:
+            raise ValueError(f"xi must be in [0, 1], got {self.xi}.")
+        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std}.")
+        for name in ("nb_epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not self.learning_rate > 0 or not 0 < self.lr_decay <= 1:
+            raise ValueError(
+                f"need learning_rate > 0 and 0 < lr_decay <= 1, got {self.learning_rate}, {self.lr_decay}."
+            )
+
+    # --- the loss of section 3.4 -------------------------------------------------------------------------------------
+    def noisy_compressed(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``x_q``: ``x`` compressed at the trainer's quality, plus Gaussian noise, clipped to the valid range."""
+        low, high = self._clip_values()
+        with torch.no_grad():
+            compressed, _ = self.compression.forward(x)
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            return (compressed + self.noise_std * noise).clamp(low, high)
+
+    def loss(self, x: torch.Tensor, x_q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``xi * CE(f(x), y) + (1 - xi) * CE(f(x_q), y)`` through the classifier's own preprocessing."""
+        return self.xi * F.cross_entropy(self._logits(x), y) + (1 - self.xi) * F.cross_entropy(self._logits(x_q), y)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        x_preprocessed, _ = self._classifier._apply_preprocessing(x, y=None, fit=True)
+        return self._classifier.model(x_preprocessed)
+
+    def _clip_values(self) -> tuple[float, float]:
+        clip = self._classifier.clip_values
+        return (0.0, 1.0) if clip is None else (float(np.min(clip[0])), float(np.max(clip[1])))
+
+    # --- training ----------------------------------------------------------------------------------------------------
+    def fit(  # pylint: disable=arguments-differ
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        resume: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Fine-tune on ``(x, y)``; after every epoch record the mean loss (and, with ``validation_data``, the accuracy
+        on clean and on compressed validation images) in :attr:`history` and write the checkpoint.
+
+        :param x: Training images, the classifier's input shape, in its ``clip_values``.
+        :param y: Labels, as indices or one-hot.
+        :param validation_data: Optional ``(x_val, y_val)``.
+        :param resume: Continue from :attr:`checkpoint` when it exists.
+        """
+        images, labels = self._as_tensors(x, y)
+        model, device = self._classifier.model, self._classifier.device
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.learning_rate, momentum=0.9)
+        generator = torch.Generator().manual_seed(self.seed)
+        start = self._resume(optimizer, generator) if resume else 0
+        steps = math.ceil(len(images) / self.batch_size)
+        for epoch in range(start, self.nb_epochs):
+            for group in optimizer.param_groups:
+                group["lr"] = self.learning_rate * self.lr_decay**epoch
+            model.train()
+            order, total = torch.randperm(len(images), generator=generator), 0.0
+            for step in tqdm(range(steps), desc=f"noisy training q{self.quality}, epoch {epoch + 1}",
+                             disable=not self.verbose, leave=False):  # fmt: skip
+                batch = order[step * self.batch_size : (step + 1) * self.batch_size]
+                x_batch, y_batch = images[batch].to(device), labels[batch].to(device)
+                loss = self.loss(x_batch, self.noisy_compressed(x_batch, generator), y_batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(batch)
+            model.eval()
+            self.history.append({"epoch": epoch + 1, "loss": total / len(images), **self._validate(validation_data)})
+            self._save(optimizer, generator, epoch + 1)
+
+    def _as_tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype.kind != "f":
+            raise TypeError(f"x must be floating point images in the classifier's clip_values, got dtype {x.dtype}.")
+        if tuple(x.shape[1:]) != tuple(self._classifier.input_shape):
+            raise ValueError(
+                f"x has images of shape {x.shape[1:]}, the classifier takes {self._classifier.input_shape}."
+            )
+        labels = y.argmax(1) if y.ndim == 2 else y
+        if labels.ndim != 1 or len(labels) != len(x) or len(x) == 0:
+            raise ValueError(f"need as many labels as images (at least one), got {len(labels)} for {len(x)} images.")
+        return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+
+    def _validate(self, validation_data: tuple[np.ndarray, np.ndarray] | None) -> dict[str, float]:
+        if validation_data is None:
+            return {}
+        x_val, y_val = self._as_tensors(*validation_data)
+        compressed = self.compression(x_val.numpy())[0]
+        predict = self._classifier.predict
+        return {
+            "val_accuracy": float((predict(x_val.numpy()).argmax(1) == y_val.numpy()).mean()),
+            f"val_accuracy_q{self.quality}": float((predict(compressed).argmax(1) == y_val.numpy()).mean()),
+        }
+
+    def _save(self, optimizer: torch.optim.Optimizer, generator: torch.Generator, epoch: int) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": self._classifier.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "epoch": epoch,
+            "history": self.history,
+        }
+        temporary = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
+        torch.save(state, temporary)
+        temporary.replace(self.checkpoint)
+
+    def _resume(self, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> int:
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            return 0
+        state = torch.load(self.checkpoint, weights_only=True, map_location=self._classifier.device)
+        self._classifier.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"].cpu())
+        self.history = list(state["history"])
+        return int(state["epoch"])
