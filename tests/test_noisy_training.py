@@ -131,3 +131,55 @@ def test_bad_data_and_classifiers_are_refused() -> None:
         trainer.fit((x * 255).astype(np.uint8), y)
     with pytest.raises(TypeError, match="PyTorchClassifier"):
         NoisyCompressionTrainer(small_classifier().model, quality=50)  # type: ignore[arg-type]
+
+
+def test_the_model_set_is_a_chain_and_resumes_without_retraining(tmp_path: Path, monkeypatch) -> None:
+    from art_purifiers.training import noisy_compression
+    from art_purifiers.training.noisy_compression import train_model_set
+
+    x, y = colour_task(12, 0)
+    options = {"nb_epochs": 1, "batch_size": 6, "verbose": False}
+    model = small_classifier().model
+    histories = train_model_set(model, x, y, tmp_path / "set", qualities=(90, 50), **options)
+    assert set(histories) == {90, 50} and all(len(h) == 1 for h in histories.values())
+    # rebuilt member by member with the trainer alone: M90 from M, M50 from M90
+    expected = small_classifier()
+    for quality in (90, 50):
+        NoisyCompressionTrainer(expected, quality, **options).fit(x, y)
+        saved = torch.load(tmp_path / "set" / f"m{quality}.pt", weights_only=True)
+        for name, tensor in expected.model.state_dict().items():
+            torch.testing.assert_close(saved[name], tensor)
+    # a second call finds both members and trains nothing
+    monkeypatch.setattr(noisy_compression.NoisyCompressionTrainer, "fit", lambda *a, **k: pytest.fail("retrained"))
+    fresh = small_classifier().model
+    assert train_model_set(fresh, x, y, tmp_path / "set", qualities=(90, 50), **options) == histories
+    torch.testing.assert_close(fresh.state_dict(), torch.load(tmp_path / "set" / "m50.pt", weights_only=True))
+
+
+def cifar_sized_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)
+    )
+
+
+def test_the_command_trains_the_set_from_a_cifar10_folder(tmp_path: Path, monkeypatch, capsys) -> None:
+    from PIL import Image
+
+    from art_purifiers.data import CIFAR10_CLASSES
+    from art_purifiers.training.noisy_compression import main
+
+    monkeypatch.setenv("ART_PURIFIERS_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for name in CIFAR10_CLASSES:
+        (tmp_path / "cifar" / "train" / name).mkdir(parents=True)
+        for index in range(2):
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "cifar" / "train" / name / f"{index}.png")
+    arguments = ["--data-dir", str(tmp_path / "cifar"), "--output", str(tmp_path / "set"), "--qualities", "70", "30",
+                 "--epochs", "1", "--validation-images", "4", "--classifier", "tests.test_noisy_training:cifar_sized_model"]  # fmt: skip
+    assert main(arguments) == 0
+    assert sorted(f.name for f in (tmp_path / "set").glob("m*.pt")) == [
+        "m30-checkpoint.pt", "m30.pt", "m70-checkpoint.pt", "m70.pt",
+    ]  # fmt: skip
+    assert '"val_accuracy_q30"' in capsys.readouterr().out

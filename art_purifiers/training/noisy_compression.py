@@ -13,7 +13,11 @@ needs no gradient through it.
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 from art.defences.trainer.trainer import Trainer
 from art.estimators.classification import PyTorchClassifier
+from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
@@ -209,3 +214,100 @@ class NoisyCompressionTrainer(Trainer):
         generator.set_state(state["generator"].cpu())
         self.history = list(state["history"])
         return int(state["epoch"])
+
+
+# --- the model set of section 3.4 ------------------------------------------------------------------------------------
+#: The paper's qualities: M90 is fine-tuned from the original model M, each next member from the previous one.
+PAPER_QUALITIES = (90, 80, 70, 60, 50, 40, 30)
+
+
+def train_model_set(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    output: str | Path,
+    qualities: Sequence[int] = PAPER_QUALITIES,
+    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    device_type: str = "cpu",
+    **trainer_options: Any,
+) -> dict[int, list[dict[str, float]]]:
+    """
+    Zhang & Gao's chain of noisy-trained models: ``model`` (M) is fine-tuned at ``qualities[0]``, that result at
+    ``qualities[1]``, and so on. Each member's weights go to ``output/m<q>.pt`` (a state dict) and its history to
+    ``output/m<q>.json``. Resumable: a finished member is loaded instead of retrained, and an interrupted one
+    continues from its checkpoint. ``model`` ends with the last member's weights.
+
+    :param model: The starting classifier (logits output, [0, 1] input), trained in place.
+    :param x: Training images (NCHW float in [0, 1]).
+    :param y: Their labels.
+    :param output: Directory of the members.
+    :param qualities: Compression qualities in training order.
+    :param validation_data: Optional held-out ``(x_val, y_val)`` scored after every epoch.
+    :param device_type: ``"cpu"`` or ``"gpu"``.
+    :param trainer_options: Options of :class:`NoisyCompressionTrainer` (``noise_std``, ``nb_epochs``, ...).
+    :return: The history of every member, by quality.
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        probe = torch.from_numpy(np.asarray(x[:1], dtype=np.float32)).to(next(model.parameters()).device)
+        nb_classes = int(model(probe).shape[1])
+    histories = {}
+    for quality in qualities:
+        final, log = output / f"m{quality}.pt", output / f"m{quality}.json"
+        if final.is_file() and log.is_file():
+            model.load_state_dict(torch.load(final, weights_only=True, map_location="cpu"))
+            histories[quality] = json.loads(log.read_text())
+            continue
+        classifier = PyTorchClassifier(
+            model, nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=nb_classes,
+            clip_values=(0.0, 1.0), device_type=device_type,
+        )  # fmt: skip
+        trainer = NoisyCompressionTrainer(
+            classifier, quality, checkpoint=output / f"m{quality}-checkpoint.pt", **trainer_options
+        )
+        trainer.fit(x, y, validation_data=validation_data, resume=True)
+        temporary = final.with_name(final.name + ".tmp")
+        torch.save({name: tensor.cpu() for name, tensor in model.state_dict().items()}, temporary)
+        temporary.replace(final)
+        log.write_text(json.dumps(trainer.history, indent=1))
+        histories[quality] = trainer.history
+    return histories
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m art_purifiers.training.noisy_compression``: the model set from a zoo classifier on CIFAR-10."""
+    from art_purifiers.data import load_cifar10
+    from art_purifiers.evaluation.targets import load_classifier
+
+    parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-dir", help="CIFAR-10 directory (default: $ART_PURIFIERS_DATA)")
+    parser.add_argument("--download", action="store_true", help="download the original CIFAR-10 via torchvision")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--classifier", default="cifar10-reference", help="zoo name, weight file or module:attr")
+    parser.add_argument("--qualities", type=int, nargs="+", default=list(PAPER_QUALITIES))
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--noise-std", type=float, default=0.03)
+    parser.add_argument("--xi", type=float, default=0.9)
+    parser.add_argument("--lr", type=float, default=0.005)
+    parser.add_argument("--validation-images", type=int, default=5000, help="training images held out for validation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    train = load_cifar10(args.data_dir, "train", download=args.download)
+    order = np.random.default_rng(args.seed).permutation(len(train))
+    held_out, kept = order[: args.validation_images], order[args.validation_images :]
+    model = load_classifier(args.classifier, "cpu")
+    histories = train_model_set(
+        model, train.as_float(kept), train.labels.numpy()[kept], args.output, args.qualities,
+        validation_data=(train.as_float(held_out), train.labels.numpy()[held_out]) if len(held_out) else None,
+        device_type=args.device, noise_std=args.noise_std, xi=args.xi, nb_epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+    )  # fmt: skip
+    print(json.dumps({quality: history[-1] for quality, history in histories.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
