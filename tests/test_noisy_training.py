@@ -176,8 +176,9 @@ def test_the_command_trains_the_set_from_a_cifar10_folder(tmp_path: Path, monkey
         for index in range(2):
             pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "cifar" / "train" / name / f"{index}.png")
+    model = "tests.test_noisy_training:cifar_sized_model"
     arguments = ["--data-dir", str(tmp_path / "cifar"), "--output", str(tmp_path / "set"), "--qualities", "70", "30",
-                 "--epochs", "1", "--validation-images", "4", "--classifier", "tests.test_noisy_training:cifar_sized_model"]  # fmt: skip
+                 "--epochs", "1", "--validation-images", "4", "--classifier", model]  # fmt: skip
     assert main(arguments) == 0
     assert sorted(f.name for f in (tmp_path / "set").glob("m*.pt")) == [
         "m30-checkpoint.pt", "m30.pt", "m70-checkpoint.pt", "m70.pt",
