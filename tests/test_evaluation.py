@@ -286,6 +286,8 @@ def test_a_defence_whose_evaluation_stopped_is_named_not_given_a_row() -> None:
     assert "| `D` | **50.0** [15.0, 85.0] |" in lines
     assert not any(line.startswith("| `E`") for line in lines)
     assert any(line.startswith("Not in this table: `E`") and "upper bounds" in line for line in lines)
+    del results["defences"]["D"]
+    assert robust_table(results)[0].startswith("No robust accuracy yet: the evaluation of `E` stopped")
 
 
 def test_a_cell_is_marked_capped_unless_one_of_its_cascades_stopped_falling() -> None:
@@ -302,3 +304,13 @@ def test_a_cell_is_marked_capped_unless_one_of_its_cascades_stopped_falling() ->
     figures["attacks"].append("gpu cascade")
     results["defences"]["D"]["rows"]["gpu cascade"] = cascade_row([0.212, 0.204])  # 4 images: stopped falling
     assert "| `D` | **50.0** [15.0, 85.0] |" in robust_table(results)
+
+
+def test_a_defence_without_sanity_checks_is_not_called_checked(dataset: str, tmp_path: Path) -> None:
+    from art_purifiers.evaluation.report import markdown
+
+    results = evaluate(tiny_config(dataset, attacks=["noise:eps=6/255", "pgd:eps=6/255,steps=2"]), tmp_path / "out")
+    assert "All sanity checks that ran passed" in markdown(results)  # white-box vs black-box
+    results["defences"]["none"]["sanity"] = []  # e.g. a run that stopped before its checks
+    page = markdown(results)
+    assert "No sanity checks ran for `none`." in page and "checks that ran passed" not in page

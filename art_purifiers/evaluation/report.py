@@ -162,7 +162,12 @@ def robust_table(results: dict[str, Any]) -> list[str]:
         dict.fromkeys(g for entry in results["defences"].values() for g in entry.get("robust", {})), key=_group_order
     )
     if not groups:
-        return []
+        stopped = [f"`{spec}`" for spec, entry in results["defences"].items() if entry.get("rows")]
+        return (
+            [f"No robust accuracy yet: the evaluation of {', '.join(stopped)} stopped before every attack had run; "
+             "the per-attack figures below are upper bounds.", ""]
+            if stopped else []
+        )  # fmt: skip
     lines = [
         "## Robust accuracy (%): worst case per image over every attack and draw",
         "",
@@ -244,11 +249,14 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
     lines += ["", f"![accuracy vs budget]({prefix}accuracy_vs_budget.png) "
               f"![accuracy vs iterations]({prefix}accuracy_vs_iterations.png)"]  # fmt: skip
     failed = [(spec, c) for spec, e in results["defences"].items() for c in e.get("sanity", []) if not c["passed"]]
+    unchecked = [spec for spec, e in results["defences"].items() if not e.get("sanity")]
     lines += ["", "## Sanity checks", ""]
     if failed:
         lines += [f"- ⚠️ **FAILED** `{spec}`: {c['name']}: {c['detail']}" for spec, c in failed]
-    else:
-        lines.append("All sanity checks passed (details per defence below).")
+    elif len(unchecked) < len(results["defences"]):
+        lines.append("All sanity checks that ran passed (details per defence below).")
+    if unchecked:
+        lines.append("No sanity checks ran for " + ", ".join(f"`{spec}`" for spec in unchecked) + ".")
     for spec, entry in results["defences"].items():
         if "clean" not in entry:
             continue
@@ -462,7 +470,13 @@ def write_pages(groups: list[dict[str, Any]], output: Path, notes_dir: Path | No
         stems = _page_stems(results, used)
         for spec, entry in results["defences"].items():
             stem = stems[spec]
-            single = {**results, "defences": {spec: entry}}
+            single = {
+                **results,
+                "defences": {spec: entry},
+                "attacks": [a for a in results["attacks"] if a["label"] in entry.get("rows", {})],
+            }
+            sources = list(dict.fromkeys(stamp["source"] for stamp in entry.get("provenance", [])))
+            single["merged_from"] = sources if len(sources) > 1 else []  # only the runs behind this defence
             note_file = notes_dir / f"{stem}.md" if notes_dir is not None else None
             notes = note_file.read_text() if note_file is not None and note_file.is_file() else ""
             write_reports(single, output, stem, notes)
