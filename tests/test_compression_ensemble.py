@@ -1,0 +1,107 @@
+"""Zhang & Gao's ensemble as one model: the paper's averaged softmax against a plain version, gradients, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from art.attacks.evasion import ProjectedGradientDescent
+from torch import nn
+
+from art_purifiers import NNFavoredJpeg
+from art_purifiers.estimators import CompressionEnsemble, compression_ensemble_classifier
+
+
+def member(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5)
+    )
+
+
+def members() -> list[tuple[nn.Module, int | None]]:
+    return [(member(0), None), (member(1), 90), (member(2), 50), (member(3), 30)]
+
+
+def images(count: int = 6) -> np.ndarray:
+    return np.random.default_rng(0).random((count, 3, 16, 16)).astype(np.float32)
+
+
+def plain_probabilities(pairs: list[tuple[nn.Module, int | None]], x: np.ndarray) -> np.ndarray:
+    """The paper's rule written out: compress per member (NumPy path), softmax, average."""
+    total = 0
+    for model, quality in pairs:
+        inputs = x if quality is None else NNFavoredJpeg(quality=quality)(x)[0]
+        with torch.no_grad():
+            total = total + torch.softmax(model(torch.from_numpy(inputs)), dim=1).numpy()
+    return total / len(pairs)
+
+
+def test_the_output_is_the_log_of_the_members_averaged_softmax() -> None:
+    pairs, x = members(), images()
+    ensemble = CompressionEnsemble(pairs)
+    with torch.no_grad():
+        log_probabilities = ensemble(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.exp(log_probabilities), plain_probabilities(pairs, x), rtol=1e-5, atol=1e-6)
+    # ART's cross-entropy on these outputs is -log of the ensemble's probability of the label
+    classifier = compression_ensemble_classifier(ensemble, (3, 16, 16), 5)
+    y = np.array([0, 1, 2, 3, 4, 0])
+    loss = classifier.compute_loss(x, np.eye(5)[y], reduction="none")
+    np.testing.assert_allclose(loss, -np.log(plain_probabilities(pairs, x)[np.arange(6), y]), rtol=1e-5)
+
+
+def test_the_logit_average_option() -> None:
+    pairs, x = members(), images()
+    with torch.no_grad():
+        expected = np.mean(
+            [m(torch.from_numpy(x if q is None else NNFavoredJpeg(quality=q)(x)[0])).numpy() for m, q in pairs], axis=0
+        )
+        np.testing.assert_allclose(
+            CompressionEnsemble(pairs, output="mean_logits")(torch.from_numpy(x)).numpy(),
+            expected,
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def test_gradients_reach_every_member_and_art_attacks_run() -> None:
+    pairs, x = members(), images(4)
+    classifier = compression_ensemble_classifier(CompressionEnsemble(pairs), (3, 16, 16), 5)
+    y = np.eye(5)[[0, 1, 2, 3]]
+    reference = classifier.loss_gradient(x, y)
+    assert np.abs(reference).sum() > 0
+    for index in range(len(pairs)):  # changing any one member changes the input gradient
+        changed = [(member(10 + i) if i == index else m, q) for i, (m, q) in enumerate(pairs)]
+        other = compression_ensemble_classifier(CompressionEnsemble(changed), (3, 16, 16), 5).loss_gradient(x, y)
+        assert not np.allclose(other, reference)
+    x_adv = ProjectedGradientDescent(classifier, eps=8 / 255, eps_step=2 / 255, max_iter=3, verbose=False).generate(
+        x, y=y
+    )
+    assert np.abs(x_adv - x).max() <= 8 / 255 + 1e-6 and np.abs(x_adv - x).max() > 0
+
+
+def test_majority_vote_counts_member_predictions() -> None:
+    class Constant(nn.Module):
+        def __init__(self, label: int) -> None:
+            super().__init__()
+            self.label = label
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.one_hot(torch.full((len(x),), self.label), 5).float() * 10
+
+    ensemble = CompressionEnsemble([(Constant(3), 90), (Constant(1), 50), (Constant(3), None)])
+    assert ensemble.majority_vote(torch.from_numpy(images(2))).tolist() == [3, 3]
+
+
+def test_bad_members_and_options_are_named() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        CompressionEnsemble([])
+    with pytest.raises(ValueError, match="output"):
+        CompressionEnsemble(members(), output="vote")
+    with pytest.raises(TypeError, match="members\\[1\\]"):
+        CompressionEnsemble([(member(0), 90), ("model", 50)])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="quality"):
+        CompressionEnsemble([(member(0), 0)])
+    mismatched = [(member(0), 90), (nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3)), 50)]
+    with pytest.raises(ValueError, match="output shape"):
+        CompressionEnsemble(mismatched)(torch.from_numpy(images(2)))
