@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from art_purifiers.defences.nn_favored_jpeg import NNFavoredJpeg
+from art_purifiers.training.common import load_checkpoint, save_checkpoint
 
 
 class NoisyCompressionTrainer(Trainer):
@@ -192,29 +193,18 @@ class NoisyCompressionTrainer(Trainer):
         }
 
     def _save(self, optimizer: torch.optim.Optimizer, generator: torch.Generator, epoch: int) -> None:
-        if self.checkpoint is None:
-            return
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "model": self._classifier.model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(),
-            "epoch": epoch,
-            "history": self.history,
-        }
-        temporary = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
-        torch.save(state, temporary)
-        temporary.replace(self.checkpoint)
+        if self.checkpoint is not None:
+            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(self.checkpoint, self._parts(optimizer), generator, epoch, self.history)
 
     def _resume(self, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> int:
         if self.checkpoint is None or not self.checkpoint.is_file():
             return 0
-        state = torch.load(self.checkpoint, weights_only=True, map_location=self._classifier.device)
-        self._classifier.model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"].cpu())
-        self.history = list(state["history"])
-        return int(state["epoch"])
+        epoch, self.history = load_checkpoint(self.checkpoint, self._parts(optimizer), generator)
+        return epoch
+
+    def _parts(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return {"model": self._classifier.model, "optimizer": optimizer}
 
 
 # --- the model set of section 3.4 ------------------------------------------------------------------------------------
