@@ -21,7 +21,7 @@ import torch
 from art_purifiers import NNFavoredJpeg
 from art_purifiers.data import load_cifar10
 from art_purifiers.evaluation.targets import load_classifier
-from art_purifiers.training.noisy_compression import PAPER_QUALITIES, train_model_set
+from art_purifiers.training.noisy_compression import PAPER_QUALITIES, held_out_split, train_model_set
 
 
 def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=45000)
     args = parser.parse_args()
     train, test = load_cifar10(args.data_dir, "train"), load_cifar10(args.data_dir, "test")
-    chosen = np.random.default_rng(0).permutation(len(train))[5000:][: args.train_images]  # as the command holds out
+    chosen = held_out_split(len(train), 5000)[1][: args.train_images]  # the images the command trains on
     reference = load_classifier("cifar10-reference", "cpu").eval()
     model = copy.deepcopy(reference)
     train_model_set(model, train.as_float(chosen), train.labels.numpy()[chosen], args.members, nb_epochs=args.epochs)

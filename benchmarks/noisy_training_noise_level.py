@@ -25,12 +25,12 @@ from torch import nn
 from art_purifiers import NNFavoredJpeg
 from art_purifiers.data import load_cifar10
 from art_purifiers.evaluation.metrics import wilson_interval
-from art_purifiers.evaluation.targets import load_classifier
-from art_purifiers.training.noisy_compression import NoisyCompressionTrainer
+from art_purifiers.evaluation.targets import load_classifier, make_classifier
+from art_purifiers.training.noisy_compression import NoisyCompressionTrainer, held_out_split
 
 
 def wrap(model: nn.Module) -> PyTorchClassifier:
-    return PyTorchClassifier(model, nn.CrossEntropyLoss(), input_shape=(3, 32, 32), nb_classes=10, clip_values=(0, 1))
+    return make_classifier(model, [], (3, 32, 32), 10, "cpu")
 
 
 def scores(classifier: PyTorchClassifier, compression: NNFavoredJpeg, x: np.ndarray, x_fgsm: np.ndarray, y: np.ndarray):
@@ -51,8 +51,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
     train = load_cifar10(args.data_dir, "train")
-    order = np.random.default_rng(0).permutation(len(train))
-    val, fit = order[: args.validation_images], order[args.validation_images :][: args.train_images]
+    val, fit = held_out_split(len(train), args.validation_images)
+    fit = fit[: args.train_images]
     x_val, y_val = train.as_float(val), train.labels.numpy()[val]
     x_fit, y_fit = train.as_float(fit), train.labels.numpy()[fit]
     reference = load_classifier("cifar10-reference", "cpu")

@@ -106,11 +106,6 @@ def compression_ensemble_classifier(
     negative log of the ensemble's averaged probability of the label. ART's attacks, ``EOTPyTorchClassifier``-style
     wrappers and the evaluation suite (``--classifier module:attr``) then treat the ensemble as one model.
     """
-    return PyTorchClassifier(
-        ensemble,
-        nn.CrossEntropyLoss(),
-        input_shape=input_shape,
-        nb_classes=nb_classes,
-        clip_values=(0.0, 1.0),
-        device_type=device_type,
-    )
+    from art_purifiers.evaluation.targets import make_classifier
+
+    return make_classifier(ensemble, [], input_shape, nb_classes, "cuda" if device_type == "gpu" else "cpu")

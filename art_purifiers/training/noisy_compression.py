@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from art_purifiers.defences.nn_favored_jpeg import NNFavoredJpeg
+from art_purifiers.evaluation.targets import load_classifier, make_classifier
 from art_purifiers.training.common import load_checkpoint, save_checkpoint
 
 
@@ -250,10 +251,8 @@ def train_model_set(
             model.load_state_dict(torch.load(final, weights_only=True, map_location="cpu"))
             histories[quality] = json.loads(log.read_text())
             continue
-        classifier = PyTorchClassifier(
-            model, nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=nb_classes,
-            clip_values=(0.0, 1.0), device_type=device_type,
-        )  # fmt: skip
+        device = "cuda" if device_type == "gpu" else "cpu"
+        classifier = make_classifier(model, [], tuple(x.shape[1:]), nb_classes, device)
         trainer = NoisyCompressionTrainer(
             classifier, quality, checkpoint=output / f"m{quality}-checkpoint.pt", **trainer_options
         )
@@ -266,10 +265,15 @@ def train_model_set(
     return histories
 
 
+def held_out_split(count: int, validation: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(validation, training)`` of a seeded split of ``count`` training images (the command's split)."""
+    order = np.random.default_rng(seed).permutation(count)
+    return order[:validation], order[validation:]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m art_purifiers.training.noisy_compression``: the model set from a zoo classifier on CIFAR-10."""
     from art_purifiers.data import load_cifar10
-    from art_purifiers.evaluation.targets import load_classifier
 
     parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", help="CIFAR-10 directory (default: $ART_PURIFIERS_DATA)")
@@ -287,8 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     train = load_cifar10(args.data_dir, "train", download=args.download)
-    order = np.random.default_rng(args.seed).permutation(len(train))
-    held_out, kept = order[: args.validation_images], order[args.validation_images :]
+    held_out, kept = held_out_split(len(train), args.validation_images, args.seed)
     model = load_classifier(args.classifier, "cpu")
     histories = train_model_set(
         model, train.as_float(kept), train.labels.numpy()[kept], args.output, args.qualities,
