@@ -190,6 +190,12 @@ def resolve(source: str | Path | nn.Module, train_command: str = "") -> nn.Modul
     raise ValueError(f"{source!r} is neither a shipped artifact ({names()}), a weight file, nor an nn.Module.{hint}")
 
 
+def architecture_of(file: str | Path) -> tuple[str, dict[str, Any]]:
+    """The registered architecture name and constructor config stored in a weight file."""
+    payload = _read(file)
+    return str(payload["architecture"]), dict(payload["config"])
+
+
 def card(file: str | Path) -> dict[str, Any]:
     """The model card stored in a weight file (data, resolution, metrics, command)."""
     return dict(_read(file)["card"])

@@ -9,7 +9,7 @@ from art.attacks.evasion import ProjectedGradientDescent
 from torch import nn
 
 from art_purifiers import NNFavoredJpeg
-from art_purifiers.estimators import CompressionEnsemble, compression_ensemble_classifier
+from art_purifiers.estimators import CompressionEnsemble, compression_ensemble_classifier, search_ensemble_table
 
 
 def member(seed: int) -> nn.Module:
@@ -27,11 +27,11 @@ def images(count: int = 6) -> np.ndarray:
     return np.random.default_rng(0).random((count, 3, 16, 16)).astype(np.float32)
 
 
-def plain_probabilities(pairs: list[tuple[nn.Module, int | None]], x: np.ndarray) -> np.ndarray:
+def plain_probabilities(pairs: list[tuple[nn.Module, int | None]], x: np.ndarray, **table: float) -> np.ndarray:
     """The paper's rule written out: compress per member (NumPy path), softmax, average."""
     total = 0
     for model, quality in pairs:
-        inputs = x if quality is None else NNFavoredJpeg(quality=quality)(x)[0]
+        inputs = x if quality is None else NNFavoredJpeg(quality=quality, **table)(x)[0]
         with torch.no_grad():
             total = total + torch.softmax(model(torch.from_numpy(inputs)), dim=1).numpy()
     return total / len(pairs)
@@ -105,3 +105,66 @@ def test_bad_members_and_options_are_named() -> None:
     mismatched = [(member(0), 90), (nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3)), 50)]
     with pytest.raises(ValueError, match="output shape"):
         CompressionEnsemble(mismatched)(torch.from_numpy(images(2)))
+
+
+class Detail(nn.Module):
+    """Classes by the amount of pixel-to-pixel detail, which compression removes: the search has choices to make."""
+
+    def __init__(self, centres: tuple[float, ...]) -> None:
+        super().__init__()
+        self.centres = nn.Parameter(torch.tensor(centres))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        detail = (x[..., 1:] - x[..., :-1]).abs().mean(dim=(1, 2, 3))
+        return -((detail[:, None] - self.centres) ** 2) * 2000
+
+
+def detailed_images(count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    smooth = np.repeat(np.repeat(rng.random((count, 3, 4, 4)), 4, axis=2), 4, axis=3)
+    noise = rng.normal(0, 1, smooth.shape) * np.linspace(0, 0.3, count)[:, None, None, None]
+    return np.clip(smooth + noise, 0, 1).astype(np.float32)
+
+
+def detail_members() -> list[tuple[nn.Module, int | None]]:
+    centres = [(0.0, 0.05, 0.1, 0.15, 0.2), (0.02, 0.06, 0.1, 0.14, 0.25), (0.01, 0.04, 0.09, 0.2, 0.3)]
+    return [(Detail(centres[0]), None), (Detail(centres[1]), 80), (Detail(centres[2]), 40)]
+
+
+def test_the_table_search_scores_the_whole_ensemble_per_candidate() -> None:
+    pairs, x = detail_members(), detailed_images(24)
+    with torch.no_grad():
+        y = pairs[0][0](torch.from_numpy(x)).argmax(1).numpy()  # labels: M's own predictions, so M scores 100%
+    x_adv = np.clip(x + np.random.default_rng(1).normal(0, 0.05, x.shape), 0, 1).astype(np.float32)
+    ensemble = CompressionEnsemble(pairs)
+    grid = {"favored_diagonals": [1, 6], "qs_af_values": [10, 60, 200]}
+    result = search_ensemble_table(ensemble, x, y, x_adv, y, max_accuracy_loss=0.5, verbose=False, **grid)
+    assert len(result.rows) == 6 and result.clean_accuracy_undefended == 1.0
+    for row in result.rows:  # every row is the plain rule with that table in every member
+        table = {"favored_diagonals": int(row["favored_diagonals"]), "qs_af": row["qs_af"]}
+        assert row["clean_accuracy"] == np.mean(plain_probabilities(pairs, x, **table).argmax(1) == y)
+        assert row["adversarial_accuracy"] == np.mean(plain_probabilities(pairs, x_adv, **table).argmax(1) == y)
+    admissible = [r for r in result.rows if r["clean_accuracy_loss"] <= 0.5]
+    assert len({(r["clean_accuracy"], r["adversarial_accuracy"]) for r in result.rows}) > 2  # the candidates differ
+    assert result.adversarial_accuracy == max(r["adversarial_accuracy"] for r in admissible)
+    assert ensemble.table_params == {"favored_diagonals": 4, "qs_af": 50.0}  # restored
+    ensemble.set_table(**result.params)
+    assert all(c.favored_diagonals == result.favored_diagonals for c in ensemble.compressions if c is not None)
+
+
+def test_a_one_member_search_is_the_defences_own_search() -> None:
+    model, x = detail_members()[1][0], detailed_images(24)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)).argmax(1).numpy()
+    x_adv = np.clip(x + np.random.default_rng(2).normal(0, 0.05, x.shape), 0, 1).astype(np.float32)
+    options = {"favored_diagonals": [1, 5], "qs_af_values": [5, 60, 200], "max_accuracy_loss": 0.3, "verbose": False}
+    # the ensemble [(model, 70)] with the uncompressed model as its reference is NNFavoredJpeg(quality=70) + model
+    ensemble = search_ensemble_table(CompressionEnsemble([(model, 70)]), x, y, x_adv, y, reference=model, **options)
+    classifier = compression_ensemble_classifier(CompressionEnsemble([(model, None)]), (3, 16, 16), 5)
+    single = NNFavoredJpeg(quality=70).search_table(classifier, x, y, x_adv, y, **options)
+    assert ensemble.rows == single.rows and ensemble.params == single.params
+    assert len({r["clean_accuracy"] for r in single.rows}) > 1  # the candidates differ
+    with pytest.raises(ValueError, match="no uncompressed member"):
+        search_ensemble_table(CompressionEnsemble([(model, 70)]), x, y, x_adv, y, **options)
+    with pytest.raises(ValueError, match="compresses nothing"):
+        search_ensemble_table(CompressionEnsemble([(model, None)]), x, y, x_adv, y, **options)

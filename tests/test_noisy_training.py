@@ -184,3 +184,48 @@ def test_the_command_trains_the_set_from_a_cifar10_folder(tmp_path: Path, monkey
         "m30-checkpoint.pt", "m30.pt", "m70-checkpoint.pt", "m70.pt",
     ]  # fmt: skip
     assert '"val_accuracy_q30"' in capsys.readouterr().out
+
+
+def test_the_command_exports_zoo_members_with_cards(tmp_path: Path, monkeypatch) -> None:
+    from PIL import Image
+
+    from art_purifiers import zoo
+    from art_purifiers.data import CIFAR10_CLASSES
+    from art_purifiers.nets.classifier import CifarConvNet
+    from art_purifiers.training.noisy_compression import main
+
+    monkeypatch.setenv("ART_PURIFIERS_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 3), ("test", 1)):
+        for name in CIFAR10_CLASSES:
+            (tmp_path / "cifar" / split / name).mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "cifar" / split / name / f"{index}.png")
+    torch.manual_seed(0)
+    start = tmp_path / "start.pt"
+    zoo.save(start, CifarConvNet(widths=(4, 4, 8, 8)), "cifar-convnet", {"widths": [4, 4, 8, 8]},
+             {"data": "-", "resolution": "32x32", "metrics": {}, "command": "-"})  # fmt: skip
+    arguments = ["--data-dir", str(tmp_path / "cifar"), "--output", str(tmp_path / "set"), "--qualities", "70", "30",
+                 "--epochs", "1", "--validation-images", "4", "--train-images", "16",
+                 "--classifier", str(start)]  # fmt: skip
+    assert main(arguments) == 0
+    test = [(np.asarray(Image.open(f)), CIFAR10_CLASSES.index(f.parent.name))
+            for f in sorted((tmp_path / "cifar" / "test").glob("*/*.png"))]  # fmt: skip
+    x = np.stack([pixels for pixels, _ in test]).transpose(0, 3, 1, 2).astype(np.float32) / 255
+    y = np.array([label for _, label in test])
+    for quality in (70, 30):
+        file = tmp_path / "set" / f"cifar10-noisy-q{quality}.pt"
+        member, card = zoo.load_file(file), zoo.card(file)
+        trained = torch.load(tmp_path / "set" / f"m{quality}.pt", weights_only=True)
+        for key, value in member.state_dict().items():  # stored in float16
+            torch.testing.assert_close(value, trained[key].to(value.dtype), atol=2e-3, rtol=2e-3)
+        assert card["quality"] == quality and "--train-images 16" in card["command"]
+        assert card["data"].startswith("CIFAR-10 train: 16 images") and len(card["history"]) == 1
+        with torch.no_grad():
+            compressed = NNFavoredJpeg(quality=quality)(x)[0]
+            accuracy = (member(torch.from_numpy(compressed)).argmax(1).numpy() == y).mean()
+        assert card["metrics"][f"test_top1_q{quality}"] == pytest.approx(accuracy)
+        assert card["metrics"]["test_images"] == 10
+    with pytest.raises(SystemExit):
+        main([*arguments[:-4], "--train-images", "0"])

@@ -1,7 +1,12 @@
 """One module per paper; each defence is a thin :class:`~art_purifiers.base.PurifierPreprocessor` subclass."""
 
 from art_purifiers.defences.compress_restore import CompressRestore
-from art_purifiers.defences.nn_favored_jpeg import NNFavoredJpeg, TableSearchResult, nn_favored_table
+from art_purifiers.defences.nn_favored_jpeg import (
+    NNFavoredJpeg,
+    TableSearchResult,
+    nn_favored_table,
+    search_nn_favored_table,
+)
 from art_purifiers.defences.quantize_distort import FEATURE_DISTILLATION_TABLE, QuantizeDistort
 from art_purifiers.defences.super_resolution import SuperResolution
 
@@ -13,4 +18,5 @@ __all__ = [
     "SuperResolution",
     "TableSearchResult",
     "nn_favored_table",
+    "search_nn_favored_table",
 ]

@@ -16,15 +16,15 @@ adversarial versions (``art-purifiers evaluate ... --defence NNFavoredJpeg:table
 ``QS_AF = 36``, while the default keeps the paper's 50). Run :meth:`NNFavoredJpeg.search_table` on your own
 classifier and data to choose both.
 
-Not implemented here: the paper's noisy training of fine-tuned models and their ensemble (a classifier-side method,
-not a preprocessor).
+The paper's noisy training of fine-tuned models and their ensemble (a classifier-side method, not a preprocessor) are
+:mod:`art_purifiers.training.noisy_compression` and :mod:`art_purifiers.estimators.compression_ensemble`.
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,12 +162,9 @@ class NNFavoredJpeg(PurifierPreprocessor):
         verbose: bool = True,
     ) -> TableSearchResult:
         """
-        Algorithm 1 of the paper: grid search over ``k`` and ``QS_AF`` (``QS_OF`` fixed to this defence's ``qs_of``)
-        for the highest accuracy on purified adversarial images whose clean accuracy is at most
-        ``max_accuracy_loss`` below the undefended one. The defence itself is not changed: apply the result with
-        ``defence.set_params(**result.params)``.
-
-        Ties go to the higher clean accuracy, then to the smaller ``QS_AF``, then to the larger ``k``.
+        Algorithm 1 of the paper on one classifier (:func:`search_nn_favored_table` with this defence in front of
+        ``classifier``; ``QS_OF`` and ``quality`` are this defence's). The defence itself is not changed: apply the
+        result with ``defence.set_params(**result.params)``.
 
         :param classifier: An ART classifier *without* this defence in its preprocessing (the search applies it).
         :param x_clean: Clean images in this defence's layout and ``clip_values`` (the paper: 1,000).
@@ -181,64 +178,123 @@ class NNFavoredJpeg(PurifierPreprocessor):
         :param verbose: Show a progress bar.
         :return: The chosen configuration and the full table of results.
         """
-        y_clean_idx = _label_indices(y_clean, len(x_clean), "y_clean")
-        if y_adv is None:
-            if len(x_adv) != len(x_clean):
-                raise ValueError("y_adv is required when x_adv and x_clean hold different numbers of images.")
-            y_adv_idx = y_clean_idx
-        else:
-            y_adv_idx = _label_indices(y_adv, len(x_adv), "y_adv")
-        if not favored_diagonals or not qs_af_values:
-            raise ValueError("favored_diagonals and qs_af_values must not be empty.")
-        if not 0 <= max_accuracy_loss < 1:
-            raise ValueError(f"max_accuracy_loss must be in [0, 1), got {max_accuracy_loss}.")
-
-        def accuracy(images: np.ndarray, labels: np.ndarray) -> float:
-            predictions = classifier.predict(images, batch_size=batch_size)
-            return float(np.mean(np.argmax(predictions, axis=1) == labels))
-
-        baseline = accuracy(x_clean, y_clean_idx)
         candidate = copy.deepcopy(self)
-        rows: list[dict[str, float]] = []
-        grid = [(int(k), float(q)) for k in favored_diagonals for q in qs_af_values]
-        for k, qs_af in tqdm(grid, desc="NN-favored table search", disable=not verbose):
-            candidate.set_params(favored_diagonals=k, qs_af=qs_af)
-            clean = accuracy(candidate(x_clean)[0], y_clean_idx)
-            adversarial = accuracy(candidate(x_adv)[0], y_adv_idx)
-            rows.append(
-                {
-                    "favored_diagonals": k,
-                    "qs_af": qs_af,
-                    "clean_accuracy": clean,
-                    "adversarial_accuracy": adversarial,
-                    "clean_accuracy_loss": baseline - clean,
-                }
-            )
-        # tolerance for float noise in "loss <= limit"
-        admissible = [r for r in rows if r["clean_accuracy_loss"] <= max_accuracy_loss + 1e-9]
-        feasible = bool(admissible)
-        if feasible:
-            best = max(
-                admissible,
-                key=lambda r: (r["adversarial_accuracy"], r["clean_accuracy"], -r["qs_af"], r["favored_diagonals"]),
-            )
-        else:
-            best = max(rows, key=lambda r: (r["clean_accuracy"], r["adversarial_accuracy"]))
-            warnings.warn(
-                f"No candidate kept the clean-accuracy loss within {max_accuracy_loss:.3f}; returning the one with the "
-                f"smallest loss ({best['clean_accuracy_loss']:.3f}).",
-                stacklevel=2,
-            )
-        return TableSearchResult(
-            favored_diagonals=int(best["favored_diagonals"]),
-            qs_af=float(best["qs_af"]),
-            table=nn_favored_table(int(best["favored_diagonals"]), self.qs_of, best["qs_af"], self.quality),
-            clean_accuracy_undefended=baseline,
-            clean_accuracy=best["clean_accuracy"],
-            adversarial_accuracy=best["adversarial_accuracy"],
-            feasible=feasible,
-            rows=rows,
+
+        def predict(images: np.ndarray, params: dict[str, Any] | None) -> np.ndarray:
+            if params is not None:
+                candidate.set_params(**params)
+                images = candidate(images)[0]
+            return classifier.predict(images, batch_size=batch_size)
+
+        return search_nn_favored_table(
+            predict,
+            x_clean,
+            y_clean,
+            x_adv,
+            y_adv,
+            favored_diagonals=favored_diagonals,
+            qs_af_values=qs_af_values,
+            max_accuracy_loss=max_accuracy_loss,
+            qs_of=self.qs_of,
+            quality=self.quality,
+            verbose=verbose,
         )
+
+
+def search_nn_favored_table(
+    predict: Callable[[np.ndarray, dict[str, Any] | None], np.ndarray],
+    x_clean: np.ndarray,
+    y_clean: np.ndarray,
+    x_adv: np.ndarray,
+    y_adv: np.ndarray | None = None,
+    favored_diagonals: Sequence[int] = tuple(range(1, NUM_DIAGONALS)),
+    qs_af_values: Sequence[float] = tuple(range(1, 121, 5)),
+    max_accuracy_loss: float = 0.01,
+    qs_of: float = 16.0,
+    quality: int | None = None,
+    verbose: bool = True,
+) -> TableSearchResult:
+    """
+    Algorithm 1 of the paper for any model that compresses with the NN-favored table: grid search over ``k`` and
+    ``QS_AF`` (``QS_OF`` fixed) for the highest accuracy on compressed adversarial images among the candidates whose
+    clean accuracy is at most ``max_accuracy_loss`` below the undefended one. Ties go to the higher clean accuracy,
+    then to the smaller ``QS_AF``, then to the larger ``k``.
+
+    :param predict: ``predict(images, params)``: class scores of ``images`` with the table
+                    ``params = {"favored_diagonals": k, "qs_af": q}`` in use, or undefended when ``params`` is
+                    ``None`` (the baseline of the clean-accuracy constraint).
+    :param x_clean: Clean images (the paper: 1,000).
+    :param y_clean: Their labels (indices or one-hot).
+    :param x_adv: Adversarial images made from correctly classified clean images (the paper: 200).
+    :param y_adv: Their true labels; defaults to ``y_clean`` when ``x_adv`` has as many images as ``x_clean``.
+    :param favored_diagonals: Candidate ``k`` values (paper: 1..14).
+    :param qs_af_values: Candidate ``QS_AF`` values (paper: 1, 6, ..., 116).
+    :param max_accuracy_loss: Allowed clean-accuracy loss as a fraction (paper: 1 point = 0.01).
+    :param qs_of: ``QS_OF`` of the returned table.
+    :param quality: Quality scaling of the returned table.
+    :param verbose: Show a progress bar.
+    :return: The chosen configuration and the full table of results.
+    """
+    y_clean_idx = _label_indices(y_clean, len(x_clean), "y_clean")
+    if y_adv is None:
+        if len(x_adv) != len(x_clean):
+            raise ValueError("y_adv is required when x_adv and x_clean hold different numbers of images.")
+        y_adv_idx = y_clean_idx
+    else:
+        y_adv_idx = _label_indices(y_adv, len(x_adv), "y_adv")
+    if not favored_diagonals or not qs_af_values:
+        raise ValueError("favored_diagonals and qs_af_values must not be empty.")
+    if not 0 <= max_accuracy_loss < 1:
+        raise ValueError(f"max_accuracy_loss must be in [0, 1), got {max_accuracy_loss}.")
+
+    def accuracy(images: np.ndarray, labels: np.ndarray, params: dict[str, Any] | None) -> float:
+        return float(np.mean(np.argmax(predict(images, params), axis=1) == labels))
+
+    baseline = accuracy(x_clean, y_clean_idx, None)
+    rows: list[dict[str, float]] = []
+    grid = [(int(k), float(q)) for k in favored_diagonals for q in qs_af_values]
+    for k, qs_af in tqdm(grid, desc="NN-favored table search", disable=not verbose):
+        params = {"favored_diagonals": k, "qs_af": qs_af}
+        clean = accuracy(x_clean, y_clean_idx, params)
+        rows.append(
+            {
+                "favored_diagonals": k,
+                "qs_af": qs_af,
+                "clean_accuracy": clean,
+                "adversarial_accuracy": accuracy(x_adv, y_adv_idx, params),
+                "clean_accuracy_loss": baseline - clean,
+            }
+        )
+    best, feasible = _choose_candidate(rows, max_accuracy_loss)
+    return TableSearchResult(
+        favored_diagonals=int(best["favored_diagonals"]),
+        qs_af=float(best["qs_af"]),
+        table=nn_favored_table(int(best["favored_diagonals"]), qs_of, best["qs_af"], quality),
+        clean_accuracy_undefended=baseline,
+        clean_accuracy=best["clean_accuracy"],
+        adversarial_accuracy=best["adversarial_accuracy"],
+        feasible=feasible,
+        rows=rows,
+    )
+
+
+def _choose_candidate(rows: list[dict[str, float]], max_accuracy_loss: float) -> tuple[dict[str, float], bool]:
+    """Algorithm 1's choice among the searched rows, and whether any row met the clean-accuracy constraint."""
+    # tolerance for float noise in "loss <= limit"
+    admissible = [r for r in rows if r["clean_accuracy_loss"] <= max_accuracy_loss + 1e-9]
+    if admissible:
+        best = max(
+            admissible,
+            key=lambda r: (r["adversarial_accuracy"], r["clean_accuracy"], -r["qs_af"], r["favored_diagonals"]),
+        )
+        return best, True
+    best = max(rows, key=lambda r: (r["clean_accuracy"], r["adversarial_accuracy"]))
+    warnings.warn(
+        f"No candidate kept the clean-accuracy loss within {max_accuracy_loss:.3f}; returning the one with the "
+        f"smallest loss ({best['clean_accuracy_loss']:.3f}).",
+        stacklevel=3,
+    )
+    return best, False
 
 
 def _label_indices(labels: np.ndarray, count: int, name: str) -> np.ndarray:

@@ -27,13 +27,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from art_purifiers.defences.nn_favored_jpeg import NNFavoredJpeg
+from art_purifiers.defences.nn_favored_jpeg import (
+    NUM_DIAGONALS,
+    NNFavoredJpeg,
+    TableSearchResult,
+    search_nn_favored_table,
+)
 
 OUTPUTS = ("log_mean_softmax", "mean_logits")
+
+#: The paper's ensemble (section 3.5): the original model M uncompressed, then the members fine-tuned at 90, 70, 50
+#: and 30, as zoo names (``None``: no compression).
+ZHANG2021_MEMBERS: tuple[tuple[str, int | None], ...] = (
+    ("cifar10-reference", None),
+    ("cifar10-noisy-q90", 90),
+    ("cifar10-noisy-q70", 70),
+    ("cifar10-noisy-q50", 50),
+    ("cifar10-noisy-q30", 30),
+)
 
 
 class CompressionEnsemble(nn.Module):
@@ -90,6 +106,20 @@ class CompressionEnsemble(nn.Module):
             torch.tensor(float(len(self.models)), dtype=logits.dtype, device=logits.device)
         )
 
+    def set_table(self, favored_diagonals: int, qs_af: float) -> None:
+        """Use the NN-favored table ``(k, QS_AF)`` in every member's compression (each scaled to its own quality)."""
+        for compression in self.compressions:
+            if compression is not None:
+                compression.set_params(favored_diagonals=favored_diagonals, qs_af=qs_af)
+
+    @property
+    def table_params(self) -> dict[str, Any]:
+        """``{"favored_diagonals": k, "qs_af": QS_AF}`` of the members' compressions."""
+        compression = next((c for c in self.compressions if c is not None), None)
+        if compression is None:
+            return {}
+        return {"favored_diagonals": compression.favored_diagonals, "qs_af": compression.qs_af}
+
     @torch.no_grad()
     def majority_vote(self, x: torch.Tensor) -> torch.Tensor:
         """The class most members predict (ties go to the lowest class index), ``(N,)``."""
@@ -109,3 +139,89 @@ def compression_ensemble_classifier(
     from art_purifiers.evaluation.targets import make_classifier
 
     return make_classifier(ensemble, [], input_shape, nb_classes, "cuda" if device_type == "gpu" else "cpu")
+
+
+def search_ensemble_table(
+    ensemble: CompressionEnsemble,
+    x_clean: np.ndarray,
+    y_clean: np.ndarray,
+    x_adv: np.ndarray,
+    y_adv: np.ndarray | None = None,
+    reference: nn.Module | None = None,
+    favored_diagonals: Sequence[int] = tuple(range(1, NUM_DIAGONALS)),
+    qs_af_values: Sequence[float] = tuple(range(1, 121, 5)),
+    max_accuracy_loss: float = 0.01,
+    batch_size: int = 256,
+    verbose: bool = True,
+) -> TableSearchResult:
+    """
+    Algorithm 1 of the paper with the whole ensemble as the classifier: every candidate table is put in every
+    member's compression at once, and the ensemble's prediction is scored. The clean-accuracy constraint is measured
+    against ``reference`` on the uncompressed images, by default the ensemble's uncompressed member (the paper's M).
+    The ensemble's own table is restored afterwards: apply the result with ``ensemble.set_table(**result.params)``.
+
+    :param ensemble: The ensemble (its ``output`` decides the prediction).
+    :param x_clean: Clean images (NCHW in [0, 1]).
+    :param y_clean: Their labels (indices or one-hot).
+    :param x_adv: Adversarial images made from correctly classified clean images.
+    :param y_adv: Their true labels; defaults to ``y_clean`` when ``x_adv`` has as many images as ``x_clean``.
+    :param reference: The undefended model of the constraint; default: the member with quality ``None``.
+    :param favored_diagonals: Candidate ``k`` values (paper: 1..14).
+    :param qs_af_values: Candidate ``QS_AF`` values (paper: 1, 6, ..., 116).
+    :param max_accuracy_loss: Allowed clean-accuracy loss as a fraction (paper: 1 point = 0.01).
+    :param batch_size: Images per forward pass.
+    :param verbose: Show a progress bar.
+    :raises ValueError: when there is no ``reference`` and no uncompressed member.
+    """
+    if reference is None:
+        uncompressed = [model for model, quality in zip(ensemble.models, ensemble.qualities) if quality is None]
+        if not uncompressed:
+            raise ValueError("The ensemble has no uncompressed member: pass reference= (the undefended model).")
+        reference = uncompressed[0]
+    if all(quality is None for quality in ensemble.qualities):
+        raise ValueError("The ensemble compresses nothing: there is no table to search.")
+    device = next(ensemble.parameters()).device
+    saved = ensemble.table_params
+
+    @torch.no_grad()
+    def predict(images: np.ndarray, params: dict[str, Any] | None) -> np.ndarray:
+        model = reference if params is None else ensemble
+        if params is not None:
+            ensemble.set_table(**params)
+        batches = torch.from_numpy(np.asarray(images, dtype=np.float32)).split(batch_size)
+        return torch.cat([model(batch.to(device)).cpu() for batch in batches]).numpy()
+
+    was_training = ensemble.training
+    ensemble.eval()
+    try:
+        return search_nn_favored_table(
+            predict, x_clean, y_clean, x_adv, y_adv, favored_diagonals, qs_af_values, max_accuracy_loss,
+            verbose=verbose,
+        )  # fmt: skip
+    finally:
+        ensemble.set_table(**saved)
+        ensemble.train(was_training)
+
+
+def zhang2021_ensemble(
+    output: str = "log_mean_softmax", bpda: str = "straight_through", device: str | torch.device = "cpu"
+) -> CompressionEnsemble:
+    """
+    The paper's five-model ensemble from the shipped CIFAR-10 weights (:data:`ZHANG2021_MEMBERS`): M on the
+    uncompressed input and the noisy-trained members at qualities 90, 70, 50 and 30, each on the input compressed
+    with the default NN-favored table at its quality. For the suite: ``--classifier
+    art_purifiers.estimators.compression_ensemble:zhang2021_ensemble`` (or ``:zhang2021_ensemble_mean_logits``).
+
+    :param output: ``"log_mean_softmax"`` or ``"mean_logits"`` (see :class:`CompressionEnsemble`).
+    :param bpda: Backward of the compressions.
+    :param device: Device of the members.
+    """
+    from art_purifiers import zoo
+
+    members = [(zoo.load(name, device=device), quality) for name, quality in ZHANG2021_MEMBERS]
+    return CompressionEnsemble(members, output=output, bpda=bpda).eval()
+
+
+def zhang2021_ensemble_mean_logits() -> CompressionEnsemble:
+    """:func:`zhang2021_ensemble` with the logit-average output, the other attack objective."""
+    return zhang2021_ensemble(output="mean_logits")

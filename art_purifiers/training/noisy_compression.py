@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -265,6 +266,60 @@ def train_model_set(
     return histories
 
 
+def export_members(
+    directory: str | Path,
+    architecture: str,
+    config: dict[str, Any],
+    card: dict[str, Any],
+    qualities: Sequence[int] = PAPER_QUALITIES,
+    test_data: tuple[np.ndarray, np.ndarray] | None = None,
+    prefix: str = "cifar10-noisy",
+) -> dict[int, str]:
+    """
+    Write every trained member ``directory/m<q>.pt`` of a model set as a zoo weight file ``<prefix>-q<q>.pt`` with
+    its model card: ``card`` plus the member's quality, training history and metrics (last validation epoch, and
+    accuracy on ``test_data`` uncompressed and compressed at the member's quality).
+
+    :param directory: Directory of the model set (:func:`train_model_set`'s ``output``).
+    :param architecture: Registered architecture of the members (that of the starting classifier).
+    :param config: Its constructor config.
+    :param card: Card fields shared by the members (``data``, ``resolution``, ``command``, ...).
+    :param qualities: Members to export.
+    :param test_data: Optional ``(x, y)`` test images scored into the card.
+    :param prefix: File (and zoo) name prefix.
+    :return: The sha256 of every written file, by quality.
+    """
+    from art_purifiers import zoo
+    from art_purifiers.nets import ARCHITECTURES
+
+    directory = Path(directory)
+    digests = {}
+    for quality in qualities:
+        model = ARCHITECTURES[architecture](**config)
+        model.load_state_dict(torch.load(directory / f"m{quality}.pt", weights_only=True, map_location="cpu"))
+        history = json.loads((directory / f"m{quality}.json").read_text())
+        metrics: dict[str, Any] = {"validation_last_epoch": history[-1] if history else {}}
+        if test_data is not None:
+            metrics.update(_test_accuracy(model.eval(), quality, *test_data))
+        member_card = {**card, "quality": quality, "metrics": metrics, "history": history}
+        digests[quality] = zoo.save(directory / f"{prefix}-q{quality}.pt", model, architecture, config, member_card)
+    return digests
+
+
+@torch.no_grad()
+def _test_accuracy(model: nn.Module, quality: int, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    def accuracy(images: np.ndarray) -> float:
+        batches = torch.from_numpy(np.asarray(images, dtype=np.float32)).split(500)
+        predictions = torch.cat([model(batch).argmax(1) for batch in batches]).numpy()
+        return float((predictions == y).mean())
+
+    return {
+        "test_images": len(y),
+        "test_top1": accuracy(x),
+        f"test_top1_q{quality}": accuracy(NNFavoredJpeg(quality=quality)(x)[0]),
+    }
+
+
 def held_out_split(count: int, validation: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(validation, training)`` of a seeded split of ``count`` training images (the command's split)."""
     order = np.random.default_rng(seed).permutation(count)
@@ -273,6 +328,7 @@ def held_out_split(count: int, validation: int, seed: int = 0) -> tuple[np.ndarr
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m art_purifiers.training.noisy_compression``: the model set from a zoo classifier on CIFAR-10."""
+    from art_purifiers import zoo
     from art_purifiers.data import load_cifar10
 
     parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -287,11 +343,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--xi", type=float, default=0.9)
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--validation-images", type=int, default=5000, help="training images held out for validation")
+    parser.add_argument(
+        "--train-images", type=int, help="train on the first N of the remaining training images (default: all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if args.train_images is not None and args.train_images < 1:
+        parser.error("--train-images must be a positive integer")
     train = load_cifar10(args.data_dir, "train", download=args.download)
     held_out, kept = held_out_split(len(train), args.validation_images, args.seed)
+    kept = kept[: args.train_images]
     model = load_classifier(args.classifier, "cpu")
     histories = train_model_set(
         model, train.as_float(kept), train.labels.numpy()[kept], args.output, args.qualities,
@@ -300,6 +362,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
     )  # fmt: skip
     print(json.dumps({quality: history[-1] for quality, history in histories.items()}, indent=1))
+    if not (args.classifier in zoo.names() or Path(args.classifier).is_file()):
+        print(f"{args.classifier} is not a zoo weight file: members left as state dicts in {args.output}")
+        return 0
+    architecture, config = zoo.architecture_of(
+        zoo.path(args.classifier) if args.classifier in zoo.names() else args.classifier
+    )
+    test = load_cifar10(args.data_dir, "test", download=args.download)
+    card = {
+        "data": f"CIFAR-10 train: {len(kept)} images of {train.source} (seeded split; {len(held_out)} others held out "
+        "for validation)",
+        "resolution": "32x32",
+        "command": "python -m art_purifiers.training.noisy_compression "
+        + shlex.join(sys.argv[1:] if argv is None else argv),
+        "method": f"Zhang & Gao (2021) noisy compression training, chained from {args.classifier}: xi {args.xi}, "
+        f"noise_std {args.noise_std}, SGD lr {args.lr} decayed 0.94 per epoch, {args.epochs} epochs per member",
+        "torch": str(torch.__version__),
+    }
+    digests = export_members(
+        args.output, architecture, config, card, args.qualities, (test.as_float(), test.labels.numpy())
+    )
+    print(json.dumps({f"{args.output}/cifar10-noisy-q{quality}.pt": sha for quality, sha in digests.items()}, indent=1))
     return 0
 
 
