@@ -26,7 +26,8 @@ from art_purifiers import SuperResolution, zoo
 from art_purifiers.data import load_cifar10
 from art_purifiers.evaluation.suite import select_clean_correct
 from art_purifiers.evaluation.targets import make_classifier
-from art_purifiers.evaluation.unaware import Predictor, attack_unaware, paper_attacks
+from art_purifiers.evaluation.unaware import Predictor, attack_unaware, markdown, paper_attacks
+from art_purifiers.evaluation.unaware import predictor as unaware_predictor
 
 #: Rows: the defence as the paper runs it (the 2x image), our default (resized back), and the paper's ablations
 #: (Tables 3-5), resized back: the reference classifier, trained at 32x32, loses half its clean accuracy at 64x64.
@@ -41,39 +42,16 @@ ROWS = {
 }
 
 
-def predictor(model: torch.nn.Module, defence: SuperResolution | None, batch_size: int = 100) -> Predictor:
+def predictor(model: torch.nn.Module, defence: SuperResolution | None) -> Predictor:
     """Labels predicted by ``model`` behind ``defence`` (or undefended)."""
-
-    @torch.no_grad()
-    def predict(x: np.ndarray) -> np.ndarray:
-        labels = []
-        for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size]
-            purified = batch if defence is None else defence(batch)[0]
-            labels.append(model(torch.from_numpy(purified)).argmax(1).numpy())
-        return np.concatenate(labels)
-
-    return predict
+    return unaware_predictor(model, None if defence is None else lambda x: defence(x)[0])
 
 
-def markdown(result: dict, count: int, command: str) -> str:
-    attacks = [*result["attacks"], "every attack"]
-    lines = [
-        f"Attack-unaware protocol: {count} clean-correct CIFAR-10 test images (a JPEG q75 copy), adversarial examples "
-        "computed on the undefended reference classifier, then purified; accuracy (%), and the share correct under "
-        "every attack at once with its Wilson 95% interval.",
-        "",
-        f"`{command}`",
-        "",
-        "| defence | " + " | ".join(attacks) + " |",
-        "|---" * (len(attacks) + 1) + "|",
-    ]
-    for name, row in result["rows"].items():
-        cells = [f"{100 * row[a]['accuracy']:.1f}" for a in attacks[:-1]]
-        worst = row["every attack"]
-        cells.append(f"{100 * worst['accuracy']:.1f} [{100 * worst['low']:.1f}, {100 * worst['high']:.1f}]")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+INTRO = (
+    "Attack-unaware protocol: {count} clean-correct CIFAR-10 test images (a JPEG q75 copy), adversarial examples "
+    "computed on the undefended reference classifier, then purified; accuracy (%), and the share correct under "
+    "every attack at once with its Wilson 95% interval."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = {"command": command, "attacks": result["attacks"], "rows": result["rows"], "rows_kwargs": ROWS,
                "seconds": round(time.time() - started)}  # fmt: skip
     (args.output / "paper-protocol.json").write_text(json.dumps(summary, indent=1))
-    text = markdown(result, len(indices), command)
+    text = markdown(result, INTRO.format(count=len(indices)), command)
     (args.output / "paper-protocol.md").write_text(text + "\n")
     print(text)
     return 0

@@ -9,7 +9,15 @@ import pytest
 import torch
 from art.estimators.classification import PyTorchClassifier
 
-from art_purifiers.evaluation.unaware import UnawareAttack, attack_unaware, paper_attacks
+from art_purifiers.evaluation.unaware import (
+    UnawareAttack,
+    attack_unaware,
+    kurakin_steps,
+    markdown,
+    paper_attacks,
+    predictor,
+    zhang2021_attacks,
+)
 
 
 class Shift:
@@ -94,7 +102,51 @@ def test_examples_are_cached_and_reused_for_the_same_images(tmp_path) -> None:
 
     attacks = [UnawareAttack("A", build, 0.1)]
     for _ in range(2):
-        attack_unaware(undefended, x, np.zeros(2, dtype=int), attacks, {}, cache=tmp_path, verbose=False)
+        attack_unaware(undefended, x, np.zeros(2, dtype=int), attacks, {}, cache=tmp_path / "new", verbose=False)
     assert len(built) == 1
-    attack_unaware(undefended, x + 0.01, np.zeros(2, dtype=int), attacks, {}, cache=tmp_path, verbose=False)
+    attack_unaware(undefended, x + 0.01, np.zeros(2, dtype=int), attacks, {}, cache=tmp_path / "new", verbose=False)
     assert len(built) == 2  # other images: computed again
+
+
+def test_kurakin_steps_follow_the_published_rule() -> None:
+    # ceil(min(eps + 4, 1.25 eps)) with eps in 1/255 units; 16/255 gives the 20 steps of Mustafa et al.'s I-FGSM
+    assert [kurakin_steps(k / 255) for k in (2, 3, 4, 8, 16, 32)] == [3, 4, 5, 10, 20, 36]
+
+
+@pytest.mark.parametrize("transfer", [False, True])
+def test_zhang2021_attacks_use_their_budgets_on_a_real_model(transfer: bool, tmp_path) -> None:
+    torch.manual_seed(0)
+    # input diversity resizes the input: the model must take any size, like a convolutional surrogate
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(32, 10)
+    ).eval()
+    classifier = PyTorchClassifier(model, torch.nn.CrossEntropyLoss(), (3, 8, 8), 10, clip_values=(0, 1))
+    x = np.random.default_rng(0).uniform(0.1, 0.9, (6, 3, 8, 8)).astype(np.float32)
+    y = classifier.predict(x).argmax(1)
+    attacks = zhang2021_attacks(transfer=transfer, batch_size=4, cw_steps=5)
+    tail = ["DI-FGSM-2", "DI-FGSM-4"] if transfer else ["DeepFool", "C&W"]
+    assert [a.label for a in attacks] == ["FGSM-2", "FGSM-4", "FGSM-8", "I-FGSM-2", "I-FGSM-3", "I-FGSM-4", *tail]
+    predict = lambda images: classifier.predict(images).argmax(1)  # noqa: E731
+    attack_unaware(classifier, x, y, attacks, {"none": predict}, cache=tmp_path, verbose=False)  # checks budgets
+    for attack in attacks:
+        saved = np.load(tmp_path / ("unaware-" + "".join(c if c.isalnum() else "_" for c in attack.label) + ".npz"))
+        change = np.abs(saved["x_adv"] - x).max(axis=(1, 2, 3))
+        if attack.label.startswith("FGSM"):  # one full step of eps away from the [0, 1] bounds
+            np.testing.assert_allclose(change, attack.eps, rtol=1e-4)
+        elif attack.eps is not None:  # iterative: steps of 1/255 (DI: eps/steps) add up to the budget
+            assert np.all(change > attack.eps / 2) and np.all(change <= attack.eps + 1e-6)
+
+
+def test_predictor_and_markdown_table() -> None:
+    x = np.full((4, 1, 4, 4), 0.45, dtype=np.float32)
+    x[2:] = 0.55
+    model = brightness_classifier().model
+    np.testing.assert_array_equal(predictor(model, batch_size=3)(x), [0, 0, 1, 1])
+    np.testing.assert_array_equal(predictor(model, lambda images: images + 0.1, batch_size=3)(x), [1, 1, 1, 1])
+    attacks = [UnawareAttack("A", lambda m: Shift([0], 0.1), 0.1), UnawareAttack("B", lambda m: Shift([1], 0.1), 0.1)]
+    result = attack_unaware(brightness_classifier(), x, np.array([0, 0, 1, 1]), attacks, {"none": predictor(model)},
+                            verbose=False)  # fmt: skip
+    lines = markdown(result, "Intro.", "cmd --flag").splitlines()
+    assert lines[:3] == ["Intro.", "", "`cmd --flag`"] and lines[4] == "| defence | A | B | every attack |"
+    low, high = result["rows"]["none"]["every attack"]["low"], result["rows"]["none"]["every attack"]["high"]
+    assert lines[6] == f"| none | 75.0 | 75.0 | 50.0 [{100 * low:.1f}, {100 * high:.1f}] |"

@@ -25,6 +25,7 @@ the vote of the members as an option. Gradients through each compression follow 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -204,7 +205,10 @@ def search_ensemble_table(
 
 
 def zhang2021_ensemble(
-    output: str = "log_mean_softmax", bpda: str = "straight_through", device: str | torch.device = "cpu"
+    output: str = "log_mean_softmax",
+    bpda: str = "straight_through",
+    device: str | torch.device = "cpu",
+    members: str | Path | None = None,
 ) -> CompressionEnsemble:
     """
     The paper's five-model ensemble from the shipped CIFAR-10 weights (:data:`ZHANG2021_MEMBERS`): M on the
@@ -215,11 +219,18 @@ def zhang2021_ensemble(
     :param output: ``"log_mean_softmax"`` or ``"mean_logits"`` (see :class:`CompressionEnsemble`).
     :param bpda: Backward of the compressions.
     :param device: Device of the members.
+    :param members: Optional directory of a model set trained with ``python -m
+        art_purifiers.training.noisy_compression`` (its ``cifar10-noisy-q<q>.pt`` files) instead of the shipped one.
     """
     from art_purifiers import zoo
 
-    members = [(zoo.load(name, device=device), quality) for name, quality in ZHANG2021_MEMBERS]
-    return CompressionEnsemble(members, output=output, bpda=bpda).eval()
+    def load(name: str) -> nn.Module:
+        if members is None or name == "cifar10-reference":  # M is the shipped reference either way
+            return zoo.load(name, device=device)
+        return zoo.load_file(Path(members) / f"{name}.pt", device=device)
+
+    pairs = [(load(name), quality) for name, quality in ZHANG2021_MEMBERS]
+    return CompressionEnsemble(pairs, output=output, bpda=bpda).eval()
 
 
 def zhang2021_ensemble_mean_logits() -> CompressionEnsemble:
