@@ -137,6 +137,11 @@ def select_clean_correct(predictions: np.ndarray, labels: np.ndarray, count: int
     return np.sort(correct_order[:count])
 
 
+def fit_image_indices(train_size: int, count: int, seed: int) -> np.ndarray:
+    """The training images that table searches and other fitting steps use: ``count`` of them in a seeded order."""
+    return np.random.default_rng(seed + 1).permutation(train_size)[:count]
+
+
 def _predict_labels(classifier: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.asarray(classifier.predict(x, batch_size=batch_size)).argmax(1)
 
@@ -235,7 +240,7 @@ class Suite:
 
     def _load_fit_images(self) -> tuple[np.ndarray, np.ndarray]:
         train = load_dataset(self.config, "train")
-        fit_indices = np.random.default_rng(self.config.seed + 1).permutation(len(train))[: self.config.fit_images]
+        fit_indices = fit_image_indices(len(train), self.config.fit_images, self.config.seed)
         return train.as_float(fit_indices), train.labels.numpy()[fit_indices]
 
     # --- one defence -------------------------------------------------------------------------------------------------
