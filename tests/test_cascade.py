@@ -304,6 +304,8 @@ def test_report_pages_give_each_defence_its_page_and_a_summary(dataset: str, tmp
     )
     summary = (pages / "summary.md").read_text()
     assert "[`QuantizeDistort`](quantizedistort.md)" in summary and "| `none` |" in summary
+    # the undefended row of another classifier than the reference is that classifier's page
+    assert "[`none`](margin-model.md)" in summary and (pages / "margin-model.md").is_file()
     # a run on other images cannot merge: its QuantizeDistort page gets its own name instead of overwriting
     evaluate(replace(config, num_images=6, defences=["QuantizeDistort"]), tmp_path / "fewer")
     assert main(["report", str(tmp_path / "run"), str(tmp_path / "fewer"), "--output", str(pages), "--pages"]) == 0

@@ -491,10 +491,17 @@ def write_pages(groups: list[dict[str, Any]], output: Path, notes_dir: Path | No
 
 
 def _page_stems(results: dict[str, Any], used: set[str]) -> dict[str, str]:
-    """Each defence's page name; a defence already paged for another group of runs gets its image count appended."""
+    """
+    Each defence's page name; a defence already paged for another group of runs gets its image count appended. The
+    undefended row of another classifier than the reference (a classifier-side defence such as an ensemble) is named
+    after that classifier: ``package.module:zhang2021_ensemble`` -> ``zhang2021-ensemble``.
+    """
     stems = {}
+    classifier = str(results["config"].get("classifier", "cifar10-reference"))
     for spec in results["defences"]:
         stem = page_name(spec)
+        if spec == "none" and classifier != "cifar10-reference":  # a classifier-side defence: the page is the model's
+            stem = page_name(Path(classifier.rpartition(":")[2]).stem)
         if stem in used:
             stem = f"{stem}-{results['config']['num_images']}-images"
         while stem in used:

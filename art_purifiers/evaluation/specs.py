@@ -216,6 +216,13 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "for "
         "up to 200 iterations; the Linf budget 8/255 is ours (their figures sweep it).",
     },
+    "zhang2021": {
+        "attacks": ["pgd:eps=8/255,steps=1000,eps_step=0.1/255"],
+        "source": "Zhang & Gao 2021, section 4.4 (Table 3): BPDA run with Athalye et al.'s code for 1000 iterations at "
+        "learning rate 0.1. The paper states neither the budget nor the pixel scale: the replay reads the rate as 0.1 "
+        "of 255 and uses Linf 8/255. Against the ensemble (--classifier "
+        "art_purifiers.estimators.compression_ensemble:zhang2021_ensemble) the BPDA is inside every member.",
+    },
 }
 
 #: Binary-search steps of C&W's constant (ART's default is 10; each costs ``steps`` iterations).
