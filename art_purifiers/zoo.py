@@ -71,7 +71,7 @@ REGISTRY: dict[str, Artifact] = {
         Artifact(
             name="cifar10-reference",
             filename="cifar10-reference.pt",
-            sha256="186b8708f6d77d601d55f43bba6d6b30e83e8da5470dfaf57cf76d45da81a7fc",
+            sha256="bc8ee19cea3bf0d1d49520ba839b69b32345555e7082f90fb721a3dfb3ba9f1e",
             architecture="cifar-convnet",
             command="python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 "
             "--output runs/classifier --epochs 18",
@@ -103,13 +103,13 @@ REGISTRY: dict[str, Artifact] = {
             tags=("super-resolution", "cifar10", "photos"),
         ),
         _cifar10_restorer(
-            20, "62f286d9bf2501ef0569b54d8095884bc2ac71bebc176c0f9b6881b596de7438", (26.27, 27.57), (0.8837, 0.9066)
+            20, "5211b5f9b62cd9555eced7dc45cab2fa7e2d68f4955ffc0269bc9a2f6c6fc0ac", (26.27, 27.57), (0.8837, 0.9066)
         ),
         _cifar10_restorer(
-            40, "77bbc8e4c7ebb44dbce69eeb5a662d00fc51ea305969ac3eff79e55ad80d3495", (28.73, 29.68), (0.9274, 0.9389)
+            40, "d7d685d93da2f4c150985a49716cad69aa52db95b04c624cd9b785a6887bd283", (28.73, 29.68), (0.9274, 0.9389)
         ),
         _cifar10_restorer(
-            60, "f653a7aadd0c08a298f71d8252221488ca25ddfb2bcc1f84832f8b9cd6d7e924", (32.65, 35.87), (0.9724, 0.9846)
+            60, "088bbbdc53ab9261d846ea13af24bdb5bafb725a57f62bf735f3ca4ca6d26a96", (32.65, 35.87), (0.9724, 0.9846)
         ),
     )
 }

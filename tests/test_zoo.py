@@ -109,3 +109,13 @@ def test_the_transfer_surrogate_is_another_architecture_with_its_own_weights() -
         for a, b in zip(surrogate.state_dict().values(), reference.state_dict().values())
         if a.numel() > 16
     )
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_shipped_cards_name_repo_relative_paths_only(name: str) -> None:
+    import json
+    import re
+
+    card = json.dumps(zoo.card(zoo.path(name)))
+    absolute = re.findall(r"(?:^|[\s\"'=])(/[\w.-]+/[\w./-]+)", card)
+    assert not absolute, f"{name}'s model card names machine paths: {absolute}"
