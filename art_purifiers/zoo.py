@@ -64,6 +64,22 @@ def _cifar10_restorer(quality: int, sha256: str, psnr: tuple[float, float], ssim
     )
 
 
+def _cifar10_noisy_member(quality: int, sha256: str, top1: float, top1_compressed: float) -> Artifact:
+    """A shipped member of Zhang & Gao's model set; accuracies on the shared test images, from its model card."""
+    return Artifact(
+        name=f"cifar10-noisy-q{quality}",
+        filename=f"cifar10-noisy-q{quality}.pt",
+        sha256=sha256,
+        architecture="cifar-convnet",
+        command="python -m art_purifiers.training.noisy_compression --data-dir ../shared/data/cifar10 "
+        "--output runs/noisy-set --epochs 10 --train-images 20000",
+        summary=f"Zhang & Gao's M{quality}: cifar10-reference fine-tuned by noisy compression training in the chain "
+        f"M90 -> ... -> M{quality} (10 epochs per member on 20,000 training images); 5,000 shared test images (JPEG "
+        f"q75 copy): {100 * top1:.2f}% top-1, {100 * top1_compressed:.2f}% compressed at q{quality}",
+        tags=("classifier", "cifar10", "noisy-training", "zhang2021-ensemble"),
+    )
+
+
 #: Shipped artifacts by name.
 REGISTRY: dict[str, Artifact] = {
     artifact.name: artifact

@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-images", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cw-steps", type=int, default=100, help="C&W iterations per binary-search step")
+    parser.add_argument("--cw-search-steps", type=int, default=5, help="C&W binary-search steps")
     parser.add_argument("--members", type=Path, help="directory of a trained model set (default: the shipped one)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -80,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts = []
     for scenario, (source, how) in SCENARIOS.items():
         attacked = make_classifier(zoo.load(source).eval(), [], (3, 32, 32), 10, "cpu")
-        attacks = zhang2021_attacks(transfer=scenario == "black-box", cw_steps=args.cw_steps)
+        attacks = zhang2021_attacks(
+            scenario == "black-box", cw_steps=args.cw_steps, cw_search_steps=args.cw_search_steps
+        )
         result = attack_unaware(attacked, x, y, attacks, rows, cache=args.output / scenario)
         np.savez_compressed(args.output / f"paper-protocol-{scenario}.npz", indices=indices, attacks=result["attacks"],
                             **{name: correct for name, correct in result["correct"].items()})  # fmt: skip
