@@ -124,6 +124,10 @@ REGISTRY: dict[str, Artifact] = {
         _cifar10_restorer(
             40, "d7d685d93da2f4c150985a49716cad69aa52db95b04c624cd9b785a6887bd283", (28.73, 29.68), (0.9274, 0.9389)
         ),
+        _cifar10_noisy_member(90, "f32604ab4155df56601f8ae1e7ef9fe276dcfb8635c4ce2c9942080e49d3ed0a", 0.8902, 0.8896),
+        _cifar10_noisy_member(70, "6698ff4fcae577d37f02bcb2d3d9baf8eabcd66b427d8a2cb2d4dead426bf966", 0.8846, 0.8774),
+        _cifar10_noisy_member(50, "fc1d7ab96a1c443d58f5170071313b92df4ac1813f9ff5372f56ca95cda6706d", 0.8810, 0.8600),
+        _cifar10_noisy_member(30, "d934b48474b5d5d7fa03dcdc1c5099d62a5c696ed9a7061ac5e011bf6ac7cc65", 0.8816, 0.8186),
         _cifar10_restorer(
             60, "088bbbdc53ab9261d846ea13af24bdb5bafb725a57f62bf735f3ca4ca6d26a96", (32.65, 35.87), (0.9724, 0.9846)
         ),

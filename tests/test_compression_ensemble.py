@@ -168,3 +168,26 @@ def test_a_one_member_search_is_the_defences_own_search() -> None:
         search_ensemble_table(CompressionEnsemble([(model, 70)]), x, y, x_adv, y, **options)
     with pytest.raises(ValueError, match="compresses nothing"):
         search_ensemble_table(CompressionEnsemble([(model, None)]), x, y, x_adv, y, **options)
+
+
+def test_the_shipped_ensemble_is_the_papers_five_models() -> None:
+    from art_purifiers import zoo
+    from art_purifiers.estimators import ZHANG2021_MEMBERS
+    from art_purifiers.evaluation.targets import load_classifier
+
+    ensemble = load_classifier("art_purifiers.estimators.compression_ensemble:zhang2021_ensemble")
+    assert isinstance(ensemble, CompressionEnsemble) and ensemble.qualities == [None, 90, 70, 50, 30]
+    assert ensemble.output == "log_mean_softmax" and not ensemble.training
+    variant = load_classifier("art_purifiers.estimators.compression_ensemble:zhang2021_ensemble_mean_logits")
+    assert variant.output == "mean_logits"
+    reference = zoo.load("cifar10-reference").state_dict()
+    for (name, quality), model in zip(ZHANG2021_MEMBERS[1:], ensemble.models[1:]):
+        assert zoo.card(zoo.path(name))["quality"] == quality
+        # a fine-tuned copy of M: the same architecture and keys, other weights
+        state = model.state_dict()
+        assert state.keys() == reference.keys() and any(not torch.equal(reference[k], state[k]) for k in state)
+    x = np.random.default_rng(0).random((4, 3, 32, 32)).astype(np.float32)
+    pairs = list(zip(ensemble.models, ensemble.qualities))
+    with torch.no_grad():
+        np.testing.assert_allclose(np.exp(ensemble(torch.from_numpy(x)).numpy()), plain_probabilities(pairs, x),
+                                   rtol=1e-4, atol=1e-6)  # fmt: skip
