@@ -164,19 +164,11 @@ class NNFavoredJpeg(PurifierPreprocessor):
         """
         Algorithm 1 of the paper on one classifier (:func:`search_nn_favored_table` with this defence in front of
         ``classifier``; ``QS_OF`` and ``quality`` are this defence's). The defence itself is not changed: apply the
-        result with ``defence.set_params(**result.params)``.
+        result with ``defence.set_params(**result.params)``. The images, labels, grid and constraint are those of
+        :func:`search_nn_favored_table`; the images are in this defence's layout and ``clip_values``.
 
         :param classifier: An ART classifier *without* this defence in its preprocessing (the search applies it).
-        :param x_clean: Clean images in this defence's layout and ``clip_values`` (the paper: 1,000).
-        :param y_clean: Their labels (indices or one-hot).
-        :param x_adv: Adversarial images made from correctly classified clean images (the paper: 200).
-        :param y_adv: Their true labels; defaults to ``y_clean`` when ``x_adv`` has as many images as ``x_clean``.
-        :param favored_diagonals: Candidate ``k`` values (paper: 1..14).
-        :param qs_af_values: Candidate ``QS_AF`` values (paper: 1, 6, ..., 116).
-        :param max_accuracy_loss: Allowed clean-accuracy loss as a fraction (paper: 1 point = 0.01).
         :param batch_size: Batch size for ``classifier.predict``.
-        :param verbose: Show a progress bar.
-        :return: The chosen configuration and the full table of results.
         """
         candidate = copy.deepcopy(self)
 

@@ -160,18 +160,12 @@ def search_ensemble_table(
     member's compression at once, and the ensemble's prediction is scored. The clean-accuracy constraint is measured
     against ``reference`` on the uncompressed images, by default the ensemble's uncompressed member (the paper's M).
     The ensemble's own table is restored afterwards: apply the result with ``ensemble.set_table(**result.params)``.
+    The images (NCHW in [0, 1]), labels, grid and constraint are those of
+    :func:`~art_purifiers.defences.nn_favored_jpeg.search_nn_favored_table`.
 
     :param ensemble: The ensemble (its ``output`` decides the prediction).
-    :param x_clean: Clean images (NCHW in [0, 1]).
-    :param y_clean: Their labels (indices or one-hot).
-    :param x_adv: Adversarial images made from correctly classified clean images.
-    :param y_adv: Their true labels; defaults to ``y_clean`` when ``x_adv`` has as many images as ``x_clean``.
     :param reference: The undefended model of the constraint; default: the member with quality ``None``.
-    :param favored_diagonals: Candidate ``k`` values (paper: 1..14).
-    :param qs_af_values: Candidate ``QS_AF`` values (paper: 1, 6, ..., 116).
-    :param max_accuracy_loss: Allowed clean-accuracy loss as a fraction (paper: 1 point = 0.01).
     :param batch_size: Images per forward pass.
-    :param verbose: Show a progress bar.
     :raises ValueError: when there is no ``reference`` and no uncompressed member.
     """
     if reference is None:
