@@ -56,4 +56,4 @@ def run_image_network(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 # Importing the architecture modules registers them (after the registry above exists).
-from art_purifiers.nets import argan, classifier, edsr  # noqa: E402,F401
+from art_purifiers.nets import argan, classifier, edsr, nrp  # noqa: E402,F401

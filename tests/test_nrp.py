@@ -1,0 +1,234 @@
+"""The NRP purifier networks (Naseer et al. 2020) and the SSP attack, against plain functional references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from art.estimators.classification import PyTorchClassifier
+from torch import nn
+
+from art_purifiers.attacks.ssp import SelfSupervisedPerturbation, layer_features, self_supervised_perturbation
+from art_purifiers.nets import ARCHITECTURES
+from art_purifiers.nets.edsr import EDSR
+from art_purifiers.nets.nrp import NRPGenerator, NRPResidualGenerator, RelativisticCritic, load_reference_state_dict
+
+
+def _conv(state: dict[str, torch.Tensor], name: str, x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, state[f"{name}.weight"], state[f"{name}.bias"], padding=1)
+
+
+def _dense_reference(state: dict[str, torch.Tensor], prefix: str, x: torch.Tensor) -> torch.Tensor:
+    """One dense block written out: conv k sees the input and the k-1 earlier outputs; the residual is scaled 0.2."""
+    seen = x
+    for k in range(1, 5):
+        seen = torch.cat([seen, F.leaky_relu(_conv(state, f"{prefix}.conv{k}", seen), 0.2)], 1)
+    return x + 0.2 * _conv(state, f"{prefix}.conv5", seen)
+
+
+def _rrdb_reference(state: dict[str, torch.Tensor], blocks: int, x: torch.Tensor) -> torch.Tensor:
+    features = _conv(state, "conv_first", x)
+    for b in range(blocks):
+        inner = features
+        for j in (1, 2, 3):
+            inner = _dense_reference(state, f"RRDB_trunk.{b}.RDB{j}", inner)
+        features = features + 0.2 * inner
+    return _conv(state, "trunk_conv", features)
+
+
+def _residual_reference(state: dict[str, torch.Tensor], blocks: int, x: torch.Tensor) -> torch.Tensor:
+    features = F.leaky_relu(_conv(state, "conv_first", x), 0.1)
+    for b in range(blocks):
+        features = features + _conv(
+            state, f"recon_trunk.{b}.conv2", F.relu(_conv(state, f"recon_trunk.{b}.conv1", features))
+        )
+    return _conv(state, "conv_last", features)
+
+
+@pytest.mark.parametrize(
+    "network, reference",
+    [
+        (NRPGenerator(features=8, blocks=2, growth=4), _rrdb_reference),
+        (NRPResidualGenerator(features=8, blocks=2), _residual_reference),
+    ],
+    ids=["rrdb", "residual"],
+)
+def test_generators_match_a_functional_reference_at_any_size(network: nn.Module, reference) -> None:
+    torch.manual_seed(0)
+    state = {key: value.detach() for key, value in network.state_dict().items()}
+    for size in [(1, 1), (5, 7), (32, 32)]:
+        x = torch.rand(2, 3, *size)
+        torch.testing.assert_close(network(x), reference(state, 2, x), rtol=1e-5, atol=1e-6)
+
+
+def test_key_names_are_the_authors() -> None:
+    rrdb = set(NRPGenerator(features=8, blocks=1, growth=4).state_dict())
+    expected = {"conv_first.weight", "conv_first.bias", "trunk_conv.weight", "trunk_conv.bias"}
+    expected |= {f"RRDB_trunk.0.RDB{j}.conv{k}.{p}" for j in (1, 2, 3) for k in range(1, 6) for p in ("weight", "bias")}
+    assert rrdb == expected
+    residual = set(NRPResidualGenerator(features=8, blocks=1).state_dict())
+    assert residual == {f"{m}.{p}" for m in ("conv_first", "recon_trunk.0.conv1", "recon_trunk.0.conv2", "conv_last")
+                        for p in ("weight", "bias")}  # fmt: skip
+
+
+def test_full_sizes_have_the_papers_parameter_counts() -> None:
+    def millions(network: nn.Module) -> float:
+        return sum(p.numel() for p in network.parameters()) / 1e6
+
+    assert millions(NRPGenerator()) == pytest.approx(16.5, abs=0.1)  # the paper's 16.5 M
+    assert millions(NRPResidualGenerator()) == pytest.approx(1.7, abs=0.05)
+    assert {"nrp-generator", "nrp-residual-generator", "nrp-critic"} <= set(ARCHITECTURES)
+
+
+def test_no_skip_from_input_to_output() -> None:
+    network = NRPResidualGenerator(features=8, blocks=1)
+    with torch.no_grad():
+        network.conv_last.weight.zero_()
+        network.conv_last.bias.zero_()
+    assert network(torch.rand(1, 3, 8, 8)).abs().max() == 0  # a skip would return the input here
+
+
+@pytest.mark.parametrize(
+    "network", [NRPGenerator(features=8, blocks=3, growth=4), NRPResidualGenerator(features=8, blocks=2)], ids=type
+)
+def test_released_state_dicts_load_with_their_shape(network: nn.Module) -> None:
+    state = {f"module.{key}": value.half() for key, value in network.state_dict().items()}  # DataParallel, fp16
+    loaded = load_reference_state_dict(state)
+    assert type(loaded) is type(network) and not loaded.training
+    x = torch.rand(1, 3, 9, 9)
+    torch.testing.assert_close(loaded(x), network.half().float()(x))
+
+
+def test_foreign_or_broken_state_dicts_are_refused() -> None:
+    with pytest.raises(ValueError, match="conv_first"):
+        load_reference_state_dict(EDSR(blocks=1, features=8).state_dict())
+    state = NRPResidualGenerator(features=8, blocks=1).state_dict()
+    with pytest.raises(ValueError, match="Neither NRP variant"):
+        load_reference_state_dict({"conv_first.weight": state["conv_first.weight"]})
+    state["recon_trunk.0.conv2.weight"] = torch.zeros(8, 4, 3, 3)
+    with pytest.raises(ValueError, match="does not fit NRPResidualGenerator"):
+        load_reference_state_dict(state)
+    with pytest.raises(ValueError, match="blocks must be a positive integer"):
+        NRPGenerator(blocks=0)
+
+
+def test_relativistic_critic_scores_each_image() -> None:
+    critic = RelativisticCritic(features=4, depth=2)
+    real, fake = critic(torch.rand(3, 3, 16, 16)), critic(torch.rand(5, 3, 16, 16))
+    assert real.shape == (3,) and fake.shape == (5,)
+    torch.testing.assert_close(RelativisticCritic.relativistic_logits(real, fake), real - fake.mean())
+
+
+# --- SSP ---------------------------------------------------------------------------------------------------------
+
+
+def _small_net() -> nn.Sequential:
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    )  # fmt: skip
+
+
+def test_ssp_first_step_matches_the_analytic_gradient_of_a_linear_feature_map() -> None:
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(5, 12))
+    x = rng.uniform(0.2, 0.8, size=(2, 3, 2, 2))
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1) @ torch.as_tensor(weight, dtype=images.dtype).T
+
+    x_t = torch.as_tensor(x)
+    start = self_supervised_perturbation(features, x_t, 0.1, 0.03, 0, generator=torch.Generator().manual_seed(3))
+    step = self_supervised_perturbation(features, x_t, 0.1, 0.03, 1, generator=torch.Generator().manual_seed(3))
+    x0 = start.numpy().reshape(2, -1)
+    gradient = (x0 - x.reshape(2, -1)) @ weight.T @ weight  # d/dx' ||W(x' - x)||^2, up to a positive factor
+    expected = np.clip(np.clip(x0 + 0.03 * np.sign(gradient), x.reshape(2, -1) - 0.1, x.reshape(2, -1) + 0.1), 0, 1)
+    np.testing.assert_allclose(step.numpy().reshape(2, -1), expected, atol=1e-12)
+    assert np.abs(x0 - x.reshape(2, -1)).max() <= 0.1 and not np.allclose(x0, x.reshape(2, -1))
+
+
+def test_ssp_stays_in_budget_and_distorts_features_more_than_noise() -> None:
+    network = _small_net().eval()
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 16, 16)
+    features = layer_features(network, "3")
+    adversarial = self_supervised_perturbation(features, x, 8 / 255, 2 / 255, 10)
+    assert (adversarial - x).abs().max() <= 8 / 255 + 1e-6 and adversarial.min() >= 0 and adversarial.max() <= 1
+    noise = (x + (8 / 255) * torch.sign(torch.randn_like(x))).clamp(0, 1)
+    with torch.no_grad():
+        distortion = (features(adversarial) - features(x)).pow(2).mean()
+        assert distortion > 1.5 * (features(noise) - features(x)).pow(2).mean()  # noise at the ball's corners
+
+
+def test_layer_features_stops_at_the_layer_and_names_what_exists() -> None:
+    network = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(1, 1))  # last breaks
+    x = torch.rand(2, 3, 5, 5)
+    torch.testing.assert_close(layer_features(network, "1")(x), torch.relu(network[0](x)))
+    with pytest.raises(ValueError, match=r"no layer named 'conv3_3'.*'0', '1'"):
+        layer_features(network, "conv3_3")
+
+
+def test_ssp_art_attack_runs_the_estimators_preprocessing_and_ignores_labels() -> None:
+    network = _small_net()
+    mean, std = np.array([0.5, 0.4, 0.3]), np.array([0.2, 0.25, 0.3])
+    classifier = PyTorchClassifier(network, nn.CrossEntropyLoss(), (3, 8, 8), 10, clip_values=(0.0, 1.0),
+                                   preprocessing=(mean.reshape(3, 1, 1), std.reshape(3, 1, 1)))  # fmt: skip
+    x = np.random.default_rng(2).uniform(size=(5, 3, 8, 8)).astype(np.float32)
+    attack = SelfSupervisedPerturbation(classifier, layer="2", eps=0.05, eps_step=0.01, max_iter=5, batch_size=2,
+                                        seed=7, verbose=False)  # fmt: skip
+    result = attack.generate(x)
+    np.testing.assert_array_equal(result, attack.generate(x, y=np.zeros(5, dtype=int)))
+    assert result.dtype == np.float32 and np.abs(result - x).max() <= 0.05 + 1e-6
+
+    normalised = nn.Sequential(_Normalise(mean, std), network)
+    plain = SelfSupervisedPerturbation(normalised, layer="1.2", eps=0.05, eps_step=0.01, max_iter=5, batch_size=2,
+                                       seed=7, verbose=False)  # fmt: skip
+    np.testing.assert_allclose(result, plain.generate(x), atol=1e-6)
+
+
+class _Normalise(nn.Module):
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def test_ssp_seeds_reproduce_and_differ() -> None:
+    network = _small_net()
+    x = np.random.default_rng(3).uniform(size=(3, 3, 8, 8)).astype(np.float32)
+
+    def run(seed: int) -> np.ndarray:
+        return SelfSupervisedPerturbation(network, layer="3", max_iter=2, seed=seed, verbose=False).generate(x)
+
+    np.testing.assert_array_equal(run(1), run(1))
+    assert not np.array_equal(run(1), run(2))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"estimator": "model"}, TypeError, "ART PyTorch estimator or a torch.nn.Module"),
+        ({"eps": 0.0}, ValueError, "eps and eps_step must be positive"),
+        ({"max_iter": 0}, ValueError, "max_iter must be a positive integer"),
+        ({"batch_size": 2.5}, ValueError, "batch_size must be a positive integer"),
+        ({"clip_values": (1.0, 0.0)}, ValueError, "low < high"),
+        ({"layer": "head"}, ValueError, "no layer named 'head'"),
+    ],
+)
+def test_ssp_rejects_bad_parameters(kwargs: dict, error: type, match: str) -> None:
+    arguments = {"estimator": _small_net(), **kwargs}
+    with pytest.raises(error, match=match):
+        SelfSupervisedPerturbation(**arguments)
+
+
+def test_ssp_on_an_art_estimator_needs_a_layer_and_numpy_input() -> None:
+    classifier = PyTorchClassifier(_small_net(), nn.CrossEntropyLoss(), (3, 8, 8), 10, clip_values=(0.0, 1.0))
+    with pytest.raises(ValueError, match="needs layer="):
+        SelfSupervisedPerturbation(classifier)
+    with pytest.raises(TypeError, match="float NCHW numpy array"):
+        SelfSupervisedPerturbation(classifier, layer="1", verbose=False).generate(torch.rand(1, 3, 8, 8))
