@@ -64,6 +64,22 @@ def test_the_logit_average_option() -> None:
         )
 
 
+def test_logit_gradient_keeps_the_papers_prediction() -> None:
+    pairs, x = members(), torch.from_numpy(images())
+    hybrid = CompressionEnsemble(pairs, backward="mean_logits")
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(hybrid(x), CompressionEnsemble(pairs)(x))  # the averaged probabilities
+    inputs = x.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(hybrid(inputs)[torch.arange(6), y].sum(), inputs)
+    logit_inputs = x.clone().requires_grad_(True)
+    logits = CompressionEnsemble(pairs, output="mean_logits")(logit_inputs)
+    (expected,) = torch.autograd.grad(logits[torch.arange(6), y].sum(), logit_inputs)
+    torch.testing.assert_close(gradient, expected)
+    with pytest.raises(ValueError, match="backward must be None or one of"):
+        CompressionEnsemble(pairs, backward="logits")
+
+
 def test_gradients_reach_every_member_and_art_attacks_run() -> None:
     pairs, x = members(), images(4)
     classifier = compression_ensemble_classifier(CompressionEnsemble(pairs), (3, 16, 16), 5)
@@ -180,6 +196,8 @@ def test_the_shipped_ensemble_is_the_papers_five_models() -> None:
     assert ensemble.output == "log_mean_softmax" and not ensemble.training
     variant = load_classifier("art_purifiers.estimators.compression_ensemble:zhang2021_ensemble_mean_logits")
     assert variant.output == "mean_logits"
+    hybrid = load_classifier("art_purifiers.estimators.compression_ensemble:zhang2021_ensemble_logit_gradient")
+    assert hybrid.output == "log_mean_softmax" and hybrid.backward == "mean_logits"
     reference = zoo.load("cifar10-reference").state_dict()
     for (name, quality), model in zip(ZHANG2021_MEMBERS[1:], ensemble.models[1:]):
         assert zoo.card(zoo.path(name))["quality"] == quality

@@ -19,7 +19,9 @@ Its output, the attack objective:
 - ``"mean_logits"`` returns ``mean_i f_i(c_i(x))``: the logit average that adaptive attacks on ensembles also use.
 
 Both argmax to the same class only approximately. Prediction follows the chosen output; :meth:`majority_vote` gives
-the vote of the members as an option. Gradients through each compression follow its ``bpda`` setting.
+the vote of the members as an option. ``backward="mean_logits"`` keeps the paper's prediction (the forward returns
+the averaged probabilities) and gives attacks the gradient of the logit average instead: an adaptive attack scored
+on the defence's own decision. Gradients through each compression follow its ``bpda`` setting.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class CompressionEnsemble(nn.Module):
         members: Sequence[tuple[nn.Module, int | None]],
         output: str = "log_mean_softmax",
         bpda: str = "straight_through",
+        backward: str | None = None,
         **compression_options: Any,
     ) -> None:
         """
@@ -69,6 +72,8 @@ class CompressionEnsemble(nn.Module):
         :param output: ``"log_mean_softmax"`` (the paper's averaged probabilities, as log-probabilities) or
             ``"mean_logits"``.
         :param bpda: Backward of each compression (see :class:`~art_purifiers.NNFavoredJpeg`).
+        :param backward: ``None`` (the output's own gradient) or one of the outputs whose gradient replaces it: the
+            forward value stays ``output``, so predictions do not change.
         :param compression_options: Further :class:`~art_purifiers.NNFavoredJpeg` options (``favored_diagonals``, ...).
         """
         super().__init__()
@@ -76,6 +81,8 @@ class CompressionEnsemble(nn.Module):
             raise ValueError("members must hold at least one (model, quality) pair.")
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}.")
+        if backward is not None and backward not in OUTPUTS:
+            raise ValueError(f"backward must be None or one of {OUTPUTS}, got {backward!r}.")
         for index, member in enumerate(members):
             if not (isinstance(member, tuple) and len(member) == 2 and isinstance(member[0], nn.Module)):
                 raise TypeError(f"members[{index}] must be a (torch.nn.Module, quality) pair, got {member!r:.80}.")
@@ -86,6 +93,7 @@ class CompressionEnsemble(nn.Module):
             for quality in self.qualities
         ]
         self.output = output
+        self.backward = backward
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's logits on its own compressed input, ``(members, N, classes)``."""
@@ -100,12 +108,11 @@ class CompressionEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.member_logits(x)
-        if self.output == "mean_logits":
-            return logits.mean(0)
-        # log of the mean probability, computed stably: logsumexp of the members' log-softmax, minus log(members)
-        return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=0) - torch.log(
-            torch.tensor(float(len(self.models)), dtype=logits.dtype, device=logits.device)
-        )
+        value = _combine(logits, self.output)
+        if self.backward is None or self.backward == self.output:
+            return value
+        surrogate = _combine(logits, self.backward)
+        return value.detach() + (surrogate - surrogate.detach())  # the value of one, the gradient of the other
 
     def set_table(self, favored_diagonals: int, qs_af: float) -> None:
         """Use the NN-favored table ``(k, QS_AF)`` in every member's compression (each scaled to its own quality)."""
@@ -127,6 +134,15 @@ class CompressionEnsemble(nn.Module):
         logits = self.member_logits(x)  # (members, N, classes)
         counts = nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).sum(0)
         return counts.argmax(-1)
+
+
+def _combine(logits: torch.Tensor, output: str) -> torch.Tensor:
+    """Members' logits ``(members, N, classes)`` -> the ensemble output ``(N, classes)`` named by ``output``."""
+    if output == "mean_logits":
+        return logits.mean(0)
+    # log of the mean probability, computed stably: logsumexp of the members' log-softmax, minus log(members)
+    count = torch.tensor(float(logits.shape[0]), dtype=logits.dtype, device=logits.device)
+    return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=0) - torch.log(count)
 
 
 def compression_ensemble_classifier(
@@ -203,6 +219,7 @@ def zhang2021_ensemble(
     bpda: str = "straight_through",
     device: str | torch.device = "cpu",
     members: str | Path | None = None,
+    backward: str | None = None,
 ) -> CompressionEnsemble:
     """
     The paper's five-model ensemble from the shipped CIFAR-10 weights (:data:`ZHANG2021_MEMBERS`): M on the
@@ -215,6 +232,7 @@ def zhang2021_ensemble(
     :param device: Device of the members.
     :param members: Optional directory of a model set trained with ``python -m
         art_purifiers.training.noisy_compression`` (its ``cifar10-noisy-q<q>.pt`` files) instead of the shipped one.
+    :param backward: The objective attacks differentiate, if not the output (see :class:`CompressionEnsemble`).
     """
     from art_purifiers import zoo
 
@@ -224,9 +242,17 @@ def zhang2021_ensemble(
         return zoo.load_file(Path(members) / f"{name}.pt", device=device)
 
     pairs = [(load(name), quality) for name, quality in ZHANG2021_MEMBERS]
-    return CompressionEnsemble(pairs, output=output, bpda=bpda).eval()
+    return CompressionEnsemble(pairs, output=output, bpda=bpda, backward=backward).eval()
 
 
 def zhang2021_ensemble_mean_logits() -> CompressionEnsemble:
-    """:func:`zhang2021_ensemble` with the logit-average output, the other attack objective."""
+    """:func:`zhang2021_ensemble` with the logit-average output (prediction and gradient), the other objective."""
     return zhang2021_ensemble(output="mean_logits")
+
+
+def zhang2021_ensemble_logit_gradient() -> CompressionEnsemble:
+    """
+    :func:`zhang2021_ensemble` predicting by the averaged probabilities (the paper's rule) but differentiated as the
+    logit average: attacks on the logit objective, scored on the paper's decision and the same clean images.
+    """
+    return zhang2021_ensemble(backward="mean_logits")
