@@ -3,7 +3,13 @@
 from art_purifiers import zoo
 from art_purifiers.attacks import EOTPyTorchClassifier
 from art_purifiers.base import BPDA_MODES, PurifierPreprocessor
-from art_purifiers.defences import CompressRestore, NNFavoredJpeg, QuantizeDistort, SuperResolution
+from art_purifiers.defences import (
+    CompressRestore,
+    NeuralRepresentationPurifier,
+    NNFavoredJpeg,
+    QuantizeDistort,
+    SuperResolution,
+)
 
 __version__ = "0.1.0"
 
@@ -12,6 +18,7 @@ __all__ = [
     "CompressRestore",
     "EOTPyTorchClassifier",
     "NNFavoredJpeg",
+    "NeuralRepresentationPurifier",
     "PurifierPreprocessor",
     "QuantizeDistort",
     "SuperResolution",

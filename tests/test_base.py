@@ -11,8 +11,9 @@ import torch
 
 from art_purifiers import CompressRestore, NNFavoredJpeg, QuantizeDistort, SuperResolution
 from art_purifiers.base import NetworkCache, PurifierPreprocessor
+from tests.factories import small_nrp
 
-DEFENCES = [NNFavoredJpeg, QuantizeDistort, CompressRestore, SuperResolution]
+DEFENCES = [NNFavoredJpeg, QuantizeDistort, CompressRestore, SuperResolution, small_nrp()]
 
 
 @pytest.mark.parametrize("defence_class", DEFENCES)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
+from art_purifiers import NeuralRepresentationPurifier
 from art_purifiers.attacks.ssp import SelfSupervisedPerturbation, layer_features, self_supervised_perturbation
 from art_purifiers.nets import ARCHITECTURES
 from art_purifiers.nets.edsr import EDSR
@@ -232,3 +233,82 @@ def test_ssp_on_an_art_estimator_needs_a_layer_and_numpy_input() -> None:
         SelfSupervisedPerturbation(classifier)
     with pytest.raises(TypeError, match="float NCHW numpy array"):
         SelfSupervisedPerturbation(classifier, layer="1", verbose=False).generate(torch.rand(1, 3, 8, 8))
+
+
+# --- the defence ---------------------------------------------------------------------------------------------------
+
+
+def _purifier() -> nn.Module:
+    torch.manual_seed(4)
+    return NRPResidualGenerator(features=8, blocks=2)
+
+
+def test_static_purification_is_the_network_clipped_on_any_range(images: np.ndarray) -> None:
+    network = _purifier()
+    with torch.no_grad():
+        expected = network(torch.from_numpy(images)).clamp(0, 1).numpy()
+    np.testing.assert_allclose(NeuralRepresentationPurifier(network=network)(images)[0], expected, atol=1e-6)
+    scaled = NeuralRepresentationPurifier(network=network, clip_values=(0, 255))(images * 255)[0]
+    np.testing.assert_allclose(scaled / 255, expected, atol=1e-5)
+    assert not NeuralRepresentationPurifier(network=network).randomized
+
+
+def test_dynamic_inference_purifies_a_projected_noisy_neighbour(images: np.ndarray) -> None:
+    defence = NeuralRepresentationPurifier(network=nn.Identity(), dynamic=True, seed=1)  # shows the neighbour itself
+    assert defence.randomized
+    neighbour = defence(images)[0]
+    change = neighbour - images
+    assert np.abs(change).max() <= 16 / 255 + 1e-6 and neighbour.min() >= 0 and neighbour.max() <= 1
+    inside = (images > 0.1) & (images < 0.9)  # away from the clip
+    clipped_normal = np.clip(np.random.default_rng(0).normal(0, 0.05, 10**6), -16 / 255, 16 / 255)
+    assert abs(change[inside].std() - clipped_normal.std()) < 0.002
+    assert abs(change[inside].mean()) < 0.002
+    np.testing.assert_array_equal(neighbour, NeuralRepresentationPurifier(network=nn.Identity(), dynamic=True,
+                                                                          seed=1)(images)[0])  # fmt: skip
+    assert not np.array_equal(neighbour, defence(images)[0])  # the next call draws anew
+    other = NeuralRepresentationPurifier(network=nn.Identity(), dynamic=True, seed=2)(images)[0]
+    assert not np.array_equal(neighbour, other)
+
+
+def test_default_gradient_is_exact_and_identity_bpda_bypasses(images: np.ndarray) -> None:
+    network = _purifier()
+    x = torch.from_numpy(images).requires_grad_(True)
+    weights = torch.from_numpy(np.random.default_rng(1).normal(size=images.shape).astype(np.float32))
+    (expected,) = torch.autograd.grad((network(x) * weights).sum(), x)  # the clip passes gradients straight through
+    gradient = NeuralRepresentationPurifier(network=network).estimate_gradient(images, weights.numpy())
+    np.testing.assert_allclose(gradient, expected.numpy(), rtol=1e-4, atol=1e-6)
+    bypass = NeuralRepresentationPurifier(network=network, bpda="identity").estimate_gradient(images, weights.numpy())
+    np.testing.assert_array_equal(bypass, weights.numpy())
+
+
+def test_purifiers_load_from_the_authors_files_and_zoo_files(tmp_path, images: np.ndarray) -> None:
+    from art_purifiers import zoo
+
+    network = _purifier()
+    expected = NeuralRepresentationPurifier(network=network)(images)[0]
+    authors = tmp_path / "NRP_resG.pth"
+    torch.save(network.state_dict(), authors)
+    np.testing.assert_allclose(NeuralRepresentationPurifier(network=str(authors))(images)[0], expected, atol=1e-6)
+    ours = tmp_path / "purifier.pt"
+    card = {"data": "none", "resolution": 8, "metrics": {}, "command": "test"}
+    zoo.save(ours, network, "nrp-residual-generator", {"features": 8, "blocks": 2}, card, half=False)
+    np.testing.assert_allclose(NeuralRepresentationPurifier(network=ours)(images)[0], expected, atol=1e-6)
+    other = tmp_path / "other.pth"
+    torch.save({"weight": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match="not an art-purifiers weight file"):
+        NeuralRepresentationPurifier(network=other)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"network": "cifar10-nrp-nonexistent"}, ValueError, "python -m art_purifiers.training.nrp"),
+        ({"dynamic": "yes"}, TypeError, "dynamic must be a bool"),
+        ({"noise_std": -0.1}, ValueError, "noise_std must be a non-negative finite number"),
+        ({"dynamic_eps": float("nan")}, ValueError, "dynamic_eps must be a non-negative finite number"),
+    ],
+)
+def test_defence_rejects_bad_parameters(kwargs: dict, error: type, match: str) -> None:
+    arguments = {"network": _purifier(), **kwargs}
+    with pytest.raises(error, match=match):
+        NeuralRepresentationPurifier(**arguments)

@@ -7,6 +7,7 @@ from art_purifiers.defences.nn_favored_jpeg import (
     nn_favored_table,
     search_nn_favored_table,
 )
+from art_purifiers.defences.nrp import NeuralRepresentationPurifier
 from art_purifiers.defences.quantize_distort import FEATURE_DISTILLATION_TABLE, QuantizeDistort
 from art_purifiers.defences.super_resolution import SuperResolution
 
@@ -14,6 +15,7 @@ __all__ = [
     "CompressRestore",
     "FEATURE_DISTILLATION_TABLE",
     "NNFavoredJpeg",
+    "NeuralRepresentationPurifier",
     "QuantizeDistort",
     "SuperResolution",
     "TableSearchResult",
