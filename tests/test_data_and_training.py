@@ -160,3 +160,28 @@ def test_restorer_recipe_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch
     assert "resumed at step 2" in capsys.readouterr().out
     card = zoo.card(tmp_path / "run" / "cifar10-restorer-q40.pt")
     assert [entry["step"] for entry in card["log"]] == [2, 3]
+
+
+def test_nrp_recipe_trains_writes_a_zoo_file_and_resumes(tmp_path: Path, monkeypatch, capsys) -> None:
+    from art_purifiers import zoo
+    from art_purifiers.nets.classifier import CifarVGG
+    from art_purifiers.nets.nrp import NRPResidualGenerator
+    from art_purifiers.training import nrp
+
+    card = {"data": "none", "resolution": "32x32", "metrics": {}, "command": "test"}
+    features = tmp_path / "features.pt"
+    config = {"widths": [4, 4, 4], "depths": [1, 1, 1]}
+    zoo.save(features, CifarVGG(**config), "cifar-vgg", config, card, half=False)
+    common = tiny_recipe_arguments(tmp_path, monkeypatch, per_class=1) + [
+        "--feature-network", str(features), "--layer", "features.relu3_1", "--ssp-steps", "1", "--eval-images", "4"
+    ]  # fmt: skip
+    assert nrp.main([*common, "--steps", "2"]) == 0
+    assert nrp.main([*common, "--steps", "3", "--resume"]) == 0
+    assert "resumed at step 2" in capsys.readouterr().out
+    file = tmp_path / "run" / "cifar10-nrp-light.pt"
+    assert isinstance(zoo.load_file(file), NRPResidualGenerator)
+    written = zoo.card(file)
+    assert [entry["step"] for entry in written["log"]] == [2, 3] and written["layer"] == "features.relu3_1"
+    metrics = written["metrics"]
+    assert 20 < metrics["ssp100"]["psnr_db"] < 40  # 16/255 of perturbation
+    assert {"clean+purifier", "ssp100+purifier"} <= set(metrics)

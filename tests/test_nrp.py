@@ -312,3 +312,36 @@ def test_defence_rejects_bad_parameters(kwargs: dict, error: type, match: str) -
     arguments = {"network": _purifier(), **kwargs}
     with pytest.raises(error, match=match):
         NeuralRepresentationPurifier(**arguments)
+
+
+# --- the training recipe -------------------------------------------------------------------------------------------
+
+
+def test_relativistic_losses_match_the_formula() -> None:
+    from art_purifiers.training.nrp import relativistic_losses
+
+    real, fake = np.array([1.0, -0.5, 2.0]), np.array([0.3, 0.1, -1.0])
+
+    def bce(logits: np.ndarray, label: float) -> float:
+        probability = 1 / (1 + np.exp(-logits))
+        return float(-(label * np.log(probability) + (1 - label) * np.log(1 - probability)).mean())
+
+    d_real, d_fake = real - fake.mean(), fake - real.mean()
+    critic, purifier = relativistic_losses(torch.tensor(real), torch.tensor(fake))
+    assert float(critic) == pytest.approx(bce(d_real, 1) + bce(d_fake, 0))
+    assert float(purifier) == pytest.approx(bce(d_real, 0) + bce(d_fake, 1))
+
+
+def test_training_steps_teach_the_purifier_to_match_clean_features() -> None:
+    from art_purifiers.nets.classifier import CifarVGG
+    from art_purifiers.training.nrp import LossWeights, SSPSettings, frozen_features, training_step
+
+    torch.manual_seed(0)
+    features = frozen_features(CifarVGG(widths=(8, 8), depths=(1, 1)), "features.relu2_1")
+    purifier, critic = NRPResidualGenerator(features=8, blocks=1), RelativisticCritic(features=4, depth=1)
+    optimizers = (torch.optim.Adam(purifier.parameters(), 1e-2), torch.optim.Adam(critic.parameters(), 1e-3))
+    clean = torch.rand(8, 3, 16, 16)
+    sampler = torch.Generator().manual_seed(0)
+    losses = [training_step(purifier, critic, optimizers, features, clean, SSPSettings(steps=2), LossWeights(),
+                            sampler)["feature_mae"] for _ in range(30)]  # fmt: skip
+    assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])  # measured: 0.095 against 0.122

@@ -1,5 +1,6 @@
 """
-Compact CIFAR classifiers, small enough to train on a 2-core CPU: the reference model and the transfer surrogate.
+Compact CIFAR classifiers, small enough to train on a 2-core CPU: the reference model, the transfer surrogate and the
+VGG-style feature network of the NRP defence.
 
 Three stages of (conv 3x3, 2x2 max pool, BN, GELU, conv 3x3, BN, GELU) after a 3x3 stem, then global max pooling
 and a linear layer whose logits are scaled down (a fixed temperature that keeps high learning rates stable).
@@ -10,6 +11,7 @@ defences see pixel space.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -127,6 +129,53 @@ class CifarResNet(_NormalizedClassifier):
             layers.append(_ResidualBlock(in_channels, out_channels))
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(widths[-1], num_classes)
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.normalize(x)).mean(dim=(2, 3)))
+
+
+@register_architecture("cifar-vgg")
+class CifarVGG(_NormalizedClassifier):
+    """
+    A VGG-style network (Simonyan & Zisserman): stages of 3x3 conv-BN-ReLU layers separated by 2x2 max pooling, then
+    global average pooling and a linear layer. It gives the Neural Representation Purifier (Naseer et al. 2020) its
+    feature space, as VGG16 does in the paper: SSP attacks and the purifier's feature loss use ``features.relu3_3``
+    by default, the output of the third conv of the third stage, mid-level like the paper's conv3.3 (after two
+    poolings). The layers are named ``conv<stage>_<i>``, ``bn<stage>_<i>``, ``relu<stage>_<i>`` and ``pool<stage>``.
+
+    :param widths: Channels of each stage.
+    :param depths: Conv layers of each stage (VGG16's first three stages: 2, 2, 3).
+    :param num_classes: Number of logits.
+    :param mean: Per-channel mean subtracted from the [0, 1] input.
+    :param std: Per-channel standard deviation dividing it.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (32, 64, 128),
+        depths: Sequence[int] = (2, 2, 3),
+        num_classes: int = 10,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+    ) -> None:
+        super().__init__(mean, std)
+        if len(widths) != len(depths) or not widths or min([*widths, *depths]) < 1:
+            raise ValueError(
+                f"widths and depths need one positive entry per stage, got {list(widths)}, {list(depths)}."
+            )
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        channels = 3
+        for stage, (width, depth) in enumerate(zip(widths, depths), start=1):
+            if stage > 1:
+                layers[f"pool{stage - 1}"] = nn.MaxPool2d(2)
+            for index in range(1, depth + 1):
+                layers[f"conv{stage}_{index}"] = nn.Conv2d(channels, width, 3, padding=1, bias=False)
+                layers[f"bn{stage}_{index}"] = nn.BatchNorm2d(width)
+                layers[f"relu{stage}_{index}"] = nn.ReLU(inplace=False)  # its output is read by SSP hooks
+                channels = width
+        self.features = nn.Sequential(layers)
+        self.head = nn.Linear(channels, num_classes)
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

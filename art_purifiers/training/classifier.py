@@ -17,6 +17,12 @@ with another architecture, seed and loss, so that transfer attacks cross both we
 
     python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 --output runs/surrogate \
         --architecture cifar-resnet --seed 1 --label-smoothing 0 --name cifar10-surrogate
+
+The feature network of the NRP defence (zoo artifact ``cifar10-vgg-features``) is a third architecture, trained
+without label smoothing (its features, not its logits, are what SSP and the purifier's loss use)::
+
+    python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 --output runs/vgg-features \
+        --architecture cifar-vgg --seed 2 --label-smoothing 0 --epochs 10 --name cifar10-vgg-features
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from art_purifiers.data import ImageDataset, load_cifar10
 from art_purifiers.nets import ARCHITECTURES
 
 #: Stage widths per architecture.
-DEFAULT_WIDTHS = {"cifar-convnet": [24, 64, 192, 192], "cifar-resnet": [32, 64, 128]}
+DEFAULT_WIDTHS = {"cifar-convnet": [24, 64, 192, 192], "cifar-resnet": [32, 64, 128], "cifar-vgg": [32, 64, 128]}
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
@@ -148,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=18)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=0.4, help="peak learning rate")
-    parser.add_argument("--architecture", choices=("cifar-convnet", "cifar-resnet"), default="cifar-convnet")
+    parser.add_argument("--architecture", choices=sorted(DEFAULT_WIDTHS), default="cifar-convnet")
     parser.add_argument("--widths", type=int, nargs="+", help="channels per stage (default: the architecture's)")
     parser.add_argument("--label-smoothing", type=float, default=0.2)
     parser.add_argument("--name", default="cifar10-reference", help="zoo name of the written file (NAME.pt)")
