@@ -345,3 +345,16 @@ def test_training_steps_teach_the_purifier_to_match_clean_features() -> None:
     losses = [training_step(purifier, critic, optimizers, features, clean, SSPSettings(steps=2), LossWeights(),
                             sampler)["feature_mae"] for _ in range(30)]  # fmt: skip
     assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])  # measured: 0.095 against 0.122
+
+
+def test_the_suite_builds_the_defence_from_a_spec(tmp_path) -> None:
+    from art_purifiers import zoo
+    from art_purifiers.evaluation.targets import build_defences
+
+    file = tmp_path / "purifier.pt"
+    card = {"data": "none", "resolution": 8, "metrics": {}, "command": "test"}
+    zoo.save(file, _purifier(), "nrp-residual-generator", {"features": 8, "blocks": 2}, card, half=False)
+    (defence,), _ = build_defences(f"NeuralRepresentationPurifier:network='{file}',dynamic=True", None)
+    assert isinstance(defence, NeuralRepresentationPurifier) and defence.dynamic and defence.randomized
+    with pytest.raises(ValueError, match="known: .*NeuralRepresentationPurifier"):
+        build_defences("NRP", None)

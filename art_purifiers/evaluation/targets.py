@@ -124,7 +124,8 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
     ``none``; ``jpeg:quality=Q`` (ART's ``JpegCompression``); ``NNFavoredJpeg[:table=search,...]`` (Algorithm 1 on
     PGD examples of the fit images); ``QuantizeDistort[:table=learned|default,...]`` (Algorithm 2 on C&W examples);
     ``CompressRestore[:qf_range=(40,40),n_iter=1,restorers={40:'none'},...]`` (its ablations);
-    ``SuperResolution[:denoise=False,upsampler='bicubic',output_size='upscaled',...]`` (its ablations).
+    ``SuperResolution[:denoise=False,upsampler='bicubic',output_size='upscaled',...]`` (its ablations);
+    ``NeuralRepresentationPurifier[:network='runs/nrp-light/cifar10-nrp-light.pt',dynamic=True]``.
     """
     from art.defences.preprocessor import JpegCompression
 
@@ -165,18 +166,20 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
             raise ValueError(f"QuantizeDistort table must be 'learned' or 'default', got {table!r}.")
         info["table"] = np.asarray(defence.table).round(1).tolist()
         return [defence], info
-    if key == "compressrestore":
-        from art_purifiers import CompressRestore
+    if key in _NO_FIT_DEFENCES:
+        import art_purifiers
 
-        return [CompressRestore(device_type=fit_device(fit), **options)], info
-    if key == "superresolution":
-        from art_purifiers import SuperResolution
+        return [getattr(art_purifiers, _NO_FIT_DEFENCES[key])(device_type=fit_device(fit), **options)], info
+    known = ", ".join(["none", "jpeg", "NNFavoredJpeg", "QuantizeDistort", *_NO_FIT_DEFENCES.values()])
+    raise ValueError(f"Unknown defence {name!r}; known: {known}.")
 
-        return [SuperResolution(device_type=fit_device(fit), **options)], info
-    raise ValueError(
-        f"Unknown defence {name!r}; known: none, jpeg, NNFavoredJpeg, QuantizeDistort, CompressRestore, "
-        "SuperResolution."
-    )
+
+#: Defences built from their spec's options alone (nothing fitted), by lower-case name.
+_NO_FIT_DEFENCES = {
+    "compressrestore": "CompressRestore",
+    "superresolution": "SuperResolution",
+    "neuralrepresentationpurifier": "NeuralRepresentationPurifier",
+}
 
 
 def user_defences(spec: str) -> list[Any]:
