@@ -194,6 +194,8 @@ def test_the_shipped_ensemble_is_the_papers_five_models() -> None:
     ensemble = load_classifier("art_purifiers.estimators.compression_ensemble:zhang2021_ensemble")
     assert isinstance(ensemble, CompressionEnsemble) and ensemble.qualities == [None, 90, 70, 50, 30]
     assert ensemble.output == "log_mean_softmax" and not ensemble.training
+    assert ensemble.table_params == {"favored_diagonals": 2, "qs_af": 61.0}  # the ensemble's own search
+    assert all(c.favored_diagonals == 2 and c.qs_af == 61.0 for c in ensemble.compressions if c is not None)
     variant = load_classifier("art_purifiers.estimators.compression_ensemble:zhang2021_ensemble_mean_logits")
     assert variant.output == "mean_logits"
     hybrid = load_classifier("art_purifiers.estimators.compression_ensemble:zhang2021_ensemble_logit_gradient")
@@ -207,5 +209,5 @@ def test_the_shipped_ensemble_is_the_papers_five_models() -> None:
     x = np.random.default_rng(0).random((4, 3, 32, 32)).astype(np.float32)
     pairs = list(zip(ensemble.models, ensemble.qualities))
     with torch.no_grad():
-        np.testing.assert_allclose(np.exp(ensemble(torch.from_numpy(x)).numpy()), plain_probabilities(pairs, x),
-                                   rtol=1e-4, atol=1e-6)  # fmt: skip
+        expected = plain_probabilities(pairs, x, favored_diagonals=2, qs_af=61.0)
+        np.testing.assert_allclose(np.exp(ensemble(torch.from_numpy(x)).numpy()), expected, rtol=1e-4, atol=1e-6)

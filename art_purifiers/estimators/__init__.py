@@ -2,6 +2,7 @@
 
 from art_purifiers.estimators.compression_ensemble import (
     ZHANG2021_MEMBERS,
+    ZHANG2021_TABLE,
     CompressionEnsemble,
     compression_ensemble_classifier,
     search_ensemble_table,
@@ -11,6 +12,7 @@ from art_purifiers.estimators.compression_ensemble import (
 __all__ = [
     "CompressionEnsemble",
     "ZHANG2021_MEMBERS",
+    "ZHANG2021_TABLE",
     "compression_ensemble_classifier",
     "search_ensemble_table",
     "zhang2021_ensemble",
