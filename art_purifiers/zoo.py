@@ -108,6 +108,19 @@ REGISTRY: dict[str, Artifact] = {
             tags=("classifier", "cifar10", "surrogate"),
         ),
         Artifact(
+            name="cifar10-vgg-features",
+            filename="cifar10-vgg-features.pt",
+            sha256="48f7d4fd39c0ad1e666ec5675a6a4d41bbb42fef53e46929356dbca75af0f09a",
+            architecture="cifar-vgg",
+            command="python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 --output "
+            "runs/vgg-features --architecture cifar-vgg --seed 2 --label-smoothing 0 --epochs 10 --name "
+            "cifar10-vgg-features",
+            summary="Feature network of the NRP defence and the SSP attack (features.relu3_3): a VGG-style network "
+            "(stages of 2, 2, 3 conv-BN-ReLU), 32x32 NCHW in [0, 1], 0.44 M parameters; 85.32% top-1 on the 5,000 "
+            "shared test images (JPEG q75 copy)",
+            tags=("classifier", "cifar10", "features"),
+        ),
+        Artifact(
             name="edsr-x2-cifar10-photos",
             filename="edsr-x2-cifar10-photos.pt",
             sha256="a3b15237c019d2565cc1f3d56430f2061c429adb658b56403396cf627077785f",
