@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from art_purifiers.evaluation.robust import proportion
+from art_purifiers.evaluation.robust import describe_difference, paired_comparison, proportion
 from benchmarks.restoration_quality import emit
 
 
@@ -55,9 +55,45 @@ def rows(runs: list[dict[str, Any]], names: list[str]) -> list[str]:
     return lines
 
 
+def comparison_rows(runs: list[dict[str, Any]], others: list[dict[str, Any]], defence: str) -> list[str]:
+    """
+    The ensemble's worst case against another defence, paired on the test images both sides attacked; ``others`` are
+    runs of that defence on the same images, combined per image (the worst case over all their attacks).
+    """
+    if any(other["data"]["selected_indices"] != others[0]["data"]["selected_indices"] for other in others):
+        raise SystemExit(f"The runs of {defence} attacked different images.")
+    theirs = {index: position for position, index in enumerate(others[0]["data"]["selected_indices"])}
+    shared = [(position, theirs[index]) for position, index in enumerate(runs[0]["data"]["selected_indices"])
+              if index in theirs]  # fmt: skip
+    lines = []
+    for group in others[0]["defences"][defence]["robust"]:
+        if not all(group in run["defences"]["none"]["robust"] for run in runs):
+            continue
+        ours = worst_case([run["defences"]["none"] for run in runs], group)[[a for a, _ in shared]]
+        their = worst_case([other["defences"][defence] for other in others], group)[[b for _, b in shared]]
+        sentence = describe_difference(paired_comparison(ours, their), "the ensemble", f"`{defence}`")
+        lines.append(f"- {group}, on the {len(shared)} test images both sides attacked: {cell(ours)} against "
+                     f"{cell(their)}; {sentence}.")  # fmt: skip
+    return lines
+
+
+def worst_case(entries: list[dict[str, Any]], group: str) -> np.ndarray:
+    """Per image, robust in every entry (one defence's results in several runs) that has the group."""
+    return np.minimum.reduce([np.asarray(e["robust"][group]["per_image"]) for e in entries if group in e["robust"]])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+", help="output directories of art-purifiers evaluate")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("RUNS", "DEFENCE"),
+        help="other runs (comma-separated, the same images) and a defence spec in them, compared per image on the "
+        "test images both sides attacked",
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     runs = [load(run) for run in args.runs]
@@ -70,6 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
              "classifies correctly, the same in every run. Cells: robust accuracy (%, correct under every attack of "
              "the threat model), Wilson 95% interval. Runs: " + ", ".join(f"`{run}`" for run in args.runs) + ".", "",
              *rows(runs, names)]  # fmt: skip
+    for other_runs, defence in args.compare:
+        others = [json.loads((Path(run) / "results.json").read_text()) for run in other_runs.split(",")]
+        where = ", ".join(f"`{run}`" for run in other_runs.split(","))
+        lines += ["", f"Against `{defence}` in {where} (its own attacks, worst case over those runs; paired):", ""]
+        lines += comparison_rows(runs, others, defence)
     emit("\n".join(lines), args.output)
     return 0
 
