@@ -224,7 +224,8 @@ class PurifierPreprocessor(PreprocessorPyTorch):
             raise TypeError(f"forward expects a torch.Tensor, got {type(x).__name__}; use __call__ for NumPy arrays.")
         self._validate(tuple(x.shape), x.dtype)
         self._check_values(x)
-        nchw = x if self.channels_first else x.permute(0, 3, 1, 2)
+        # contiguous: convolutions on a permuted view pick other kernels and differ in the last bits
+        nchw = x if self.channels_first else x.permute(0, 3, 1, 2).contiguous()
         randomness = self._draw(nchw.shape[0], nchw.shape[2], nchw.shape[3])
         chunk = self._chunk_size(nchw)
         needs_grad = torch.is_grad_enabled() and x.requires_grad

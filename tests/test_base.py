@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from art_purifiers import CompressRestore, NNFavoredJpeg, QuantizeDistort, SuperResolution
+from art_purifiers import (
+    CompressRestore,
+    NeuralRepresentationPurifier,
+    NNFavoredJpeg,
+    QuantizeDistort,
+    SuperResolution,
+)
 from art_purifiers.base import NetworkCache, PurifierPreprocessor
-from tests.factories import small_nrp
 
-DEFENCES = [NNFavoredJpeg, QuantizeDistort, CompressRestore, SuperResolution, small_nrp()]
+DEFENCES = [NNFavoredJpeg, QuantizeDistort, CompressRestore, SuperResolution, NeuralRepresentationPurifier]
 
 
 @pytest.mark.parametrize("defence_class", DEFENCES)

@@ -28,7 +28,7 @@ from art_purifiers.nets import run_image_network
 from art_purifiers.nets.nrp import load_reference_state_dict
 from art_purifiers.ops.quantize import clamp_straight_through
 
-#: The purifier used when none is given: the light variant trained on CIFAR-10 by our recipe (once shipped).
+#: The purifier used when none is given: the light variant trained on CIFAR-10 by our CPU recipe.
 DEFAULT_NETWORK = "cifar10-nrp-light"
 TRAIN_COMMAND = "python -m art_purifiers.training.nrp"
 
