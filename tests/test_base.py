@@ -11,14 +11,11 @@ import torch
 
 from art_purifiers import (
     CompressRestore,
-    NeuralRepresentationPurifier,
     NNFavoredJpeg,
     QuantizeDistort,
-    SuperResolution,
 )
 from art_purifiers.base import NetworkCache, PurifierPreprocessor
-
-DEFENCES = [NNFavoredJpeg, QuantizeDistort, CompressRestore, SuperResolution, NeuralRepresentationPurifier]
+from tests.defences import DEFENCES
 
 
 @pytest.mark.parametrize("defence_class", DEFENCES)

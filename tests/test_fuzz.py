@@ -11,16 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from art_purifiers import (
-    CompressRestore,
-    NeuralRepresentationPurifier,
-    NNFavoredJpeg,
-    QuantizeDistort,
-    SuperResolution,
-)
 from art_purifiers.base import PurifierPreprocessor
+from tests.defences import DEFENCES
 
-DEFENCES = [NNFavoredJpeg, QuantizeDistort, CompressRestore, SuperResolution, NeuralRepresentationPurifier]
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None)
 
 clips = st.sampled_from([(0.0, 1.0), (0.0, 255.0), (-1.0, 1.0)])
