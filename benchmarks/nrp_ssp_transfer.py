@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from art_purifiers import NeuralRepresentationPurifier, zoo
+from art_purifiers.attacks.apgd import project
 from art_purifiers.attacks.ssp import layer_features, self_supervised_perturbation
 from art_purifiers.attacks.transfer import momentum_iterative
 from art_purifiers.data import load_cifar10
@@ -51,7 +52,7 @@ def pgd(model: nn.Module, eps: float, steps: int = 100, step: float = 0.01, seed
         for _ in range(steps):
             images = x_adv.detach().requires_grad_(True)
             (gradient,) = torch.autograd.grad(F.cross_entropy(model(images), y, reduction="sum"), images)
-            x_adv = (x + (x_adv + step * gradient.sign() - x).clamp(-eps, eps)).clamp(0, 1).detach()
+            x_adv = project(x, x_adv + step * gradient.sign(), "Linf", eps).detach()
         return x_adv
 
     return attack

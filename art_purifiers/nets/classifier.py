@@ -36,6 +36,8 @@ class _NormalizedClassifier(nn.Module):
 
     mean: torch.Tensor
     std: torch.Tensor
+    features: nn.Module
+    head: nn.Module
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -44,6 +46,10 @@ class _NormalizedClassifier(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+    def average_pooled_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``head`` on the global average of ``features`` (the networks that pool by averaging)."""
+        return self.head(self.features(self.normalize(x)).mean(dim=(2, 3)))
 
 
 @register_architecture("cifar-convnet")
@@ -132,7 +138,7 @@ class CifarResNet(_NormalizedClassifier):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.normalize(x)).mean(dim=(2, 3)))
+        return self.average_pooled_logits(x)
 
 
 @register_architecture("cifar-vgg")
@@ -179,4 +185,4 @@ class CifarVGG(_NormalizedClassifier):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.normalize(x)).mean(dim=(2, 3)))
+        return self.average_pooled_logits(x)
