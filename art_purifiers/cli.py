@@ -245,6 +245,12 @@ def _add_evaluate_parser(commands: Any) -> argparse.ArgumentParser:
         help="add a paper's own attack (its threat model, steps and EOT count) to the attacks; repeatable",
     )
     evaluate.add_argument("--classifier", default="cifar10-reference", help="zoo name, weight file or module:attr")
+    evaluate.add_argument(
+        "--surrogate",
+        default="cifar10-surrogate",
+        help="source model of the transfer attacks, as --classifier; A+B chains models, e.g. an attacker's own "
+        "purifier before its classifier: runs/nrp-attacker/purifier.pt+cifar10-surrogate",
+    )
     evaluate.add_argument("--dataset", default="cifar10", help="cifar10 or imagefolder:PATH")
     evaluate.add_argument("--data-dir", help="CIFAR-10 directory (default: $ART_PURIFIERS_DATA)")
     evaluate.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision")
@@ -275,6 +281,7 @@ def _run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, arg
         attacks=(args.attacks or list(DEFAULT_ATTACKS))
         + [a for name in args.protocol for a in PROTOCOLS[name]["attacks"]],
         classifier=args.classifier,
+        surrogate=args.surrogate,
         dataset=args.dataset,
         data_dir=args.data_dir,
         download=args.download,

@@ -5,6 +5,8 @@ Run from the repository root:
     python -m benchmarks.bench_nrp            # CPU (and CUDA when available)
     python -m benchmarks.bench_nrp --quick
 
+(The GPU check, ``python -m benchmarks.gpu_check``, takes the CUDA rows alone, at the larger ``CUDA_SETTINGS``.)
+
 Rows per setting and device: the authors' full residual-in-residual generator (23 blocks, 64 features, 16.5 M
 parameters: the baseline of the ratios), their light residual generator (23 blocks, 64 features, 1.7 M), and our CPU
 preset's light generator (8 blocks, 32 features), each as a network forward, then the whole
@@ -27,6 +29,7 @@ from benchmarks.bench_jpeg_backends import photo_batch
 from benchmarks.bench_super_resolution import rate
 
 SETTINGS = ((32, 64), (224, 1))  # (image size, batch size): the full generator takes seconds per 224x224 image on a CPU
+CUDA_SETTINGS = ((32, 256), (224, 16))  # batches that keep a GPU busy
 HEADER = "| size | batch | device | purifier | images/s | vs full generator |\n|---|---|---|---|---|---|"
 
 
@@ -39,14 +42,19 @@ def networks() -> dict[str, nn.Module]:
     }
 
 
-def rows(size: int, batch: int, repeats: int) -> list[str]:
+def rows(size: int, batch: int, repeats: int, devices: tuple[str, ...] | None = None) -> list[str]:
+    """The table rows of one setting on ``devices`` (default: the CPU, and CUDA when available)."""
     lines = []
-    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+    for device in devices or ("cpu", *(["cuda"] if torch.cuda.is_available() else [])):
         rates = device_rates(photo_batch(size, batch).to(device), repeats)
         baseline = next(iter(rates.values()))
         prefix = f"| {size}x{size} | {batch} | {device} |"
         lines += [f"{prefix} {name} | {rate(value)} | {value / baseline:.1f}x |" for name, value in rates.items()]
     return lines
+
+
+def cuda_rows(size: int, batch: int, repeats: int) -> list[str]:
+    return rows(size, batch, repeats, ("cuda",))
 
 
 def device_rates(x: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -74,6 +82,8 @@ def forward_rate(run: Callable[[torch.Tensor], object], x: torch.Tensor, repeats
 def main() -> None:
     repeats = repeats_from_command_line(__doc__ or "")
     print_table(HEADER, rows, SETTINGS, repeats)
+    if torch.cuda.is_available():
+        print_table(HEADER, cuda_rows, CUDA_SETTINGS, repeats)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 
 The report holds the environment, the test outcomes, the figures the tests measured (flip rates, PSNRs, gradient
 differences), images/s of every defence on the GPU against ART's ``JpegCompression`` (``benchmarks/bench_gpu.py``),
-the JPEG backends (``benchmarks/bench_jpeg_backends.py``), nvJPEG's distance from libjpeg, and SuperResolution's
-denoiser and EDSR (``benchmarks/bench_super_resolution.py``). Exits with status 1
+the JPEG backends (``benchmarks/bench_jpeg_backends.py``), nvJPEG's distance from libjpeg, SuperResolution's
+denoiser and EDSR (``benchmarks/bench_super_resolution.py``), and the NRP generators
+(``benchmarks/bench_nrp.py``). Exits with status 1
 when a test failed and 2 when there is no CUDA device.
 """
 
@@ -92,7 +93,7 @@ def figure_lines(figures: Path) -> list[str]:
 
 def benchmark_lines(repeats: int) -> list[str]:
     """The GPU throughput table, its verdicts, the JPEG backends and nvJPEG's PSNR."""
-    from benchmarks import bench_gpu, bench_jpeg_backends, bench_super_resolution
+    from benchmarks import bench_gpu, bench_jpeg_backends, bench_nrp, bench_super_resolution
 
     rows, verdicts = bench_gpu.run(repeats)
     lines = ["## Defences on the GPU", "", bench_gpu.HEADER, *rows, "", *verdicts, ""]
@@ -108,6 +109,9 @@ def benchmark_lines(repeats: int) -> list[str]:
     lines += ["", "## SuperResolution (CPU and CUDA rows)", "", bench_super_resolution.HEADER]
     for size, batch in bench_super_resolution.SETTINGS:
         lines += bench_super_resolution.rows(size, batch, repeats)
+    lines += ["", "## NeuralRepresentationPurifier (CUDA rows)", "", bench_nrp.HEADER]
+    for size, batch in bench_nrp.CUDA_SETTINGS:
+        lines += bench_nrp.cuda_rows(size, batch, repeats)
     return lines
 
 

@@ -287,3 +287,64 @@ def test_v2_apgd_and_cascade_run_on_cuda_like_on_the_cpu(record_figure: Any) -> 
     disagreement = float((results["cpu"] != results["cuda"]).float().mean())
     record_figure("apgd_cpu_cuda_disagreement", disagreement, "share of images broken on one device only")
     assert disagreement <= 0.1
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_nrp_on_cuda_matches_the_cpu(dynamic: bool, record_figure: Any) -> None:
+    from art_purifiers import NeuralRepresentationPurifier
+
+    x = photos(8, 32)
+    outputs = [NeuralRepresentationPurifier(dynamic=dynamic, seed=3, device_type=device_type).forward(images)[0]
+               for device_type, images in (("cpu", x), ("gpu", x.to(CUDA)))]  # fmt: skip
+    assert outputs[1].device.type == "cuda"
+    value = psnr(outputs[0], outputs[1])
+    record_figure(f"NeuralRepresentationPurifier dynamic={dynamic}: PSNR CPU vs CUDA (dB)", value)
+    assert value >= 40  # TF32 convolutions on the GPU; the same seed draws the same dynamic noise on both
+
+
+def test_nrp_gradients_through_art_on_cuda_match_the_cpu(record_figure: Any) -> None:
+    from art_purifiers import NeuralRepresentationPurifier
+
+    x = photos(16, 32).numpy()
+    y = np.eye(10, dtype=np.float32)[np.arange(16) % 10]
+    gradients = [art_classifier(NeuralRepresentationPurifier(device_type=device), device).loss_gradient(x, y)
+                 for device in ("cpu", "gpu")]  # fmt: skip
+    cosine = float((gradients[0] * gradients[1]).sum() / np.linalg.norm(gradients[0]) / np.linalg.norm(gradients[1]))
+    record_figure("NeuralRepresentationPurifier: loss gradient (exact), cosine CUDA vs CPU", cosine)
+    assert np.abs(gradients[0]).sum() > 0 and cosine > 0.999
+
+
+def test_ssp_on_cuda_stays_in_budget_and_matches_the_cpu_loss(record_figure: Any) -> None:
+    from art_purifiers import zoo
+    from art_purifiers.attacks.ssp import layer_features, self_supervised_perturbation
+
+    x, eps = photos(16, 32), 16 / 255
+    losses = []
+    for device in ("cpu", "cuda"):
+        features = layer_features(zoo.resolve("cifar10-vgg-features").to(device).eval(), "features.relu3_3")
+        generator = torch.Generator().manual_seed(0)
+        adversarial = self_supervised_perturbation(features, x.to(device), eps, steps=20, generator=generator)
+        assert adversarial.device.type == device and float((adversarial - x.to(device)).abs().max()) <= eps + 1e-6
+        with torch.no_grad():
+            losses.append(float((features(adversarial) - features(x.to(device))).pow(2).mean()))
+    record_figure("SSP-20 feature MSE, CUDA / CPU", losses[1] / losses[0])
+    assert losses[1] == pytest.approx(losses[0], rel=0.05)  # sign steps may flip where a gradient is ~0
+
+
+def test_nrp_training_steps_run_on_cuda() -> None:
+    from art_purifiers.nets.classifier import CifarVGG
+    from art_purifiers.nets.nrp import NRPResidualGenerator, RelativisticCritic
+    from art_purifiers.training.nrp import LossWeights, SSPSettings, frozen_features, training_step
+
+    torch.manual_seed(0)
+    features = frozen_features(CifarVGG(widths=(8, 8), depths=(1, 1)).to(CUDA), "features.relu2_1")
+    purifier = NRPResidualGenerator(features=8, blocks=1).to(CUDA)
+    critic = RelativisticCritic(features=4, depth=1).to(CUDA)
+    before = [p.detach().clone() for p in purifier.parameters()]
+    optimizers = (torch.optim.Adam(purifier.parameters(), 1e-2), torch.optim.Adam(critic.parameters(), 1e-3))
+    clean, sampler = torch.rand(8, 3, 16, 16, device=CUDA), torch.Generator().manual_seed(0)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        losses = training_step(purifier, critic, optimizers, features, clean, SSPSettings(steps=2), LossWeights(),
+                               sampler)  # fmt: skip
+    assert all(np.isfinite(value) for value in losses.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, purifier.parameters()))

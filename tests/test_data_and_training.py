@@ -185,3 +185,9 @@ def test_nrp_recipe_trains_writes_a_zoo_file_and_resumes(tmp_path: Path, monkeyp
     metrics = written["metrics"]
     assert 20 < metrics["ssp100"]["psnr_db"] < 40  # 16/255 of perturbation
     assert {"clean+purifier", "ssp100+purifier"} <= set(metrics)
+    test = load_cifar10(tmp_path / "cifar", "test")
+    with torch.no_grad():
+        predictions = zoo.load("cifar10-reference")(test.images.float() / 255).argmax(1)
+    expected = int((predictions == test.labels).sum()) / len(test)
+    assert metrics["test_accuracy"]["images"] == len(test) and metrics["test_accuracy"]["classifier"] == expected
+    assert 0 <= metrics["test_accuracy"]["purifier+classifier"] <= 1

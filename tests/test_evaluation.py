@@ -29,6 +29,22 @@ def margin_model() -> nn.Module:
     return model.eval()
 
 
+def flipped_margin_model() -> nn.Module:
+    """The margin model with its classes swapped: its gradients point the other way."""
+    model = margin_model()
+    with torch.no_grad():
+        model[1].weight.neg_()
+    return model
+
+
+def scaled_margin_model() -> nn.Module:
+    """The margin model's decisions from other weights (doubled): a transfer source that agrees with it."""
+    model = margin_model()
+    with torch.no_grad():
+        model[1].weight.mul_(2)
+    return model
+
+
 def write_dataset(root: Path) -> None:
     """Images 128 + s*t*sign(w) grey levels: w . x = s * t * ||w||_1 / 255, class a if s = +1 else b."""
     for split in ("train", "test"):
@@ -314,3 +330,15 @@ def test_a_defence_without_sanity_checks_is_not_called_checked(dataset: str, tmp
     results["defences"]["none"]["sanity"] = []  # e.g. a run that stopped before its checks
     page = markdown(results)
     assert "No sanity checks ran for `none`." in page and "checks that ran passed" not in page
+
+
+def test_a_transfer_attack_runs_on_its_own_source_model(dataset: str, tmp_path: Path) -> None:
+    robust = {}
+    for name in ("flipped_margin_model", "scaled_margin_model"):
+        spec = f"transfer:eps=6/255,method=pgd,steps=5,source=tests.test_evaluation:{name}"
+        assert parse_attack(spec).label == f"Transfer APGD-CE Linf 6/255 from tests.test_evaluation:{name} (5 steps)"
+        results = evaluate(tiny_config(dataset, attacks=[spec]), tmp_path / name)
+        (group,) = results["defences"]["none"]["robust"].values()
+        robust[name] = group["robust"]["accuracy"]
+    # the flipped source pushes every image deeper into its class; the agreeing one flips the low-contrast images
+    assert robust["flipped_margin_model"] == 1.0 and robust["scaled_margin_model"] < 1.0

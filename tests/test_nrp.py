@@ -358,3 +358,19 @@ def test_the_suite_builds_the_defence_from_a_spec(tmp_path) -> None:
     assert isinstance(defence, NeuralRepresentationPurifier) and defence.dynamic and defence.randomized
     with pytest.raises(ValueError, match="known: .*NeuralRepresentationPurifier"):
         build_defences("NRP", None)
+
+
+def test_a_chain_spec_puts_an_attackers_purifier_before_its_surrogate(tmp_path) -> None:
+    from art_purifiers import zoo
+    from art_purifiers.evaluation.targets import load_classifier
+
+    file, purifier = tmp_path / "attacker.pt", _purifier()
+    card = {"data": "none", "resolution": 8, "metrics": {}, "command": "test"}
+    zoo.save(file, purifier, "nrp-residual-generator", {"features": 8, "blocks": 2}, card, half=False)
+    chain = load_classifier(f"{file}+cifar10-surrogate")
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = zoo.load("cifar10-surrogate")(purifier.eval()(x).clamp(0, 1))
+        torch.testing.assert_close(chain(x), expected)
+    with pytest.raises(ValueError, match="neither a zoo name"):
+        load_classifier("cifar10-surrogate+no-such-model")

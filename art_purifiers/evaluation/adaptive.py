@@ -7,7 +7,8 @@ The v2 attacks of ``art-purifiers evaluate`` as functions (images, labels, seed)
   doubled steps and restarts by the convergence controller (:mod:`art_purifiers.evaluation.cascade`);
 * ``original-autoattack``: Croce & Hein's own AutoAttack (the ``pyautoattack`` package, their code as released),
   version ``standard`` for deterministic defences and ``rand`` (EOT 20) for randomized ones;
-* ``transfer``: PGD, MI-FGSM or input-diversity MI-FGSM on the independently trained surrogate ``cifar10-surrogate``;
+* ``transfer``: PGD, MI-FGSM or input-diversity MI-FGSM on the independently trained surrogate ``cifar10-surrogate``,
+  or on the attack's own ``source`` model (e.g. an attacker's own purifier before its classifier);
 * ``noise``: uniformly random signs at the budget (a floor every attack must beat).
 """
 

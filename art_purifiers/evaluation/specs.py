@@ -8,6 +8,7 @@ Values are Python literals or fractions (``eps=8/255``). Examples::
     pgd:eps=8/255,steps=50    pgd-eot:eps=8/255,steps=20,k=10    autoattack:eps=8/255    cw    square:eps=8/255
     cascade:eps=8/255         apgd:eps=0.05,norm=RMS,targeted=True,k=30    original-autoattack:eps=4/255
     transfer:eps=8/255,method=dim    noise:eps=8/255
+    transfer:eps=8/255,method=mi,source=cifar10-nrp-attacker+cifar10-surrogate
 
 Unknown options are an error (a typo must not silently run the defaults).
 """
@@ -109,7 +110,7 @@ KIND_OPTIONS: dict[str, set[str]] = {
     "apgd-t": {"norm", "restarts", "targets"},
     "original-autoattack": {"norm", "version"},
     "noise": {"norm"},
-    "transfer": {"method"},
+    "transfer": {"method", "source"},
 }
 
 
@@ -161,7 +162,8 @@ class AttackSpec:
             method = {"pgd": "APGD-CE", "mi": "MI-FGSM", "dim": "DI-MI-FGSM"}.get(
                 str(self.options.get("method", "pgd"))
             )
-            return f"Transfer {method} Linf{budget} from surrogate ({self.steps} steps)"
+            source = self.options.get("source", "surrogate")
+            return f"Transfer {method} Linf{budget} from {source} ({self.steps} steps)"
         return names[self.kind]
 
     @property

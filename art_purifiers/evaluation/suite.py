@@ -431,7 +431,7 @@ class Suite:
         self, attack: AttackSpec, defences: list[Any], directory: Path, clean_correct: np.ndarray, is_random: bool
     ) -> dict[str, Any] | None:
         """Our APGD, the cascade, the original AutoAttack, transfer and noise (see :mod:`.adaptive`)."""
-        if not defences and attack.kind == "transfer" and self.config.classifier == self.config.surrogate:
+        if not defences and attack.kind == "transfer" and self.config.classifier == self._transfer_source(attack):
             return None
         file = directory / f"{attack.slug}.npz"
         if file.is_file() and "columns" in np.load(file):  # done: the figures are recomputed from the saved results
@@ -532,9 +532,13 @@ class Suite:
                 version = "rand" if randomized(defended.defences) else "standard"
             return adaptive.original_autoattack(defended, norm, eps, version, self.config.batch_size, self.nb_classes)
         if attack.kind == "transfer":
-            surrogate = load_classifier(self.config.surrogate, self.device)
-            return adaptive.transfer_attack(surrogate, eps, attack.steps, str(options.get("method", "pgd")))
+            source = load_classifier(self._transfer_source(attack), self.device)
+            return adaptive.transfer_attack(source, eps, attack.steps, str(options.get("method", "pgd")))
         return adaptive.noise_attack(norm, eps)
+
+    def _transfer_source(self, attack: AttackSpec) -> str:
+        """The model a transfer attack runs on: its own ``source`` option, else the run's surrogate."""
+        return str(attack.options.get("source", self.config.surrogate))
 
     def _v2_summary(self, columns: np.ndarray, x_adv: torch.Tensor, seconds: float) -> dict[str, Any]:
         # an image a cascade did not attack was broken by an earlier attack of its group: wrong from here on

@@ -26,8 +26,15 @@ from art_purifiers.evaluation.specs import CW_BINARY_SEARCH_STEPS, AttackSpec, p
 def load_classifier(spec: str, device: str | torch.device = "cpu") -> nn.Module:
     """
     The model to defend: a zoo name (``cifar10-reference``), a weight file in the zoo format, or
-    ``package.module:attribute`` naming an ``nn.Module`` or a function returning one (input NCHW in [0, 1]).
+    ``package.module:attribute`` naming an ``nn.Module`` or a function returning one (input NCHW in [0, 1]). A chain
+    ``first+second`` of such specs applies them in order, clamping each output but the last to [0, 1] as a defence
+    does: e.g. an attacker's own purifier before its surrogate, ``runs/nrp-attacker/purifier.pt+cifar10-surrogate``.
     """
+    if "+" in spec and not Path(spec).is_file():
+        stages: list[nn.Module] = []
+        for part in spec.split("+"):
+            stages += [load_classifier(part, device), nn.Hardtanh(0.0, 1.0)]
+        return nn.Sequential(*stages[:-1]).to(device).eval()
     if spec in zoo.names():
         return zoo.load(spec, device=device)
     if Path(spec).is_file():

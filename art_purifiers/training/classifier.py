@@ -64,12 +64,13 @@ def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 2) -> t
 
 @torch.no_grad()
 def accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 1000) -> float:
-    """Top-1 accuracy (float32) of ``model`` on a uint8 dataset."""
+    """Top-1 accuracy (float32) of ``model`` on a uint8 dataset, on the device of the model's parameters."""
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(dataset), batch_size):
-        images = dataset.images[start : start + batch_size].float() / 255
-        correct += int((model(images).argmax(1) == dataset.labels[start : start + batch_size]).sum())
+        images = dataset.images[start : start + batch_size].to(device).float() / 255
+        correct += int((model(images).argmax(1).cpu() == dataset.labels[start : start + batch_size]).sum())
     return correct / len(dataset)
 
 

@@ -32,8 +32,12 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.stack([torch.rot90(image, int(k), dims=(-2, -1)) for image, k in zip(images, turns)])
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser, presets: dict[str, Preset]) -> None:
-    """The options every image-to-image recipe takes: data, output, preset and its overrides."""
+def add_recipe_arguments(parser: argparse.ArgumentParser, presets: dict[str, Preset], device: bool = False) -> None:
+    """
+    The options every image-to-image recipe takes: data, output, preset and its overrides.
+
+    :param device: Also offer ``--device`` (for the recipes that train on a GPU; see :func:`recipe_device`).
+    """
     parser.add_argument("--data-dir", help="CIFAR-10 directory (default: $ART_PURIFIERS_DATA)")
     parser.add_argument("--download", action="store_true", help="download the original CIFAR-10 via torchvision")
     parser.add_argument("--output", type=Path, required=True)
@@ -46,6 +50,13 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, presets: dict[str, Pre
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-bf16", action="store_true")
     parser.add_argument("--resume", action="store_true")
+    if device:
+        parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+def recipe_device(name: str | None) -> torch.device:
+    """The device a recipe trains on: ``name``, else CUDA when available, else the CPU."""
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def save_checkpoint(

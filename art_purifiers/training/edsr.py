@@ -38,7 +38,14 @@ from art_purifiers import zoo
 from art_purifiers.data import load_cifar10
 from art_purifiers.evaluation.metrics import image_quality
 from art_purifiers.nets.edsr import EDSR
-from art_purifiers.training.common import Preset, add_recipe_arguments, augment, load_checkpoint, save_checkpoint
+from art_purifiers.training.common import (
+    Preset,
+    add_recipe_arguments,
+    augment,
+    load_checkpoint,
+    recipe_device,
+    save_checkpoint,
+)
 
 PRESETS = {
     "paper": Preset(blocks=16, features=64, batch_size=16, lr=1e-4, steps=300_000),
@@ -112,7 +119,7 @@ def train(args: argparse.Namespace) -> tuple[EDSR, dict[str, int], list[dict[str
     photos = [load_photo(name) for name in TRAINING_PHOTOS]
     torch.manual_seed(args.seed)
     sampler = torch.Generator().manual_seed(args.seed)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = recipe_device(args.device)
     network = EDSR(blocks=config["blocks"], features=config["features"]).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -161,9 +168,8 @@ def card_metrics(network: EDSR, args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_recipe_arguments(parser, PRESETS)
+    add_recipe_arguments(parser, PRESETS, device=True)
     parser.add_argument("--eval-images", type=int, default=1000, help="CIFAR-10 test images for the card")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     args = parser.parse_args(argv)
     network, config, log = train(args)
     metrics = card_metrics(network.float(), args)

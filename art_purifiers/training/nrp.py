@@ -43,11 +43,19 @@ from torch import nn
 
 from art_purifiers import zoo
 from art_purifiers.attacks.ssp import Features, layer_features, self_supervised_perturbation
-from art_purifiers.data import load_cifar10
+from art_purifiers.data import ImageDataset, load_cifar10
 from art_purifiers.evaluation.metrics import image_quality
 from art_purifiers.nets import ARCHITECTURES
 from art_purifiers.nets.nrp import RelativisticCritic
-from art_purifiers.training.common import Preset, add_recipe_arguments, augment, load_checkpoint, save_checkpoint
+from art_purifiers.training.classifier import accuracy
+from art_purifiers.training.common import (
+    Preset,
+    add_recipe_arguments,
+    augment,
+    load_checkpoint,
+    recipe_device,
+    save_checkpoint,
+)
 
 PRESETS = {
     "paper": Preset(blocks=23, features=64, batch_size=16, lr=1e-4, steps=30_000),
@@ -131,8 +139,13 @@ def frozen_features(network: nn.Module, layer: str) -> Features:
     return layer_features(network, layer)
 
 
-def train(args: argparse.Namespace, images: torch.Tensor, features: Features) -> tuple[nn.Module, dict, list]:
-    """Run the recipe on uint8 NCHW ``images``; return the purifier (eval mode), its config and the log."""
+def train(
+    args: argparse.Namespace, images: torch.Tensor, features: Features, device: torch.device
+) -> tuple[nn.Module, dict, list]:
+    """
+    Run the recipe on uint8 NCHW ``images`` on ``device`` (where ``features`` must live); return the purifier (eval
+    mode, on ``device``), its config and the log.
+    """
     preset = PRESETS[args.preset]
     config = {"blocks": args.blocks or preset.blocks, "features": args.features or preset.features}
     batch_size, lr = args.batch_size or preset.batch_size, args.lr or preset.lr
@@ -140,8 +153,8 @@ def train(args: argparse.Namespace, images: torch.Tensor, features: Features) ->
     ssp = SSPSettings(steps=args.ssp_steps or PRESET_SSP_STEPS[args.preset])
     torch.manual_seed(args.seed)
     sampler = torch.Generator().manual_seed(args.seed)
-    purifier = ARCHITECTURES[args.architecture or PRESET_ARCHITECTURES[args.preset]](**config)
-    critic = RelativisticCritic()
+    purifier = ARCHITECTURES[args.architecture or PRESET_ARCHITECTURES[args.preset]](**config).to(device)
+    critic = RelativisticCritic().to(device)
     optimizers = (torch.optim.Adam(purifier.parameters(), lr=lr), torch.optim.Adam(critic.parameters(), lr=lr))
     parts = {"purifier": purifier, "critic": critic, "optimizer_p": optimizers[0], "optimizer_c": optimizers[1]}
     args.output.mkdir(parents=True, exist_ok=True)
@@ -157,8 +170,8 @@ def train(args: argparse.Namespace, images: torch.Tensor, features: Features) ->
         purifier.train()
         critic.train()
         batch = images[torch.randint(0, len(images), (batch_size,), generator=sampler)]
-        clean = augment(batch, sampler).float().div_(255)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_bf16):
+        clean = augment(batch, sampler).to(device).float().div_(255)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.no_bf16):
             losses = training_step(purifier, critic, optimizers, features, clean, ssp, LossWeights(), sampler)
         step += 1
         if step % 100 == 0 or step == steps:
@@ -170,14 +183,15 @@ def train(args: argparse.Namespace, images: torch.Tensor, features: Features) ->
 
 @torch.no_grad()
 def _purify(purifier: nn.Module, images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
-    return torch.cat([purifier(part).clamp(0, 1) for part in images.split(batch_size)])
+    device = next(purifier.parameters()).device
+    return torch.cat([purifier(part.to(device)).clamp(0, 1).cpu() for part in images.split(batch_size)])
 
 
 def purification_quality(purifier: nn.Module, features: Features, images: torch.Tensor, seed: int = 0) -> dict:
     """PSNR/SSIM against the clean images of: the purified clean images, and SSP-100 images without and with the
     purifier."""
-    generator = torch.Generator().manual_seed(seed)
-    attacked = torch.cat([self_supervised_perturbation(features, part, generator=generator)
+    generator, device = torch.Generator().manual_seed(seed), next(purifier.parameters()).device
+    attacked = torch.cat([self_supervised_perturbation(features, part.to(device), generator=generator).cpu()
                           for part in images.split(100)])  # fmt: skip
     reference = images.numpy()
     return {
@@ -187,23 +201,40 @@ def purification_quality(purifier: nn.Module, features: Features, images: torch.
     }
 
 
+def classifier_accuracy(purifier: nn.Module, classifier: nn.Module, test: ImageDataset) -> dict[str, Any]:
+    """Top-1 test accuracy of ``classifier`` alone and behind the purifier (the clean-accuracy cost of purifying)."""
+    return {
+        "classifier": accuracy(classifier, test),
+        # the defence clamps the purified images to [0, 1] (Hardtanh(0, 1)) before the classifier sees them
+        "purifier+classifier": accuracy(nn.Sequential(purifier, nn.Hardtanh(0.0, 1.0), classifier), test),
+        "images": len(test),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_recipe_arguments(parser, PRESETS)
+    add_recipe_arguments(parser, PRESETS, device=True)
     parser.add_argument("--architecture", choices=sorted(set(PRESET_ARCHITECTURES.values())),
                         help="purifier architecture (default: the preset's)")  # fmt: skip
     parser.add_argument("--feature-network", default="cifar10-vgg-features", help="zoo name or weight file")
     parser.add_argument("--layer", default="features.relu3_3", help="feature layer of SSP and the feature loss")
     parser.add_argument("--ssp-steps", type=int, help="SSP iterations per training batch (default: the preset's)")
     parser.add_argument("--eval-images", type=int, default=500, help="test images for the card's PSNR/SSIM")
+    parser.add_argument(
+        "--classifier",
+        default="cifar10-reference",
+        help="zoo name or weight file; the card holds its test accuracy behind the purifier",
+    )
     parser.add_argument("--name", default="cifar10-nrp-light", help="zoo name of the written file (NAME.pt)")
     args = parser.parse_args(argv)
-    features = frozen_features(zoo.resolve(args.feature_network), args.layer)
+    device = recipe_device(args.device)
+    features = frozen_features(zoo.resolve(args.feature_network).to(device), args.layer)
     train_set = load_cifar10(args.data_dir, "train", download=args.download)
-    purifier, config, log = train(args, train_set.images, features)
+    purifier, config, log = train(args, train_set.images, features, device)
     test = load_cifar10(args.data_dir, "test", download=args.download)
     subset = test.images[np.random.default_rng(0).permutation(len(test))[: args.eval_images]].float() / 255
     metrics = purification_quality(purifier, features, subset)
+    metrics["test_accuracy"] = classifier_accuracy(purifier, zoo.resolve(args.classifier).to(device), test)
     card = {
         "data": f"CIFAR-10 train images from {test.source.rsplit('/', 1)[0]} (JPEG q75 copy)",
         "resolution": "32x32 (fully convolutional; trained on 32x32)",
@@ -214,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "log": log,
     }
     architecture = args.architecture or PRESET_ARCHITECTURES[args.preset]
-    sha = zoo.save(args.output / f"{args.name}.pt", purifier, architecture, config, card)
+    sha = zoo.save(args.output / f"{args.name}.pt", purifier.cpu(), architecture, config, card)
     print(json.dumps({"file": str(args.output / f"{args.name}.pt"), "sha256": sha, **metrics}))
     return 0
 
