@@ -159,6 +159,19 @@ def test_an_interrupted_attack_continues_from_its_saved_chunks(dataset: str, tmp
     assert resumed["defences"]["none"]["rows"][label]["accuracy"] == full["defences"]["none"]["rows"][label]["accuracy"]
 
 
+@pytest.mark.parametrize("attack", ["pgd:eps=6/255,steps=5", "apgd:eps=6/255,steps=5"])
+def test_an_unreadable_state_file_is_set_aside_and_its_attack_redone(attack: str, dataset: str, tmp_path: Path) -> None:
+    config = tiny_config(dataset, attacks=[attack], num_images=20)
+    output = tmp_path / "out"
+    full = evaluate(config, output)
+    file = next((output / "state").rglob(f"{attack.split(':')[0]}-*.npz"))
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])  # a copy cut short
+    resumed = evaluate(config, output)
+    assert file.with_name(file.name + ".unreadable").is_file() and np.load(file).files  # redone and saved again
+    (label,) = full["defences"]["none"]["rows"]
+    assert resumed["defences"]["none"]["rows"][label]["accuracy"] == full["defences"]["none"]["rows"][label]["accuracy"]
+
+
 def test_a_changed_configuration_is_refused_in_the_same_directory(dataset: str, tmp_path: Path) -> None:
     evaluate(tiny_config(dataset), tmp_path / "out")
     with pytest.raises(ValueError, match="another configuration"):
@@ -342,3 +355,18 @@ def test_a_transfer_attack_runs_on_its_own_source_model(dataset: str, tmp_path: 
         robust[name] = group["robust"]["accuracy"]
     # the flipped source pushes every image deeper into its class; the agreeing one flips the low-contrast images
     assert robust["flipped_margin_model"] == 1.0 and robust["scaled_margin_model"] < 1.0
+
+
+def test_a_run_resumed_elsewhere_keeps_the_earlier_environment_in_its_provenance() -> None:
+    from art_purifiers.evaluation.report import _environment_line
+    from art_purifiers.evaluation.suite import _environment
+
+    here = _environment("cpu")
+    assert "earlier" not in _environment("cpu", {**here, "started": "yesterday"})  # the same machine resuming
+    gpu_run = {**here, "device": "cuda", "gpu": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu130"}
+    resumed = _environment("cpu", gpu_run)
+    assert resumed["earlier"] == [gpu_run] and resumed["device"] == "cpu"
+    assert _environment("cpu", resumed)["earlier"] == [gpu_run]  # resumed again here: nothing new to keep
+    line = _environment_line(resumed)
+    assert line.startswith("art-purifiers") and "device cpu" in line
+    assert "resumed from a run begun on: " in line and "NVIDIA H100 80GB HBM3" in line

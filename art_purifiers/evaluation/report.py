@@ -311,11 +311,13 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
 def _environment_line(env: dict[str, Any]) -> str:
     if not env:
         return "environment not recorded"
-    return (
+    line = (
         f"art-purifiers {env['art_purifiers']}, ART {env['art']}, torch {env['torch']}, numpy {env['numpy']}, "
         f"Python {env['python']}, {env['platform']}, device {env['device']} ({env['cpu_threads']} threads)"
         + (f", {env['gpu']}" if env.get("gpu") else "")
     )
+    # a resumed run: the attacks finished before the last resume ran there
+    return "; ".join([line, *(f"resumed from a run begun on: {_environment_line(e)}" for e in env.get("earlier", []))])
 
 
 def _provenance_lines(results: dict[str, Any]) -> list[str]:

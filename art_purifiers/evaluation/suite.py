@@ -17,6 +17,7 @@ import json
 import platform
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,24 @@ def _save_atomic(file: Path, **arrays: Any) -> None:
     temporary.replace(file)
 
 
+def _load_state(file: Path) -> Any:
+    """
+    A saved state file, or ``None`` when there is none. A file that cannot be read (a copy cut short, a disk that
+    filled up) is set aside as ``NAME.unreadable`` with a warning, and its work is done again rather than lost.
+    """
+    if not file.is_file():
+        return None
+    try:
+        saved = np.load(file)
+        _ = {name: saved[name] for name in saved.files}  # reads every member: a truncated one fails here
+        return saved
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        aside = file.with_name(file.name + ".unreadable")
+        file.replace(aside)
+        print(f"warning: {file} could not be read ({error}); moved to {aside.name}, redoing its work", file=sys.stderr)
+        return None
+
+
 class Suite:
     """One evaluation run (see the module docstring); :func:`evaluate` is the entry point."""
 
@@ -197,7 +216,7 @@ class Suite:
         self.results.update(
             {
                 "config": asdict(config),
-                "environment": _environment(self.device),
+                "environment": _environment(self.device, self.results.get("environment")),
                 "data": {
                     "source": test.source,
                     "test_images": len(test),
@@ -265,7 +284,10 @@ class Suite:
             self._save()
         self._gradients = entry["gradients"]
         for attack in tqdm(self.attacks, desc=f"{spec}: attacks", disable=not config.verbose):
-            if attack.label in entry["rows"] and attack.kind not in V2_KINDS:  # v2 rows refresh from their saved state
+            # v2 rows refresh from their saved state; a finished ART row is kept while its per-image state is there
+            # (without it the worst case would silently leave the attack out)
+            finished = attack.label in entry["rows"] and attack.kind not in V2_KINDS
+            if finished and _load_state(directory / f"{attack.slug}.npz") is not None:
                 continue
             row = self._run_attack(attack, defences, directory, clean_correct, is_random)
             if row is not None:
@@ -349,8 +371,8 @@ class Suite:
         file = directory / f"{attack.slug}.npz"
         n = len(self.x)
         x_adv, done, seconds = np.array(self.x, copy=True), 0, 0.0
-        if file.is_file():
-            saved = np.load(file)
+        saved = _load_state(file)
+        if saved is not None:
             x_adv[: int(saved["done"])] = saved["x_adv"][: int(saved["done"])]
             done, seconds = int(saved["done"]), float(saved["seconds"])
         labels = np.eye(self.nb_classes)[self.y]
@@ -407,7 +429,8 @@ class Suite:
             tensor = np.concatenate([columns for _, columns in found], axis=1)
             labels = [label for label, columns in found for _ in range(columns.shape[1])]
             file = directory / ("correctness-" + "".join(c if c.isalnum() else "_" for c in group) + ".npz")
-            if not file.is_file() or not np.array_equal(np.load(file)["correct"], tensor):
+            saved = _load_state(file)
+            if saved is None or not np.array_equal(saved["correct"], tensor):
                 _save_atomic(file, correct=tensor, columns=np.array(labels), indices=self.indices)
             per_image = robust.robust_correct(tensor).astype(int).tolist()
             groups[group] = {
@@ -434,8 +457,8 @@ class Suite:
         if not defences and attack.kind == "transfer" and self.config.classifier == self._transfer_source(attack):
             return None
         file = directory / f"{attack.slug}.npz"
-        if file.is_file() and "columns" in np.load(file):  # done: the figures are recomputed from the saved results
-            saved = np.load(file)
+        saved = _load_state(file)
+        if saved is not None and "columns" in saved:  # done: the figures are recomputed from the saved results
             done = json.loads(str(saved["row"]))
             return {**done, **self._v2_summary(saved["columns"], torch.as_tensor(saved["x_adv"]), done["seconds"])}
         chain = with_bpda(defences, attack.options["bpda"]) if "bpda" in attack.options else defences
@@ -573,9 +596,9 @@ class Suite:
         found = [("clean", self._clean_columns)]
         for attack in self.attacks:
             file = directory / f"{attack.slug}.npz"
-            if (group is not None and attack.group != group) or not file.is_file():
+            saved = None if group is not None and attack.group != group else _load_state(file)
+            if saved is None:
                 continue
-            saved = np.load(file)
             if "columns" in saved:
                 found.append((attack.label, saved["columns"]))
             elif "correct" in saved and saved["correct"].shape[0] == draws:
@@ -608,12 +631,16 @@ def _summary(correct: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _environment(device: str) -> dict[str, Any]:
+def _environment(device: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """
+    The software and machine of this run. When it resumes a run begun elsewhere (another machine, device or version),
+    the earlier environments stay under ``earlier``: their attacks' results are in the same file.
+    """
     import art
 
     import art_purifiers
 
-    return {
+    current = {
         "art_purifiers": art_purifiers.__version__,
         "art": art.__version__,
         "torch": torch.__version__,
@@ -625,6 +652,13 @@ def _environment(device: str) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if not previous:
+        return current
+    earlier = list(previous.get("earlier", []))
+    last = {k: v for k, v in previous.items() if k != "earlier"}
+    if {k: v for k, v in last.items() if k != "started"} != {k: v for k, v in current.items() if k != "started"}:
+        earlier.append(last)
+    return {**current, "earlier": earlier} if earlier else current
 
 
 def _jsonable(value: Any) -> Any:
