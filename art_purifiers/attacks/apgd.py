@@ -88,15 +88,17 @@ def checkpoints(steps: int) -> list[int]:
         marks.append(marks[-1] + interval)
 
 
-def project(x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
-    """``x_adv`` moved into the ``norm`` ball of radius ``eps`` around ``x``, then into [0, 1]."""
+def project(
+    x: torch.Tensor, x_adv: torch.Tensor, norm: str, eps: float, bounds: tuple[float, float] = (0.0, 1.0)
+) -> torch.Tensor:
+    """``x_adv`` moved into the ``norm`` ball of radius ``eps`` around ``x``, then into ``bounds`` (the pixel range)."""
     delta = x_adv - x
     if norm == "Linf":
         delta = delta.clamp(-eps, eps)
     else:
         length = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
         delta = delta * (eps / length).clamp(max=1.0)
-    return (x + delta).clamp(0.0, 1.0)
+    return (x + delta).clamp(*bounds)
 
 
 def ascent_direction(gradient: torch.Tensor, norm: str) -> torch.Tensor:

@@ -23,6 +23,8 @@ from art.attacks.attack import EvasionAttack
 from torch import nn
 from tqdm.auto import tqdm
 
+from art_purifiers.attacks.apgd import project
+
 Features = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -86,18 +88,16 @@ def self_supervised_perturbation(
     :param generator: CPU generator drawing the random start (reproducible on any device).
     :return: Perturbed images, detached, with ``|x' - x| <= eps``.
     """
-    low, high = clip_values
     with torch.no_grad():
         clean = features(x).detach()
         noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device) * 2 - 1
-        x_adv = (x + eps * noise).clamp(low, high)
+        x_adv = project(x, x + eps * noise, "Linf", eps, clip_values)
     for _ in range(steps):
         images = x_adv.detach().requires_grad_(True)
         # the sum over images of each image's MSE: a batch does not change any image's gradient
         loss = (features(images) - clean).pow(2).flatten(1).mean(1).sum()
         (gradient,) = torch.autograd.grad(loss, images)
-        x_adv = x_adv + eps_step * gradient.sign()
-        x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(low, high).detach()
+        x_adv = project(x, x_adv + eps_step * gradient.sign(), "Linf", eps, clip_values).detach()
     return x_adv
 
 
