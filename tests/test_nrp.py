@@ -183,7 +183,8 @@ def test_ssp_art_attack_runs_the_estimators_preprocessing_and_ignores_labels() -
     np.testing.assert_array_equal(result, attack.generate(x, y=np.zeros(5, dtype=int)))
     assert result.dtype == np.float32 and np.abs(result - x).max() <= 0.05 + 1e-6
 
-    normalised = nn.Sequential(_Normalise(mean, std), network)
+    # ART moved the network to its device (CUDA where there is one): the plain module must live there too
+    normalised = nn.Sequential(_Normalise(mean, std), network).to(next(network.parameters()).device)
     plain = SelfSupervisedPerturbation(normalised, layer="1.2", eps=0.05, eps_step=0.01, max_iter=5, batch_size=2,
                                        seed=7, verbose=False)  # fmt: skip
     np.testing.assert_allclose(result, plain.generate(x), atol=1e-6)
@@ -192,8 +193,8 @@ def test_ssp_art_attack_runs_the_estimators_preprocessing_and_ignores_labels() -
 class _Normalise(nn.Module):
     def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
         super().__init__()
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
