@@ -305,6 +305,23 @@ def test_merging_one_defence_from_two_runs_keeps_the_worst_case_per_image() -> N
         merge([first, second], ["cpu", "gpu"])
 
 
+def test_a_run_without_sanity_checks_merges_and_keeps_the_others_checks() -> None:
+    from art_purifiers.evaluation.report import merge
+
+    first = _run_with("D", "attack A", [1, 1, 0, 1, 1])
+    first["config"]["sanity_checks"] = True
+    first["defences"]["D"]["sanity"] = [{"name": "large budget", "passed": True, "detail": "0%"}]
+    second = _run_with("D", "attack B", [1, 0, 1, 1, 1])
+    second["config"]["sanity_checks"] = False
+    second["defences"]["D"]["sanity"] = []
+    merged = merge([first, second], ["with checks", "without"])
+    assert merged["defences"]["D"]["sanity"] == first["defences"]["D"]["sanity"]
+    assert merged["defences"]["D"]["robust"]["Linf 4/255"]["per_image"] == [1, 0, 0, 1, 1]
+    second["config"]["seed"] = 1  # other images or seeds are still refused
+    with pytest.raises(ValueError, match="another configuration"):
+        merge([first, second], ["with checks", "without"])
+
+
 def test_a_defence_whose_evaluation_stopped_is_named_not_given_a_row() -> None:
     from art_purifiers.evaluation.report import robust_table
 

@@ -529,7 +529,8 @@ def _summary_section(results: dict[str, Any], stems: dict[str, str]) -> list[str
 
 def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
     """
-    Combine the results of runs that differ only in their defences or attacks (e.g. run in parallel) into one.
+    Combine the results of runs that differ only in their defences, attacks or sanity checks (e.g. run in parallel)
+    into one.
     Attacks a defence was not run with show as n/a. A defence in several runs keeps every run's rows (the last run's
     row where two share a label), and its robust accuracy per threat model becomes the per-image worst case over all
     of those runs' attacks: the strongest attack decides, whichever run it was in.
@@ -538,7 +539,8 @@ def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
     """
     if not runs:
         raise ValueError("Nothing to merge.")
-    ignored = ("command", "verbose", "defences", "attacks")
+    # sanity checks only add attacks (and their checks), like a longer attack list
+    ignored = ("command", "verbose", "defences", "attacks", "sanity_checks")
     first = runs[0]
     merged = {**first, "defences": {}, "merged_from": sources, "attacks": list(first["attacks"])}
     for source, run in zip(sources, runs):
@@ -571,6 +573,8 @@ def _worst_over_runs(earlier: dict[str, Any], later: dict[str, Any], source: str
     from art_purifiers.evaluation.robust import proportion
 
     combined = {**later, "rows": {**earlier.get("rows", {}), **later.get("rows", {})}}
+    # a run without sanity checks keeps the other's
+    combined["sanity"] = later.get("sanity") or earlier.get("sanity", [])
     combined["provenance"] = [*earlier.get("provenance", []), *later.get("provenance", [])]
     groups: dict[str, Any] = {**earlier.get("robust", {}), **later.get("robust", {})}
     for group in set(earlier.get("robust", {})) & set(later.get("robust", {})):
