@@ -153,17 +153,16 @@ def _save_atomic(file: Path, **arrays: Any) -> None:
     temporary.replace(file)
 
 
-def _load_state(file: Path) -> Any:
+def _load_state(file: Path) -> dict[str, np.ndarray] | None:
     """
-    A saved state file, or ``None`` when there is none. A file that cannot be read (a copy cut short, a disk that
-    filled up) is set aside as ``NAME.unreadable`` with a warning, and its work is done again rather than lost.
+    A saved state file's arrays, or ``None`` when there is none. A file that cannot be read (a copy cut short, a disk
+    that filled up) is set aside as ``NAME.unreadable`` with a warning, and its work is done again rather than lost.
     """
     if not file.is_file():
         return None
     try:
-        saved = np.load(file)
-        _ = {name: saved[name] for name in saved.files}  # reads every member: a truncated one fails here
-        return saved
+        with np.load(file) as saved:
+            return {name: saved[name] for name in saved.files}  # reads every member once: a truncated one fails here
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         aside = file.with_name(file.name + ".unreadable")
         file.replace(aside)
