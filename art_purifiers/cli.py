@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -260,6 +261,12 @@ def _add_evaluate_parser(commands: Any) -> argparse.ArgumentParser:
     evaluate.add_argument("--fit-images", type=int, default=256, help="training images for table search/learning")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--batch-size", type=int, default=100)
+    evaluate.add_argument(
+        "--chunk-size",
+        type=int,
+        help="images per chunk: the unit of saved progress and of work shared among torchrun processes "
+        "(default: the batch size)",
+    )
     evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda")
     evaluate.add_argument("--no-sanity", action="store_true", help="skip the sanity-check attacks")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -273,7 +280,8 @@ def _run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, arg
     from art_purifiers.evaluation import DEFAULT_ATTACKS, EvaluationConfig, evaluate
     from art_purifiers.evaluation.specs import PROTOCOLS
 
-    for name, minimum in (("num_images", 1), ("draws", 1), ("fit_images", 1), ("batch_size", 1)):
+    args.chunk_size = args.batch_size if args.chunk_size is None else args.chunk_size
+    for name, minimum in (("num_images", 1), ("draws", 1), ("fit_images", 1), ("batch_size", 1), ("chunk_size", 1)):
         if getattr(args, name) < minimum:
             parser.error(f"--{name.replace('_', '-')} must be at least {minimum}")
     config = EvaluationConfig(
@@ -290,7 +298,7 @@ def _run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, arg
         draws=args.draws,
         seed=args.seed,
         batch_size=args.batch_size,
-        chunk_size=args.batch_size,
+        chunk_size=args.chunk_size,
         fit_images=args.fit_images,
         sanity_checks=not args.no_sanity,
         device=args.device,
@@ -303,7 +311,8 @@ def _run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, arg
         parser.error(str(error))
     except (URLError, ConnectionError) as error:  # --download without internet access
         parser.error(f"could not download CIFAR-10 ({error}); pass --data-dir with a local copy instead")
-    print(f"wrote {args.output / 'results.json'}, results.md, results.csv and plots")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote them
+        print(f"wrote {args.output / 'results.json'}, results.md, results.csv and plots")
     return 0
 
 

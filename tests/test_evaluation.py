@@ -143,20 +143,47 @@ def test_learned_bpda_trains_one_approximator_per_defence(dataset: str, tmp_path
     assert len(list((tmp_path / "out" / "state").rglob("learned-bpda-approximator.pt"))) == 2
 
 
-def test_an_interrupted_attack_continues_from_its_saved_chunks(dataset: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("attack", ["pgd:eps=6/255,steps=5", "apgd:eps=6/255,steps=5", "cascade:eps=6/255,steps=5"])
+def test_an_interrupted_attack_continues_from_its_saved_chunks(attack: str, dataset: str, tmp_path: Path) -> None:
+    config = tiny_config(dataset, attacks=[attack], num_images=20, chunk_size=8, batch_size=4)
+    output = tmp_path / "out"
+    full = evaluate(config, output)
+    chunks = sorted((output / "state").rglob("*.chunks/**/*.npz"))
+    assert [f.name for f in chunks if "level1" not in str(f)] == ["00000000.npz", "00000008.npz", "00000016.npz"]
+    # pretend the run stopped while the last chunk was under way: its file and the attack's merged state are missing
+    (output / "results.json").unlink()
+    (merged,) = [f for f in (output / "state" / "none").glob("*.npz") if not f.name.startswith("correctness")]
+    merged.unlink()
+    kept, lost = chunks[:2], chunks[2]
+    lost.unlink()
+    stamps = [f.stat().st_mtime_ns for f in kept]
+    resumed = evaluate(config, output)
+    assert [f.stat().st_mtime_ns for f in kept] == stamps and lost.is_file()  # only the lost chunk was attacked again
+    (label,) = full["defences"]["none"]["rows"]
+    for key in ("robust_per_image", "per_draw", "mean_l2"):
+        before, after = full["defences"]["none"]["rows"][label].get(key), resumed["defences"]["none"]["rows"][
+            label
+        ].get(key)
+        assert before == after, key
+
+
+def test_an_attack_saved_in_one_file_by_an_earlier_version_continues(dataset: str, tmp_path: Path) -> None:
     config = tiny_config(dataset, attacks=["pgd:eps=6/255,steps=5"], num_images=20, chunk_size=10)
     output = tmp_path / "out"
     full = evaluate(config, output)
-    file = next((output / "state").rglob("pgd-*.npz"))
-    saved = dict(np.load(file))
-    # pretend the run stopped after the first chunk, with the second chunk's images never attacked
+    first_chunk = next((output / "state").rglob("pgd-*.chunks/00000000.npz"))
+    x_adv = np.full((20, 3, 8, 8), 0.5, dtype=np.float32)  # images 10-19 were never attacked
+    x_adv[:10] = np.load(first_chunk)["x_adv"]
     (output / "results.json").unlink()
-    x_adv = saved["x_adv"].copy()
-    x_adv[10:] = 0.5
-    np.savez_compressed(file, x_adv=x_adv, done=10, seconds=saved["seconds"])
+    for file in (output / "state").rglob("pgd-*.chunks/*.npz"):
+        file.unlink()
+    merged = next((output / "state").rglob("pgd-*.npz"))
+    np.savez_compressed(merged, x_adv=x_adv, done=10, seconds=1.5)  # the old format: one file, a done count
     resumed = evaluate(config, output)
+    np.testing.assert_array_equal(np.load(first_chunk)["x_adv"], x_adv[:10])  # taken over, not attacked again
     label = "PGD-BPDA Linf 6/255 (5 steps)"
     assert resumed["defences"]["none"]["rows"][label]["accuracy"] == full["defences"]["none"]["rows"][label]["accuracy"]
+    assert resumed["defences"]["none"]["rows"][label]["seconds"] >= 1.5
 
 
 @pytest.mark.parametrize("attack", ["pgd:eps=6/255,steps=5", "apgd:eps=6/255,steps=5"])

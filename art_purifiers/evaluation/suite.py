@@ -7,8 +7,11 @@ attack through ART; report accuracy under attack (mean +- std over ``draws`` dra
 Wilson 95% interval), attack success rate and perturbation norms, plus clean accuracy, image quality of purified
 images, the defence's randomness, throughput and the sanity checks of :mod:`art_purifiers.evaluation.sanity`.
 
-Runs are resumable: adversarial examples and per-image results go to ``output/state`` after every chunk of
-images, and ``results.json`` after every attack; running the same command again continues where it stopped.
+Runs are resumable: every attack works through the images in chunks of ``chunk_size``, and each chunk's examples
+and per-image results go to ``output/state`` as soon as it is done (``results.json`` after every attack); running the
+same command again continues where it stopped. Everything random is seeded per chunk, and every batch lies within
+one chunk, so a chunk's results do not depend on which process ran it: under ``torchrun`` the processes share the
+chunks (:mod:`art_purifiers.evaluation.distributed`), and a run may resume with another number of processes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import platform
 import sys
 import time
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from tqdm.auto import tqdm
 
 from art_purifiers.data import ImageDataset, load_cifar10, load_image_folder
 from art_purifiers.evaluation import adaptive, cascade, metrics, robust, sanity
+from art_purifiers.evaluation.distributed import World, chunk_bounds, init_world
 from art_purifiers.evaluation.specs import AUTOMATIC_EOT, V2_KINDS, AttackSpec, parse_attack
 from art_purifiers.evaluation.targets import (
     FitData,
@@ -90,6 +95,7 @@ class EvaluationConfig:
     :param surrogate: The transfer attacks' source model (zoo name, weight file or ``module:attribute``).
     :param eot_cap: Largest EOT k chosen automatically while the gradient consistency reaches 0.9 (10 on a CPU).
     :param consistency_images: Images of the gradient report that measures EOT consistency.
+    :param chunk_size: Images per chunk: the unit of saved progress, of seeding and of sharing work among processes.
     """
 
     defences: list[str]
@@ -153,10 +159,12 @@ def _save_atomic(file: Path, **arrays: Any) -> None:
     temporary.replace(file)
 
 
-def _load_state(file: Path) -> dict[str, np.ndarray] | None:
+def _load_state(file: Path, set_aside: bool = True) -> dict[str, np.ndarray] | None:
     """
     A saved state file's arrays, or ``None`` when there is none. A file that cannot be read (a copy cut short, a disk
     that filled up) is set aside as ``NAME.unreadable`` with a warning, and its work is done again rather than lost.
+
+    :param set_aside: Move an unreadable file aside (only the process that writes the state does).
     """
     if not file.is_file():
         return None
@@ -164,6 +172,8 @@ def _load_state(file: Path) -> dict[str, np.ndarray] | None:
         with np.load(file) as saved:
             return {name: saved[name] for name in saved.files}  # reads every member once: a truncated one fails here
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        if not set_aside:
+            return None
         aside = file.with_name(file.name + ".unreadable")
         file.replace(aside)
         print(f"warning: {file} could not be read ({error}); moved to {aside.name}, redoing its work", file=sys.stderr)
@@ -171,14 +181,21 @@ def _load_state(file: Path) -> dict[str, np.ndarray] | None:
 
 
 class Suite:
-    """One evaluation run (see the module docstring); :func:`evaluate` is the entry point."""
+    """
+    One evaluation run (see the module docstring); :func:`evaluate` is the entry point.
 
-    def __init__(self, config: EvaluationConfig, output: Path) -> None:
+    :param world: This process's place in a ``torchrun`` launch (a single process by default). Every process runs the
+        same steps on its share of the chunks; rank 0 alone writes ``results.json``, merged state and reports.
+    """
+
+    def __init__(self, config: EvaluationConfig, output: Path, world: World | None = None) -> None:
         self.config = config
+        self.world = world if world is not None else World()
+        self.verbose = config.verbose and self.world.is_main
         self.output = Path(output)
         self.state = self.output / "state"
-        device = config.device
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = self.world.device(config.device)
+        self._sources: dict[str, Any] = {}  # transfer attacks' source models, by attack
         self.attacks = [parse_attack(spec) for spec in config.attacks]
         if config.sanity_checks:
             self.attacks += [
@@ -199,23 +216,24 @@ class Suite:
         config = self.config
         torch.manual_seed(config.seed)
         self.model = load_classifier(config.classifier, self.device)
-        test = load_dataset(config, "test")
+        test = self.world.main_first(lambda: load_dataset(config, "test"))  # rank 0 decodes and caches, others read
         self.state.mkdir(parents=True, exist_ok=True)
         self.input_shape = tuple(test.images.shape[1:])
         with torch.no_grad():
             self.nb_classes = int(self.model(test.images[:1].float().div(255).to(self.device)).shape[1])
         undefended = make_classifier(self.model, [], self.input_shape, self.nb_classes, self.device)
-        x_all = test.as_float()
-        clean_predictions = self._undefended_predictions(undefended, x_all)
-        self.indices = select_clean_correct(clean_predictions, test.labels.numpy(), config.num_images, config.seed)
-        self.x, self.y = x_all[self.indices], test.labels.numpy()[self.indices]
-        self.x_full, self.y_full = x_all, test.labels.numpy()
-        self.fit = FitData(self._load_fit_images, undefended, self.state, config.seed, config.verbose)
+        self.test = test
+        clean_predictions = self._undefended_predictions(undefended)
+        self.y_full = test.labels.numpy()
+        self.indices = select_clean_correct(clean_predictions, self.y_full, config.num_images, config.seed)
+        self.x, self.y = test.as_float(self.indices), self.y_full[self.indices]  # the selection only, not the split
+        self.chunks = chunk_bounds(len(self.indices), config.chunk_size)
+        self.fit = FitData(self._load_fit_images, undefended, self.state, config.seed, self.verbose)
         requested = {parse_attack(spec).slug for spec in config.attacks}
         self.results.update(
             {
                 "config": asdict(config),
-                "environment": _environment(self.device, self.results.get("environment")),
+                "environment": _environment(self.device, self.results.get("environment"), self.world.size),
                 "data": {
                     "source": test.source,
                     "test_images": len(test),
@@ -240,21 +258,76 @@ class Suite:
         self.results.setdefault("defences", {})
         for spec in config.defences:
             self._evaluate_defence(spec)
-        from art_purifiers.evaluation.report import write_reports
+        if self.world.is_main:
+            from art_purifiers.evaluation.report import write_reports
 
-        write_reports(self.results, self.output)
+            write_reports(self.results, self.output)
+        self.world.barrier()
         return self.results
 
-    def _undefended_predictions(self, undefended: Any, x_all: np.ndarray) -> np.ndarray:
-        """The undefended classifier's labels on the whole split, cached in the state directory for resumed runs."""
+    def _undefended_predictions(self, undefended: Any) -> np.ndarray:
+        """
+        The undefended classifier's labels on the whole split, chunk by chunk (shared among the processes), cached in
+        the state directory for resumed runs.
+        """
         file = self.state / "undefended-predictions.npy"
-        if file.is_file():
-            saved = np.load(file)
-            if saved.shape == (len(x_all),):
-                return saved
-        predictions = _predict_labels(undefended, x_all, self.config.batch_size)
-        np.save(file, predictions)
+        cached = self.world.broadcast(np.load(file) if self.world.is_main and file.is_file() else None)
+        if cached is not None and cached.shape == (len(self.test),):
+            return cached
+
+        def predict(start: int, end: int) -> dict[str, np.ndarray]:
+            images = self.test.as_float(np.arange(start, end))
+            return {"labels": _predict_labels(undefended, images, self.config.batch_size)}
+
+        bounds = chunk_bounds(len(self.test), self.config.chunk_size)
+        predictions = np.concatenate([c["labels"] for c in self._sharded(None, predict, "clean predictions", bounds)])
+        if self.world.is_main:
+            np.save(file, predictions)
         return predictions
+
+    def _sharded(
+        self,
+        folder: Path | None,
+        compute: Callable[[int, int], dict[str, Any]],
+        desc: str,
+        chunks: Sequence[tuple[int, int]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """
+        Every chunk's arrays, in chunk order, on every process. The chunks not yet saved in ``folder`` are shared
+        round-robin among the processes, and each is saved (``folder/<start>.npz``) as soon as it is done, so a crash
+        loses only the chunks under way; saved ones are read back. Arrays named ``x_*`` (examples) stay in the files.
+
+        :param folder: Where chunks are saved; ``None`` computes every chunk and saves nothing.
+        :param compute: ``(start, end) -> arrays`` of the images ``[start, end)``.
+        :param chunks: ``[start, end)`` bounds (default: the selected images in chunks of ``chunk_size``).
+        """
+        chunks = self.chunks if chunks is None else chunks
+        files = {start: None if folder is None else folder / f"{start:08d}.npz" for start, _ in chunks}
+        if folder is not None and self.world.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+        saved = self.world.broadcast(
+            [start for start, file in files.items() if file is not None and _load_state(file) is not None]
+            if self.world.is_main
+            else None
+        )
+        todo = self.world.share([(start, end) for start, end in chunks if start not in saved])
+        mine: dict[int, dict[str, Any]] = {}
+        with tqdm(
+            total=sum(end - start for start, end in todo), desc=desc, leave=False, disable=not self.verbose
+        ) as bar:
+            for start, end in todo:
+                arrays = compute(start, end)
+                if files[start] is not None:
+                    _save_atomic(files[start], **arrays)  # type: ignore[arg-type]
+                mine[start] = _without_examples(arrays)
+                bar.update(end - start)
+        for start in self.world.share(saved):
+            stored = _load_state(files[start], set_aside=False)  # type: ignore[arg-type]
+            if stored is None:
+                raise RuntimeError(f"{files[start]} was readable a moment ago and is not now; is another run using it?")
+            mine[start] = _without_examples(stored)
+        merged = {start: arrays for part in self.world.all_gather(mine) for start, arrays in part.items()}
+        return [merged[start] for start, _ in chunks]
 
     def _load_fit_images(self) -> tuple[np.ndarray, np.ndarray]:
         train = load_dataset(self.config, "train")
@@ -267,31 +340,37 @@ class Suite:
         entry = self.results["defences"].setdefault(spec, {"rows": {}})
         directory = self.state / "".join(c if c.isalnum() or c in "-_=." else "_" for c in spec)
         directory.mkdir(parents=True, exist_ok=True)
-        defences, info = build_defences(spec, self.fit)
+        defences, info = self.world.main_first(lambda: build_defences(spec, self.fit))  # rank 0 fits, others read
         entry["info"] = info
         is_random = randomized(defences)
         entry["randomized"] = is_random
         draws = config.draws if is_random else 1
         # per-draw correctness on the clean images: the clean row and every attack's success rate use it
-        clean_correct = self._accuracy_over_draws(defences, self.x, self.y, draws)
+        clean_correct = np.concatenate([c["correct"] for c in self._sharded(None, lambda start, end: {
+            "correct": self._correct_over_draws(defences, self.x[start:end], self.y[start:end], draws, start).T
+        }, "clean")], axis=1).astype(bool)  # fmt: skip
         self._clean_columns = clean_correct.T[:, None, :].astype(np.int8)
         if "clean" not in entry:
             entry["clean"] = self._clean_metrics(defences, clean_correct)
             self._save()
         if "gradients" not in entry:
-            entry["gradients"] = self._gradient_report(defences, is_random)
+            report = self._gradient_report(defences, is_random) if self.world.is_main else None
+            entry["gradients"] = self.world.broadcast(report)
             self._save()
         self._gradients = entry["gradients"]
-        for attack in tqdm(self.attacks, desc=f"{spec}: attacks", disable=not config.verbose):
+        for attack in tqdm(self.attacks, desc=f"{spec}: attacks", disable=not self.verbose):
             # v2 rows refresh from their saved state; a finished ART row is kept while its per-image state is there
             # (without it the worst case would silently leave the attack out)
             finished = attack.label in entry["rows"] and attack.kind not in V2_KINDS
-            if finished and _load_state(directory / f"{attack.slug}.npz") is not None:
+            if finished and self.world.broadcast(self._read(directory / f"{attack.slug}.npz") is not None):
                 continue
             row = self._run_attack(attack, defences, directory, clean_correct, is_random)
+            self.world.barrier()  # rank 0 has written the attack's merged state: later attacks read it
             if row is not None:
                 entry["rows"][attack.label] = row
                 self._save()
+        if not self.world.is_main:
+            return
         entry["robust"] = self._robust_by_group(directory)
         entry["sanity"] = sanity.run_checks(entry, self.attacks, len(self.indices))
         for check in entry["sanity"]:
@@ -302,23 +381,43 @@ class Suite:
     def _draw_seeds(self, draws: int) -> list[int]:
         return [self.config.seed + 7919 * (draw + 1) for draw in range(draws)]
 
-    def _predict_draws(self, chain: list[Any], x: torch.Tensor, draws: int) -> np.ndarray:
-        """(images, draws) labels predicted through ``chain``, draw ``d`` always with the same defence seed."""
+    def _predict_draws(self, chain: list[Any], x: torch.Tensor, draws: int, start: int) -> np.ndarray:
+        """
+        (images, draws) labels predicted through ``chain`` for images of the chunk at ``start``: draw ``d`` re-seeds
+        the defence from the draw's seed and the chunk, so a chunk's draws do not depend on the other chunks.
+        """
         defended = cascade.DefendedModel(self.model, chain)
-        return cascade.predict_draws(defended, lambda seed: reseed(chain, seed), x, self._draw_seeds(draws),
-                                     self.config.batch_size)  # fmt: skip
+        seeds = [seed + 1_000_003 * start for seed in self._draw_seeds(draws)]
+        return cascade.predict_draws(defended, lambda seed: reseed(chain, seed), x, seeds, self.config.batch_size)
+
+    def _correct_over_draws(self, chain: list[Any], x: np.ndarray | torch.Tensor, y: np.ndarray, draws: int,
+                            start: int) -> np.ndarray:  # fmt: skip
+        """(images, draws) int8 correctness of ``x`` (images of the chunk at ``start``) through ``chain``."""
+        labels = self._predict_draws(chain, torch.as_tensor(x, device=self.device), draws, start)
+        return (labels == np.asarray(y)[:, None]).astype(np.int8)
+
+    def _read(self, file: Path) -> dict[str, np.ndarray] | None:
+        """A state file's arrays (:func:`_load_state`); only rank 0 sets an unreadable file aside."""
+        return _load_state(file, set_aside=self.world.is_main)
 
     def _classifier(self, defences: list[Any], eot: int = 1) -> Any:
         return make_classifier(self.model, defences, self.input_shape, self.nb_classes, self.device, eot)
 
-    def _accuracy_over_draws(self, defences: list[Any], x: np.ndarray, y: np.ndarray, draws: int) -> np.ndarray:
-        """Per-draw, per-image correctness (draws, n); draw d always uses the same defence seed."""
-        labels = self._predict_draws(defences, torch.as_tensor(x, device=self.device), draws)
-        return (labels == y[:, None]).T
-
     def _clean_metrics(self, defences: list[Any], clean_correct: np.ndarray) -> dict[str, Any]:
+        """Accuracy on the whole split (shared among the processes), image quality and speed (rank 0, broadcast)."""
+
+        def split_correct(start: int, end: int) -> dict[str, np.ndarray]:
+            images = self.test.as_float(np.arange(start, end))
+            return {"correct": self._correct_over_draws(defences, images, self.y_full[start:end], 1, start)[:, 0]}
+
+        bounds = chunk_bounds(len(self.test), self.config.chunk_size)
+        full = np.concatenate([c["correct"] for c in self._sharded(None, split_correct, "clean split", bounds)])
+        return self.world.broadcast(
+            self._quality_and_speed(defences, clean_correct, full) if self.world.is_main else None
+        )
+
+    def _quality_and_speed(self, defences: list[Any], clean_correct: np.ndarray, full: np.ndarray) -> dict[str, Any]:
         config = self.config
-        full = self._accuracy_over_draws(defences, self.x_full, self.y_full, 1)[0]
         result: dict[str, Any] = {
             "full_split_accuracy": float(full.mean()),
             "full_split_images": int(full.size),
@@ -361,39 +460,44 @@ class Suite:
         elif attack.kind == "transfer":
             chain = []
         elif attack.kind == "learned-bpda":
-            chain = learned_bpda_chain(defences, self.fit, directory)
+            chain = self.world.main_first(lambda: learned_bpda_chain(defences, self.fit, directory))
         else:
             chain = defences
         if eot > 1 and not all(isinstance(d, PreprocessorPyTorch) for d in chain):
             eot, notes = 1, notes + ["ART NumPy defence: EOT not available, k=1 was run"]
         classifier = self._classifier(chain, eot)
         file = directory / f"{attack.slug}.npz"
-        n = len(self.x)
-        x_adv, done, seconds = np.array(self.x, copy=True), 0, 0.0
-        saved = _load_state(file)
-        if saved is not None:
-            x_adv[: int(saved["done"])] = saved["x_adv"][: int(saved["done"])]
-            done, seconds = int(saved["done"]), float(saved["seconds"])
+        earlier = self._single_file_progress(file)
         labels = np.eye(self.nb_classes)[self.y]
-        with tqdm(total=n, initial=done, desc=attack.label, leave=False, disable=not config.verbose) as progress:
-            while done < n:
-                end = min(n, done + config.chunk_size)
-                # Seeds per chunk: a resumed run draws what an uninterrupted one would have drawn.
-                chunk_seed = config.seed * 1_000_003 + done
+
+        def attack_chunk(start: int, end: int) -> dict[str, Any]:
+            started = time.perf_counter()
+            if earlier is not None and end <= int(earlier["done"]):
+                x_adv = earlier["x_adv"][start:end]  # made before state was saved per chunk
+            else:
+                # Seeds per chunk: a resumed or sharded run draws what an uninterrupted one would have drawn.
+                chunk_seed = config.seed * 1_000_003 + start
                 np.random.seed(chunk_seed % 2**32)
                 torch.manual_seed(chunk_seed)
                 reseed(chain, chunk_seed)
-                started = time.perf_counter()
                 art_attack = make_attack(attack, classifier, config.batch_size)
-                x_adv[done:end] = art_attack.generate(self.x[done:end], y=labels[done:end]).astype(np.float32)
-                seconds += time.perf_counter() - started
-                progress.update(end - done)
-                done = end
-                _save_atomic(file, x_adv=x_adv, done=done, seconds=seconds)
-        x_adv = self._rounded_within_budget(attack, x_adv)
-        correct = self._accuracy_over_draws(defences, x_adv, self.y, len(clean_correct))
-        l2, linf = metrics.perturbation_norms(self.x, x_adv)
-        _save_atomic(file, x_adv=x_adv, done=done, seconds=seconds, correct=correct, indices=self.indices)
+                x_adv = art_attack.generate(self.x[start:end], y=labels[start:end]).astype(np.float32)
+            seconds = time.perf_counter() - started
+            x_adv = self._rounded_within_budget(attack, self.x[start:end], x_adv)
+            correct = self._correct_over_draws(defences, x_adv, self.y[start:end], len(clean_correct), start).T
+            l2, linf = metrics.perturbation_norms(self.x[start:end], x_adv)
+            return {"x_adv": x_adv, "correct": correct, "l2": l2, "linf": linf, "seconds": seconds}
+
+        chunks = self._sharded(directory / f"{attack.slug}.chunks", attack_chunk, attack.label)
+        correct = np.concatenate([c["correct"] for c in chunks], axis=1).astype(bool)
+        l2, linf = (np.concatenate([c[name] for c in chunks]) for name in ("l2", "linf"))
+        seconds = float(sum(float(c["seconds"]) for c in chunks)) + (
+            0.0 if earlier is None else float(earlier["seconds"])
+        )
+        if self.world.is_main:
+            _save_atomic(
+                file, done=len(self.x), seconds=seconds, correct=correct, l2=l2, linf=linf, indices=self.indices
+            )
         success = [(c & ~a).sum() / max(c.sum(), 1) for c, a in zip(clean_correct, correct)]
         if attack.eps is None:  # minimum-norm attacks: an example only counts within a fixed L2 radius
             notes.append(f"accuracy at L2 <= {FIXED_L2}: {100 * float((correct | (l2 > FIXED_L2)).mean()):.1f}%")
@@ -411,9 +515,19 @@ class Suite:
             "mean_linf": float(linf.mean()),
             "max_linf": float(linf.max()),
             "seconds": seconds,
-            "images_per_second": n / max(seconds, 1e-9),
+            "images_per_second": len(self.x) / max(seconds, 1e-9),
             "notes": notes,
         }
+
+    def _single_file_progress(self, file: Path) -> dict[str, np.ndarray] | None:
+        """
+        The examples an unfinished ART attack saved in one file (``x_adv`` and the ``done`` count), as runs made
+        before state was saved per chunk did; those chunks are scored, not attacked again.
+        """
+        saved = self._read(file)
+        if saved is None or "correct" in saved or "x_adv" not in saved:
+            return None
+        return saved
 
     def _robust_by_group(self, directory: Path) -> dict[str, Any]:
         """
@@ -439,9 +553,9 @@ class Suite:
             }
         return groups
 
-    def _rounded_within_budget(self, attack: AttackSpec, x_adv: np.ndarray) -> np.ndarray:
+    def _rounded_within_budget(self, attack: AttackSpec, x_clean: np.ndarray, x_adv: np.ndarray) -> np.ndarray:
         """An ART attack's examples rounded to 8 bits (within the budget) and checked against it before scoring."""
-        x = torch.as_tensor(self.x)
+        x = torch.as_tensor(x_clean)
         eps = float("inf") if attack.eps is None else float(attack.eps)
         rounded = cascade.round_to_8bit(x, torch.as_tensor(x_adv), attack.norm, eps)
         if attack.eps is not None:
@@ -456,70 +570,150 @@ class Suite:
         if not defences and attack.kind == "transfer" and self.config.classifier == self._transfer_source(attack):
             return None
         file = directory / f"{attack.slug}.npz"
-        saved = _load_state(file)
+        saved = self._read(file)
         if saved is not None and "columns" in saved:  # done: the figures are recomputed from the saved results
             done = json.loads(str(saved["row"]))
-            return {**done, **self._v2_summary(saved["columns"], torch.as_tensor(saved["x_adv"]), done["seconds"])}
+            l2, linf = self._saved_norms(saved)
+            return {**done, **self._v2_summary(saved["columns"], l2, linf, done["seconds"])}
         chain = with_bpda(defences, attack.options["bpda"]) if "bpda" in attack.options else defences
         defended = cascade.DefendedModel(self.model, chain).eval()
-        x, y = torch.as_tensor(self.x, device=self.device), torch.as_tensor(self.y, device=self.device)
         norm, eps = adaptive.l2_or_linf(attack, int(np.prod(self.input_shape)))
-        draws = len(clean_correct)
-
-        def score(images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-            return (self._predict_draws(chain, images, draws) == labels.cpu().numpy()[:, None]).astype(np.int8)
-
-        started = time.perf_counter()
         row: dict[str, Any] = {"kind": attack.kind, "eps": attack.eps, "norm": norm, "budget": eps}
-        curves: dict[str, list[torch.Tensor]] = {}
         eot = self._eot(attack, is_random, row)
         row.update({"steps": attack.steps, "eot_requested": attack.eot, "eot": eot})
-        seed = self.config.seed * 1_000_003 + 17
+        run = _V2Run(attack, chain, defended, norm, eps, eot, len(clean_correct), self.config.seed * 1_000_003 + 17)
+        folder = directory / f"{attack.slug}.chunks"
         if attack.kind in ("cascade", "apgd-t"):
-            prior = self._group_columns(attack.group, directory)
-            result = cascade.CascadeResult(prior, x.clone(), ["prior"] * prior.shape[1])
-            restarts = int(attack.options.get("restarts", 1))
-            options = {"steps": attack.steps, "restarts": restarts, "eot": eot,
-                       "square": int(attack.options.get("square", 5000))}  # fmt: skip
-
-            def run_level(level: int) -> float:
-                nonlocal result
-                if attack.kind == "apgd-t":
-                    targets = min(int(attack.options.get("targets", 9)), self.nb_classes - 1)
-                    attacks = adaptive.targeted_attacks(defended, norm, eps, attack.steps, restarts, eot, targets,
-                                                        curves)  # fmt: skip
-                else:
-                    attacks = adaptive.cascade_level(
-                        defended, norm, eps, level=level, curves=curves, nb_classes=self.nb_classes, **options
-                    )
-                result = cascade.run_cascade(attacks, x, y, score, norm, eps, seed + level, self.config.batch_size,
-                                             result, self.config.verbose)  # fmt: skip
-                return float(robust.robust_correct(result.correct).mean())
-
-            if attack.kind == "cascade":
-                row["controller"] = cascade.converge(run_level, len(x), int(attack.options.get("levels", 1)))
-            else:
-                run_level(0)
-            columns = result.correct[:, prior.shape[1] :, :]
-            row["columns"], row["attacked"] = result.labels[prior.shape[1] :], result.attacked
-            x_adv = result.x_worst
+            chunks = self._run_cascade(run, self._group_columns(attack.group, directory), folder, row)
         else:
-            function = self._v2_function(attack, defended, norm, eps, eot, curves)
-            x_adv = cascade.run_batched(cascade.CascadeAttack(attack.label, function), x, y, norm, eps, seed,
-                                        self.config.batch_size, self.config.verbose)  # fmt: skip
-            columns = score(x_adv, y)[:, None, :]
+            chunks = self._sharded(folder, lambda start, end: self._v2_chunk(run, start, end), attack.label)
             row["columns"] = [attack.label]
             if attack.options.get("targeted"):
-                targets = torch.cat([adaptive.random_targets(y[i : i + self.config.batch_size], self.nb_classes,
-                                     seed + i) for i in range(0, len(y), self.config.batch_size)])  # fmt: skip
-                hits = self._predict_draws(chain, x_adv, draws) == targets.cpu().numpy()[:, None]
-                row["targeted_success"] = robust.proportion(hits.any(axis=1))  # the target in at least one draw
+                hits = np.concatenate([c["target_hits"] for c in chunks])
+                row["targeted_success"] = robust.proportion(
+                    np.asarray(hits.any(axis=1))
+                )  # the target in at least one draw
                 row["targeted_success_mean"] = float(hits.mean())  # over draws, as a single-draw attack rate
-        row.update(self._v2_summary(columns, x_adv, time.perf_counter() - started))
+        columns = np.concatenate([c["columns"] for c in chunks])
+        l2, linf = (np.concatenate([c[name] for c in chunks]) for name in ("l2", "linf"))
+        row.update(self._v2_summary(columns, l2, linf, float(sum(float(c["seconds"]) for c in chunks))))
         # per APGD run, the mean over batches of the best loss so far at every iteration (weighted equally per batch)
-        row["loss_curves"] = {label: torch.stack(runs).mean(0).tolist() for label, runs in curves.items()}
-        _save_atomic(file, columns=columns, x_adv=x_adv.cpu().numpy(), indices=self.indices, row=json.dumps(row))
+        curves: dict[str, list[list[float]]] = {}
+        for chunk in chunks:
+            for label, runs in json.loads(str(chunk["curves"])).items():
+                curves.setdefault(label, []).extend(runs)
+        row["loss_curves"] = {label: np.mean(runs, axis=0).tolist() for label, runs in curves.items()}
+        if self.world.is_main:
+            _save_atomic(file, columns=columns, l2=l2, linf=linf, indices=self.indices, row=json.dumps(row))
         return row
+
+    def _chunk_tensors(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.as_tensor(self.x[start:end], device=self.device),
+                torch.as_tensor(self.y[start:end], device=self.device))  # fmt: skip
+
+    def _v2_chunk(self, run: _V2Run, start: int, end: int) -> dict[str, Any]:
+        """One chunk of a v2 attack that is not a cascade: its examples, their correctness over the draws, norms."""
+        x, y = self._chunk_tensors(start, end)
+        curves: dict[str, list[torch.Tensor]] = {}
+        function = self._v2_function(run, curves)
+        reseed(run.chain, run.seed + start)  # the defence's draws during the attack: the chunk's own
+        started = time.perf_counter()
+        # batch b of the chunk gets seed + start + b * batch_size: the seeds of one pass over all images in batches
+        x_adv = cascade.run_batched(cascade.CascadeAttack(run.attack.label, function), x, y, run.norm, run.eps,
+                                    run.seed + start, self.config.batch_size)  # fmt: skip
+        examples = x_adv.cpu().numpy()
+        l2, linf = metrics.perturbation_norms(self.x[start:end], examples)
+        arrays: dict[str, Any] = {
+            "x_adv": examples,
+            "columns": self._correct_over_draws(run.chain, x_adv, self.y[start:end], run.draws, start)[:, None, :],
+            "seconds": time.perf_counter() - started,
+            "curves": _curves_json(curves),
+            "l2": l2,
+            "linf": linf,
+        }
+        if run.attack.options.get("targeted"):
+            batch = self.config.batch_size
+            targets = torch.cat([adaptive.random_targets(y[i : i + batch], self.nb_classes, run.seed + start + i)
+                                 for i in range(0, len(y), batch)])  # fmt: skip
+            predicted = self._predict_draws(run.chain, x_adv, run.draws, start)
+            arrays["target_hits"] = predicted == targets.cpu().numpy()[:, None]
+        return arrays
+
+    def _run_cascade(self, run: _V2Run, prior: np.ndarray, folder: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """
+        The cascade (with its convergence controller) or APGD-T, level by level. Each level runs chunk by chunk on
+        the chunk's survivors of the earlier levels (saved per level and chunk); the controller decides on the robust
+        accuracy of all chunks, so every process takes the same decision.
+        """
+        attack = run.attack
+        levels: list[list[dict[str, Any]]] = []
+
+        def run_level(level: int) -> float:
+            chunks = self._sharded(folder / f"level{level}",
+                                   lambda start, end: self._cascade_chunk(run, prior, folder, level, start, end),
+                                   f"{attack.label} (level {level})")  # fmt: skip
+            levels.append(chunks)
+            return float(robust.robust_correct(np.concatenate([c["correct"] for c in chunks])).mean())
+
+        if attack.kind == "cascade":
+            row["controller"] = cascade.converge(run_level, len(self.x), int(attack.options.get("levels", 1)))
+        else:
+            run_level(0)
+        chunks = []
+        for index, last in enumerate(levels[-1]):  # the last level's results, with every level's time and curves
+            per_level = [level[index] for level in levels]
+            curves = _merge_curves([str(chunk["curves"]) for chunk in per_level])
+            seconds = sum(float(chunk["seconds"]) for chunk in per_level)
+            chunks.append({**last, "columns": last["correct"][:, prior.shape[1] :, :], "curves": curves,
+                           "seconds": seconds})  # fmt: skip
+        labels = [str(label) for label in levels[-1][0]["labels"]]
+        attacked = np.sum([chunk["attacked"] for chunk in chunks], axis=0)
+        row["columns"], row["attacked"] = labels[prior.shape[1] :], [int(count) for count in attacked]
+        return chunks
+
+    def _cascade_chunk(self, run: _V2Run, prior: np.ndarray, folder: Path, level: int, start: int,
+                       end: int) -> dict[str, Any]:  # fmt: skip
+        """One chunk of one cascade level, continuing from the chunk's state after the level before."""
+        attack, config = run.attack, self.config
+        x, y = self._chunk_tensors(start, end)
+        if level == 0:
+            result = cascade.CascadeResult(prior[start:end], x.clone(), ["prior"] * prior.shape[1])
+        else:
+            before = self._read(folder / f"level{level - 1}" / f"{start:08d}.npz")
+            if before is None:
+                raise RuntimeError(f"The state of level {level - 1} of {attack.label} at image {start} is missing.")
+            result = cascade.CascadeResult(before["correct"], torch.as_tensor(before["x_worst"], device=self.device),
+                                           [str(label) for label in before["labels"]],
+                                           [int(count) for count in before["attacked"]])  # fmt: skip
+        curves: dict[str, list[torch.Tensor]] = {}
+        restarts = int(attack.options.get("restarts", 1))
+        if attack.kind == "apgd-t":
+            targets = min(int(attack.options.get("targets", 9)), self.nb_classes - 1)
+            attacks = adaptive.targeted_attacks(run.defended, run.norm, run.eps, attack.steps, restarts, run.eot,
+                                                targets, curves)  # fmt: skip
+        else:
+            attacks = adaptive.cascade_level(run.defended, run.norm, run.eps, level=level, curves=curves,
+                                             nb_classes=self.nb_classes, steps=attack.steps, restarts=restarts,
+                                             eot=run.eot, square=int(attack.options.get("square", 5000)))  # fmt: skip
+
+        def score(images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+            return self._correct_over_draws(run.chain, images, labels.cpu().numpy(), run.draws, start)
+
+        started = time.perf_counter()
+        seed = run.seed + 1_000_000_007 * level + start  # per level and chunk: the same whichever process runs it
+        reseed(run.chain, seed)
+        result = cascade.run_cascade(attacks, x, y, score, run.norm, run.eps, seed, config.batch_size, result)
+        l2, linf = metrics.perturbation_norms(self.x[start:end], result.x_worst.cpu().numpy())
+        return {
+            "correct": result.correct,
+            "x_worst": result.x_worst.cpu().numpy(),
+            "labels": np.array(result.labels),
+            "attacked": np.array(result.attacked, dtype=np.int64),
+            "l2": l2,
+            "linf": linf,
+            "seconds": time.perf_counter() - started,
+            "curves": _curves_json(curves),
+        }
 
     def _eot(self, attack: AttackSpec, is_random: bool, row: dict[str, Any]) -> int:
         """The EOT draws of a v2 attack: 1 on deterministic defences, as given, or from the gradient report (auto)."""
@@ -541,8 +735,8 @@ class Suite:
         report["eot_choice"] = cascade.choose_eot(report["consistency"], cap=self.config.eot_cap)
         return report
 
-    def _v2_function(self, attack: AttackSpec, defended: Any, norm: str, eps: float, eot: int,
-                     curves: dict[str, list[torch.Tensor]]) -> cascade.AttackFunction:  # fmt: skip
+    def _v2_function(self, run: _V2Run, curves: dict[str, list[torch.Tensor]]) -> cascade.AttackFunction:
+        attack, defended, norm, eps, eot = run.attack, run.defended, run.norm, run.eps, run.eot
         options = attack.options
         if attack.kind == "apgd":
             classes = self.nb_classes if options.get("targeted") else None
@@ -554,7 +748,8 @@ class Suite:
                 version = "rand" if randomized(defended.defences) else "standard"
             return adaptive.original_autoattack(defended, norm, eps, version, self.config.batch_size, self.nb_classes)
         if attack.kind == "transfer":
-            source = load_classifier(self._transfer_source(attack), self.device)
+            source = self._sources.get(attack.slug) or load_classifier(self._transfer_source(attack), self.device)
+            self._sources = {attack.slug: source}  # loaded once per attack, not once per chunk
             return adaptive.transfer_attack(source, eps, attack.steps, str(options.get("method", "pgd")))
         return adaptive.noise_attack(norm, eps)
 
@@ -562,13 +757,19 @@ class Suite:
         """The model a transfer attack runs on: its own ``source`` option, else the run's surrogate."""
         return str(attack.options.get("source", self.config.surrogate))
 
-    def _v2_summary(self, columns: np.ndarray, x_adv: torch.Tensor, seconds: float) -> dict[str, Any]:
+    def _saved_norms(self, saved: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-image L2 and Linf norms of a finished v2 attack (runs made before this version saved the examples)."""
+        if "l2" in saved:
+            return saved["l2"], saved["linf"]
+        return metrics.perturbation_norms(self.x, saved["x_adv"])
+
+    def _v2_summary(self, columns: np.ndarray, l2: np.ndarray, linf: np.ndarray, seconds: float) -> dict[str, Any]:
         # an image a cascade did not attack was broken by an earlier attack of its group: wrong from here on
         broken_before = np.where(columns == robust.NOT_RUN, 0, columns)
         figures = robust.summarise(broken_before)
         attacked = (columns != robust.NOT_RUN).any(axis=(1, 2))  # norms of the examples this row made
         attacked = attacked if attacked.any() else np.ones_like(attacked)
-        l2, linf = metrics.perturbation_norms(self.x[attacked], x_adv.cpu().numpy()[attacked])
+        l2, linf = l2[attacked], linf[attacked]
         return {
             **_summary(broken_before.min(axis=1).T.astype(bool)),
             "robust": figures["robust"],
@@ -605,9 +806,44 @@ class Suite:
         return found
 
     def _save(self) -> None:
+        if not self.world.is_main:  # rank 0 alone writes results.json
+            return
         temporary = self.results_file.with_suffix(".tmp")
         temporary.write_text(json.dumps(self.results, indent=1, default=_jsonable))
         temporary.replace(self.results_file)
+
+
+@dataclass
+class _V2Run:
+    """What every chunk of a v2 attack shares: the spec, the attacked chain as a module, the budget, EOT and seed."""
+
+    attack: AttackSpec
+    chain: list[Any]
+    defended: cascade.DefendedModel
+    norm: str
+    eps: float
+    eot: int
+    draws: int
+    seed: int
+
+
+def _without_examples(arrays: dict[str, Any]) -> dict[str, Any]:
+    """A chunk's arrays without its examples (``x_*``), which stay in its file."""
+    return {name: value for name, value in arrays.items() if not name.startswith("x_")}
+
+
+def _curves_json(curves: dict[str, list[torch.Tensor]]) -> str:
+    """APGD loss curves (per label, one curve per batch) as JSON, for a chunk's state file."""
+    return json.dumps({label: [curve.tolist() for curve in runs] for label, runs in curves.items()})
+
+
+def _merge_curves(parts: Sequence[str]) -> str:
+    """Several :func:`_curves_json` strings as one."""
+    merged: dict[str, list[Any]] = {}
+    for part in parts:
+        for label, runs in json.loads(part).items():
+            merged.setdefault(label, []).extend(runs)
+    return json.dumps(merged)
 
 
 def _apply_chain(classifier: Any, x: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -630,7 +866,7 @@ def _summary(correct: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _environment(device: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def _environment(device: str, previous: dict[str, Any] | None = None, processes: int = 1) -> dict[str, Any]:
     """
     The software and machine of this run. When it resumes a run begun elsewhere (another machine, device or version),
     the earlier environments stay under ``earlier``: their attacks' results are in the same file.
@@ -647,6 +883,7 @@ def _environment(device: str, previous: dict[str, Any] | None = None) -> dict[st
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": device,
+        "processes": processes,
         "cpu_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -674,6 +911,15 @@ def evaluate(config: EvaluationConfig, output: str | Path) -> dict[str, Any]:
     """
     Run (or resume) an evaluation and write ``output/results.json``, ``results.md``, ``results.csv`` and plots.
 
+    Under ``torchrun`` every process calls this with the same arguments: they join a gloo process group, share the
+    chunks of images, and rank 0 writes the outputs and returns the whole results dict (the others return theirs
+    without the robust-accuracy summaries and sanity checks).
+
     :return: The results dict (what ``results.json`` holds).
     """
-    return Suite(config, Path(output)).run()
+    world, created = init_world()
+    try:
+        return Suite(config, Path(output), world).run()
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()

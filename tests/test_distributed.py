@@ -1,0 +1,160 @@
+"""
+The suite under ``torchrun``: two gloo processes on this machine give the per-image results of one process, and a
+run whose worker is killed resumes, with another number of processes, without attacking any chunk twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from art_purifiers.evaluation.distributed import World, chunk_bounds, init_world
+from tests.test_evaluation import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Figures that measure time or speed, which differ between any two runs.
+TIMINGS = {"seconds", "images_per_second", "defence_images_per_second", "gradient_images_per_second"}
+
+
+def _options(data: Path, attacks: list[str], **extra: object) -> list[str]:
+    """A CLI run of the tiny margin model (see tests/test_evaluation.py): a deterministic and a randomized defence."""
+    arguments = ["--dataset", f"imagefolder:{data}", "--classifier", "tests.test_evaluation:margin_model"]
+    arguments += ["--defence", "none", "--defence", "QuantizeDistort:distortion_limit=0.25"]
+    for attack in attacks:
+        arguments += ["--attack", attack]
+    settings = {"num-images": 16, "draws": 2, "batch-size": 2, "chunk-size": 4, "fit-images": 4, **extra}
+    for name, value in settings.items():
+        arguments += [f"--{name}", str(value)]
+    return arguments + ["--no-sanity", "--quiet", "--device", "cpu"]
+
+
+def _command(processes: int, arguments: list[str], output: Path) -> list[str]:
+    """One plain process, or ``torchrun --nproc_per_node=N`` on this machine."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    cli = ["-m", "art_purifiers.cli", "evaluate", *arguments, "--output", str(output)]
+    return (launcher if processes > 1 else [sys.executable]) + cli
+
+
+def _environment(tmp_path: Path) -> dict[str, str]:
+    # one intra-op thread in every process (torchrun's own default), so that float sums are ordered alike
+    return {**os.environ, "ART_PURIFIERS_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+
+
+def _run(processes: int, arguments: list[str], output: Path, tmp_path: Path) -> dict[str, Any]:
+    done = subprocess.run(_command(processes, arguments, output), cwd=ROOT, env=_environment(tmp_path),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((output / "results.json").read_text())
+
+
+def _without_timings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_timings(item) for key, item in value.items() if key not in TIMINGS}
+    if isinstance(value, list):
+        return [_without_timings(item) for item in value]
+    return value
+
+
+def _tables(output: Path) -> str:
+    """The robust-accuracy and per-attack tables of ``results.md`` (the details below them hold timings)."""
+    text = (output / "results.md").read_text()
+    return text[: text.index("![accuracy vs budget]")]
+
+
+def _correctness(output: Path) -> dict[str, np.ndarray]:
+    """Every per-image, per-draw correctness tensor of a run, by its path under ``state``."""
+    return {str(f.relative_to(output)): np.load(f)["correct"] for f in sorted((output / "state").rglob("correct*.npz"))}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("distributed")
+    write_dataset(root / "data")
+    return root
+
+
+def test_two_processes_give_the_per_image_results_and_tables_of_one(data: Path) -> None:
+    attacks = ["pgd:eps=6/255,steps=3", "apgd:eps=6/255,steps=3", "cascade:eps=6/255,steps=3,square=20"]
+    arguments = _options(data / "data", attacks)
+    single = _run(1, arguments, data / "one", data)
+    sharded = _run(2, arguments, data / "two", data)
+    assert single["environment"]["processes"] == 1 and sharded["environment"]["processes"] == 2
+    assert _without_timings(sharded["defences"]) == _without_timings(single["defences"])
+    assert _tables(data / "two") == _tables(data / "one")
+    one, two = _correctness(data / "one"), _correctness(data / "two")
+    assert sorted(one) == sorted(two) and len(one) == 2  # a worst-case tensor per defence
+    for name in one:
+        np.testing.assert_array_equal(two[name], one[name])
+    # the randomized defence's draws differ (so "identical" is not trivially true), and its attacks broke images
+    entry = single["defences"]["QuantizeDistort:distortion_limit=0.25"]
+    assert entry["randomized"] and 0 < entry["robust"]["Linf 6/255"]["robust"]["accuracy"] < 1
+
+
+def _worker(launcher: subprocess.Popen, rank: int) -> int:
+    """The process id of the worker of ``rank`` that ``torchrun`` started (read from /proc)."""
+    for _ in range(600):
+        for task in Path(f"/proc/{launcher.pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                try:
+                    environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+                except OSError:  # a short-lived helper process that has gone
+                    continue
+                if f"RANK={rank}".encode() in environ:
+                    return int(child)
+        time.sleep(0.05)
+    raise AssertionError(f"no worker of rank {rank} appeared")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc (Linux)")
+def test_a_killed_worker_loses_no_image_and_a_restart_attacks_none_twice(data: Path) -> None:
+    attacks = ["pgd:eps=6/255,steps=1500"]  # slow enough to stop it half way
+    arguments = _options(data / "data", attacks, **{"num-images": 20, "chunk-size": 2, "batch-size": 2})
+    reference = _run(1, arguments, data / "reference", data)
+    output = data / "killed"
+    launcher = subprocess.Popen(_command(2, arguments, output), cwd=ROOT, env=_environment(data),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    victim = _worker(launcher, rank=1)
+    folder = output / "state" / "none"
+    deadline = time.monotonic() + 240
+    while len(list(folder.glob("pgd-*.chunks/????????.npz"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(victim, signal.SIGKILL)
+    assert launcher.wait(timeout=120) != 0  # torchrun stops the other worker and fails
+    saved = {f: f.read_bytes() for f in folder.glob("pgd-*.chunks/????????.npz")}
+    assert 3 <= len(saved) < len(chunk_bounds(20, 2)), "the run was not stopped half way"
+    stamps = {f: f.stat().st_mtime_ns for f in saved}
+    resumed = _run(1, arguments, output, data)  # another number of processes
+    for file, content in saved.items():  # every saved chunk was kept as it was: attacked once
+        assert file.stat().st_mtime_ns == stamps[file] and file.read_bytes() == content
+    assert len(list(folder.glob("pgd-*.chunks/????????.npz"))) == len(chunk_bounds(20, 2))
+    assert _without_timings(resumed["defences"]) == _without_timings(reference["defences"])  # no image lost
+    assert len(resumed["environment"]["earlier"]) == 1  # the killed run's two processes, kept in the provenance
+
+
+def test_a_single_process_world_needs_no_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert init_world() == (World(), False)
+    world = World()
+    assert world.broadcast(3) == 3 and world.all_gather("a") == ["a"] and world.share([1, 2, 3]) == [1, 2, 3]
+    assert World(rank=1, size=2).share([0, 1, 2, 3, 4]) == [1, 3]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    with pytest.raises(ValueError, match="RANK=2, WORLD_SIZE=2"):
+        init_world()
+    assert chunk_bounds(5, 2) == [(0, 2), (2, 4), (4, 5)]
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunk_bounds(5, 0)
