@@ -116,7 +116,9 @@ def load_image_folder(
         key.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     cache_file = _cache_dir() / f"imagefolder-{key.hexdigest()[:24]}.pt"
     if cache and cache_file.is_file():
-        payload = torch.load(cache_file, weights_only=True)
+        # memory-mapped: the processes of a torchrun launch share one copy in the page cache, and each reads only the
+        # images it uses
+        payload = torch.load(cache_file, weights_only=True, mmap=True)
         return ImageDataset(payload["images"], payload["labels"], classes, str(root))
 
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:

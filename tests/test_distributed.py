@@ -22,7 +22,7 @@ from tests.test_evaluation import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Figures that measure time or speed, which differ between any two runs.
-TIMINGS = {"seconds", "images_per_second", "defence_images_per_second", "gradient_images_per_second"}
+TIMINGS = {"seconds", "wall_seconds", "images_per_second", "defence_images_per_second", "gradient_images_per_second"}
 
 
 def _options(data: Path, attacks: list[str], **extra: object) -> list[str]:
@@ -155,6 +155,24 @@ def test_a_single_process_world_needs_no_process_group(monkeypatch: pytest.Monke
     monkeypatch.setenv("MASTER_PORT", "29500")
     with pytest.raises(ValueError, match="RANK=2, WORLD_SIZE=2"):
         init_world()
+    monkeypatch.setenv("RANK", "first")
+    with pytest.raises(ValueError, match="RANK must be a non-negative integer, got 'first'"):
+        init_world()
     assert chunk_bounds(5, 2) == [(0, 2), (2, 4), (4, 5)]
     with pytest.raises(ValueError, match="chunk_size"):
         chunk_bounds(5, 0)
+
+
+def test_a_process_given_another_configuration_is_stopped(tmp_path: Path) -> None:
+    from art_purifiers.evaluation import EvaluationConfig
+    from art_purifiers.evaluation.suite import Suite
+
+    rank0 = EvaluationConfig(defences=["none"], seed=0)
+
+    class SecondRank(World):
+        def broadcast(self, value: Any) -> Any:  # what rank 0 sends: its own configuration
+            return {k: v for k, v in vars(rank0).items() if k not in ("command", "verbose")}
+
+    Suite(EvaluationConfig(defences=["none"], seed=0, command="x"), tmp_path, SecondRank(1, 2))._check_same_config()
+    with pytest.raises(ValueError, match=r"Rank 1 was given another configuration than rank 0 \(seed: 0 on rank 0, 1"):
+        Suite(EvaluationConfig(defences=["none"], seed=1), tmp_path, SecondRank(1, 2))._check_same_config()

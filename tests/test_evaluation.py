@@ -414,3 +414,4 @@ def test_a_run_resumed_elsewhere_keeps_the_earlier_environment_in_its_provenance
     line = _environment_line(resumed)
     assert line.startswith("art-purifiers") and "device cpu" in line
     assert "resumed from a run begun on: " in line and "NVIDIA H100 80GB HBM3" in line
+    assert "processes" not in line and "4 processes (torchrun)" in _environment_line(_environment("cpu", None, 4))

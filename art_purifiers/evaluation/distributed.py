@@ -13,6 +13,7 @@ path.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ T = TypeVar("T")
 
 #: The environment variables ``torchrun`` sets for every process it starts.
 LAUNCH_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+#: Environment variable: seconds a process waits at a collective step for the others (default a day). The others
+#: may be busy for hours: rank 0 fitting a table search, or a long chunk of an EOT attack on a CPU. gloo's own
+#: default of 30 minutes would end such runs.
+TIMEOUT_ENV = "ART_PURIFIERS_DIST_TIMEOUT"
 
 
 @dataclass(frozen=True)
@@ -112,13 +117,17 @@ def init_world() -> tuple[World, bool]:
     """
     if not launched():
         return World(), False
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        if not os.environ[name].isdigit():
+            raise ValueError(f"{name} must be a non-negative integer, got {os.environ[name]!r}.")
     rank, size, local_rank = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     if not 0 <= rank < size or local_rank < 0:
         raise ValueError(f"Inconsistent launch: RANK={rank}, WORLD_SIZE={size}, LOCAL_RANK={local_rank}.")
     world = World(rank, size, local_rank)
     if size == 1 or dist.is_initialized():
         return world, False
-    dist.init_process_group("gloo")
+    seconds = float(os.environ.get(TIMEOUT_ENV, 24 * 3600))
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=seconds))
     return world, True
 
 

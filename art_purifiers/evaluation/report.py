@@ -315,6 +315,7 @@ def _environment_line(env: dict[str, Any]) -> str:
         f"art-purifiers {env['art_purifiers']}, ART {env['art']}, torch {env['torch']}, numpy {env['numpy']}, "
         f"Python {env['python']}, {env['platform']}, device {env['device']} ({env['cpu_threads']} threads)"
         + (f", {env['gpu']}" if env.get("gpu") else "")
+        + (f", {env['processes']} processes (torchrun)" if env.get("processes", 1) > 1 else "")
     )
     # a resumed run: the attacks finished before the last resume ran there
     return "; ".join([line, *(f"resumed from a run begun on: {_environment_line(e)}" for e in env.get("earlier", []))])

@@ -214,6 +214,7 @@ class Suite:
 
     def run(self) -> dict[str, Any]:
         config = self.config
+        self._check_same_config()
         torch.manual_seed(config.seed)
         self.model = load_classifier(config.classifier, self.device)
         test = self.world.main_first(lambda: load_dataset(config, "test"))  # rank 0 decodes and caches, others read
@@ -264,6 +265,17 @@ class Suite:
             write_reports(self.results, self.output)
         self.world.barrier()
         return self.results
+
+    def _check_same_config(self) -> None:
+        """
+        :raises ValueError: if the processes of a launch were given different configurations (rank 0's is shown).
+        """
+        mine = {key: value for key, value in asdict(self.config).items() if key not in ("command", "verbose")}
+        first = self.world.broadcast(mine if self.world.is_main else None)
+        differing = sorted(key for key in mine if mine[key] != first.get(key))
+        if differing:
+            details = ", ".join(f"{key}: {first.get(key)!r} on rank 0, {mine[key]!r} here" for key in differing)
+            raise ValueError(f"Rank {self.world.rank} was given another configuration than rank 0 ({details}).")
 
     def _undefended_predictions(self, undefended: Any) -> np.ndarray:
         """
@@ -488,6 +500,7 @@ class Suite:
             l2, linf = metrics.perturbation_norms(self.x[start:end], x_adv)
             return {"x_adv": x_adv, "correct": correct, "l2": l2, "linf": linf, "seconds": seconds}
 
+        wall_started = time.perf_counter()
         chunks = self._sharded(directory / f"{attack.slug}.chunks", attack_chunk, attack.label)
         correct = np.concatenate([c["correct"] for c in chunks], axis=1).astype(bool)
         l2, linf = (np.concatenate([c[name] for c in chunks]) for name in ("l2", "linf"))
@@ -515,6 +528,7 @@ class Suite:
             "mean_linf": float(linf.mean()),
             "max_linf": float(linf.max()),
             "seconds": seconds,
+            "wall_seconds": time.perf_counter() - wall_started,
             "images_per_second": len(self.x) / max(seconds, 1e-9),
             "notes": notes,
         }
@@ -583,6 +597,7 @@ class Suite:
         row.update({"steps": attack.steps, "eot_requested": attack.eot, "eot": eot})
         run = _V2Run(attack, chain, defended, norm, eps, eot, len(clean_correct), self.config.seed * 1_000_003 + 17)
         folder = directory / f"{attack.slug}.chunks"
+        wall_started = time.perf_counter()
         if attack.kind in ("cascade", "apgd-t"):
             chunks = self._run_cascade(run, self._group_columns(attack.group, directory), folder, row)
         else:
@@ -590,9 +605,8 @@ class Suite:
             row["columns"] = [attack.label]
             if attack.options.get("targeted"):
                 hits = np.concatenate([c["target_hits"] for c in chunks])
-                row["targeted_success"] = robust.proportion(
-                    np.asarray(hits.any(axis=1))
-                )  # the target in at least one draw
+                # the target in at least one draw
+                row["targeted_success"] = robust.proportion(np.asarray(hits.any(axis=1)))
                 row["targeted_success_mean"] = float(hits.mean())  # over draws, as a single-draw attack rate
         columns = np.concatenate([c["columns"] for c in chunks])
         l2, linf = (np.concatenate([c[name] for c in chunks]) for name in ("l2", "linf"))
@@ -603,6 +617,7 @@ class Suite:
             for label, runs in json.loads(str(chunk["curves"])).items():
                 curves.setdefault(label, []).extend(runs)
         row["loss_curves"] = {label: np.mean(runs, axis=0).tolist() for label, runs in curves.items()}
+        row["wall_seconds"] = time.perf_counter() - wall_started
         if self.world.is_main:
             _save_atomic(file, columns=columns, l2=l2, linf=linf, indices=self.indices, row=json.dumps(row))
         return row
@@ -796,7 +811,7 @@ class Suite:
         found = [("clean", self._clean_columns)]
         for attack in self.attacks:
             file = directory / f"{attack.slug}.npz"
-            saved = None if group is not None and attack.group != group else _load_state(file)
+            saved = None if group is not None and attack.group != group else self._read(file)
             if saved is None:
                 continue
             if "columns" in saved:

@@ -247,8 +247,9 @@ def randomized(defences: list[Any]) -> bool:
 
 
 def reseed(defences: list[Any], seed: int) -> None:
-    """Re-seed every randomized defence of the chain (reproducible, resumable runs)."""
+    """Re-seed every randomized defence of the chain, also inside a learned-BPDA wrapper (reproducible runs)."""
     for index, defence in enumerate(defences):
+        defence = defence.defence if isinstance(defence, LearnedBPDA) else defence
         if isinstance(defence, PurifierPreprocessor):
             defence.set_params(seed=seed * 1000 + index)
 
