@@ -22,13 +22,16 @@ from tests.test_evaluation import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Figures that measure time or speed, which differ between any two runs.
+#: A deterministic and a randomized defence.
+DEFENCES = ("none", "QuantizeDistort:distortion_limit=0.25")
 TIMINGS = {"seconds", "wall_seconds", "images_per_second", "defence_images_per_second", "gradient_images_per_second"}
 
 
-def _options(data: Path, attacks: list[str], **extra: object) -> list[str]:
-    """A CLI run of the tiny margin model (see tests/test_evaluation.py): a deterministic and a randomized defence."""
+def _options(data: Path, attacks: list[str], defences: tuple[str, ...] = DEFENCES, **extra: object) -> list[str]:
+    """A CLI run of the tiny margin model (see tests/test_evaluation.py)."""
     arguments = ["--dataset", f"imagefolder:{data}", "--classifier", "tests.test_evaluation:margin_model"]
-    arguments += ["--defence", "none", "--defence", "QuantizeDistort:distortion_limit=0.25"]
+    for defence in defences:
+        arguments += ["--defence", defence]
     for attack in attacks:
         arguments += ["--attack", attack]
     settings = {"num-images": 16, "draws": 2, "batch-size": 2, "chunk-size": 4, "fit-images": 4, **extra}
@@ -85,14 +88,16 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_two_processes_give_the_per_image_results_and_tables_of_one(data: Path) -> None:
     attacks = ["pgd:eps=6/255,steps=3", "apgd:eps=6/255,steps=3", "cascade:eps=6/255,steps=3,square=20"]
-    arguments = _options(data / "data", attacks)
+    attacks.append("learned-bpda:eps=6/255,steps=3")  # its approximator is trained on rank 0, then read by the others
+    fitted = "QuantizeDistort:table=learned,distortion_limit=0.25"  # Algorithm 2 runs on rank 0
+    arguments = _options(data / "data", attacks, (*DEFENCES, fitted))
     single = _run(1, arguments, data / "one", data)
     sharded = _run(2, arguments, data / "two", data)
     assert single["environment"]["processes"] == 1 and sharded["environment"]["processes"] == 2
     assert _without_timings(sharded["defences"]) == _without_timings(single["defences"])
     assert _tables(data / "two") == _tables(data / "one")
     one, two = _correctness(data / "one"), _correctness(data / "two")
-    assert sorted(one) == sorted(two) and len(one) == 2  # a worst-case tensor per defence
+    assert sorted(one) == sorted(two) and len(one) == 3  # a worst-case tensor per defence
     for name in one:
         np.testing.assert_array_equal(two[name], one[name])
     # the randomized defence's draws differ (so "identical" is not trivially true), and its attacks broke images
@@ -176,3 +181,18 @@ def test_a_process_given_another_configuration_is_stopped(tmp_path: Path) -> Non
     Suite(EvaluationConfig(defences=["none"], seed=0, command="x"), tmp_path, SecondRank(1, 2))._check_same_config()
     with pytest.raises(ValueError, match=r"Rank 1 was given another configuration than rank 0 \(seed: 0 on rank 0, 1"):
         Suite(EvaluationConfig(defences=["none"], seed=1), tmp_path, SecondRank(1, 2))._check_same_config()
+
+
+def test_uneven_chunks_are_shared_by_cost_and_every_chunk_goes_to_one_process() -> None:
+    # a cascade level: most survivors sit in the first chunk; round-robin would give one process 12 of 16 units
+    costs = [9.0, 1.0, 3.0, 1.0, 1.0, 1.0]
+    items = list(range(len(costs)))
+    for size in (1, 2, 3):
+        shares = [World(rank, size).share(items, costs) for rank in range(size)]
+        assert sorted(item for share in shares for item in share) == items  # each chunk exactly once
+        loads = [sum(costs[i] for i in share) for share in shares]
+        assert max(loads) <= sum(costs) / size + max(costs)  # Graham's bound for the longest-first rule
+    assert [World(rank, 2).share(items, costs) for rank in range(2)] == [[0], [1, 2, 3, 4, 5]]
+    assert sum(costs[i] for i in World(0, 2).share(items)) == 13.0  # round-robin, for comparison
+    with pytest.raises(ValueError, match="one cost per item"):
+        World(0, 2).share(items, costs[:2])

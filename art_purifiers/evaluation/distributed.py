@@ -98,9 +98,22 @@ class World:
         self.barrier()
         return step()
 
-    def share(self, items: Sequence[T]) -> list[T]:
-        """This process's round-robin share of ``items`` (the same order on every process)."""
-        return list(items[self.rank :: self.size])
+    def share(self, items: Sequence[T], costs: Sequence[float] | None = None) -> list[T]:
+        """
+        This process's share of ``items``: round-robin, or, given each item's expected cost, the longest first to the
+        least loaded process (Graham's LPT rule), so uneven chunks (a cascade's survivors) still finish together.
+        Every process computes the same split.
+        """
+        if costs is None:
+            return list(items[self.rank :: self.size])
+        if len(costs) != len(items):
+            raise ValueError(f"share needs one cost per item, got {len(costs)} for {len(items)}.")
+        loads = [0.0] * self.size
+        owners = [0] * len(items)
+        for index in sorted(range(len(items)), key=lambda i: (-costs[i], i)):
+            owners[index] = min(range(self.size), key=lambda rank: (loads[rank], rank))
+            loads[owners[index]] += costs[index]
+        return [item for item, owner in zip(items, owners) if owner == self.rank]
 
 
 def launched() -> bool:

@@ -303,6 +303,7 @@ class Suite:
         compute: Callable[[int, int], dict[str, Any]],
         desc: str,
         chunks: Sequence[tuple[int, int]] | None = None,
+        costs: dict[int, float] | None = None,
     ) -> list[dict[str, Any]]:
         """
         Every chunk's arrays, in chunk order, on every process. The chunks not yet saved in ``folder`` are shared
@@ -312,6 +313,7 @@ class Suite:
         :param folder: Where chunks are saved; ``None`` computes every chunk and saves nothing.
         :param compute: ``(start, end) -> arrays`` of the images ``[start, end)``.
         :param chunks: ``[start, end)`` bounds (default: the selected images in chunks of ``chunk_size``).
+        :param costs: Expected cost per chunk start, to balance uneven chunks (default: their sizes, round-robin).
         """
         chunks = self.chunks if chunks is None else chunks
         files = {start: None if folder is None else folder / f"{start:08d}.npz" for start, _ in chunks}
@@ -322,7 +324,8 @@ class Suite:
             if self.world.is_main
             else None
         )
-        todo = self.world.share([(start, end) for start, end in chunks if start not in saved])
+        missing = [(start, end) for start, end in chunks if start not in saved]
+        todo = self.world.share(missing, None if costs is None else [costs[start] for start, _ in missing])
         mine: dict[int, dict[str, Any]] = {}
         with tqdm(
             total=sum(end - start for start, end in todo), desc=desc, leave=False, disable=not self.verbose
@@ -664,9 +667,15 @@ class Suite:
         levels: list[list[dict[str, Any]]] = []
 
         def run_level(level: int) -> float:
+            survivors = robust.robust_correct(
+                prior if not levels else np.concatenate([c["correct"] for c in levels[-1]])
+            )
+            costs = {
+                start: 1.0 + float(survivors[start:end].sum()) for start, end in self.chunks
+            }  # only they are attacked
             chunks = self._sharded(folder / f"level{level}",
                                    lambda start, end: self._cascade_chunk(run, prior, folder, level, start, end),
-                                   f"{attack.label} (level {level})")  # fmt: skip
+                                   f"{attack.label} (level {level})", costs=costs)  # fmt: skip
             levels.append(chunks)
             return float(robust.robust_correct(np.concatenate([c["correct"] for c in chunks])).mean())
 
