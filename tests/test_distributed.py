@@ -196,3 +196,15 @@ def test_uneven_chunks_are_shared_by_cost_and_every_chunk_goes_to_one_process() 
     assert sum(costs[i] for i in World(0, 2).share(items)) == 13.0  # round-robin, for comparison
     with pytest.raises(ValueError, match="one cost per item"):
         World(0, 2).share(items, costs[:2])
+
+
+def test_each_process_takes_its_local_gpu_and_shares_them_when_there_are_fewer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        assert World(1, 2, 1).device("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [World(rank, 4, rank).device("auto") for rank in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert World(3, 4, 3).device("cuda") == "cuda:1" and World(3, 4, 3).device("cpu") == "cpu"
+    assert World().device("auto") == "cuda"  # a single process keeps the current device
