@@ -214,9 +214,9 @@ class Suite:
 
     def run(self) -> dict[str, Any]:
         config = self.config
-        self._check_same_config()
-        if self.device.startswith("cuda:"):  # ART's estimators and preprocessors use the current CUDA device
+        if self.device.startswith("cuda:"):  # ART's estimators and preprocessors (and NCCL) use the current device
             torch.cuda.set_device(self.device)
+        self._check_same_config()
         torch.manual_seed(config.seed)
         self.model = load_classifier(config.classifier, self.device)
         test = self.world.main_first(lambda: load_dataset(config, "test"))  # rank 0 decodes and caches, others read
