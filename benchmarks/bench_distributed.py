@@ -31,14 +31,18 @@ ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ("pgd:eps=8/255,steps=20", "apgd:eps=8/255,steps=20")
 
 
+def evaluate_command(processes: int, arguments: list[str]) -> list[str]:
+    """``art-purifiers evaluate ARGUMENTS`` as one plain process, or under ``torchrun --nproc_per_node=N`` here."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    return (launcher if processes > 1 else [sys.executable]) + ["-m", "art_purifiers.cli", "evaluate", *arguments]
+
+
 def run(processes: int, threads: int, output: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One CLI run; returns its results.json."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    command = (launcher if processes > 1 else [sys.executable]) + ["-m", "art_purifiers.cli", "evaluate"]
-    command += ["--data-dir", str(args.data_dir), "--defence", args.defence, "--num-images", str(args.num_images)]
+    command = ["--data-dir", str(args.data_dir), "--defence", args.defence, "--num-images", str(args.num_images)]
     command += ["--batch-size", str(args.batch_size), "--chunk-size", str(args.chunk_size), "--device", args.device]
     command += [item for attack in args.attacks for item in ("--attack", attack)]
-    command += ["--no-sanity", "--quiet", "--output", str(output)]
+    command = evaluate_command(processes, command + ["--no-sanity", "--quiet", "--output", str(output)])
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
     if done.returncode:
@@ -47,6 +51,7 @@ def run(processes: int, threads: int, output: Path, args: argparse.Namespace) ->
 
 
 def correctness(output: Path) -> dict[str, np.ndarray]:
+    """Every per-image, per-draw correctness tensor of a run, by its path under ``state``."""
     return {str(f.relative_to(output)): np.load(f)["correct"] for f in sorted((output / "state").rglob("correct*.npz"))}
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from art_purifiers.evaluation.distributed import World, chunk_bounds, init_world
+from benchmarks.bench_distributed import correctness, evaluate_command
 from tests.test_evaluation import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,10 +41,7 @@ def _options(data: Path, attacks: list[str], defences: tuple[str, ...] = DEFENCE
 
 
 def _command(processes: int, arguments: list[str], output: Path) -> list[str]:
-    """One plain process, or ``torchrun --nproc_per_node=N`` on this machine."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    cli = ["-m", "art_purifiers.cli", "evaluate", *arguments, "--output", str(output)]
-    return (launcher if processes > 1 else [sys.executable]) + cli
+    return evaluate_command(processes, [*arguments, "--output", str(output)])
 
 
 def _environment(tmp_path: Path) -> dict[str, str]:
@@ -74,11 +71,6 @@ def _tables(output: Path) -> str:
     return text[: text.index("![accuracy vs budget]")]
 
 
-def _correctness(output: Path) -> dict[str, np.ndarray]:
-    """Every per-image, per-draw correctness tensor of a run, by its path under ``state``."""
-    return {str(f.relative_to(output)): np.load(f)["correct"] for f in sorted((output / "state").rglob("correct*.npz"))}
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("distributed")
@@ -96,7 +88,7 @@ def test_two_processes_give_the_per_image_results_and_tables_of_one(data: Path) 
     assert single["environment"]["processes"] == 1 and sharded["environment"]["processes"] == 2
     assert _without_timings(sharded["defences"]) == _without_timings(single["defences"])
     assert _tables(data / "two") == _tables(data / "one")
-    one, two = _correctness(data / "one"), _correctness(data / "two")
+    one, two = correctness(data / "one"), correctness(data / "two")
     assert sorted(one) == sorted(two) and len(one) == 3  # a worst-case tensor per defence
     for name in one:
         np.testing.assert_array_equal(two[name], one[name])

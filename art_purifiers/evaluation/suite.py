@@ -204,10 +204,7 @@ class Suite:
         self.results_file = self.output / "results.json"
         self.results: dict[str, Any] = json.loads(self.results_file.read_text()) if self.results_file.is_file() else {}
         previous = self.results.get("config") or {}
-        ignored = ("command", "verbose", "defences", "attacks")
-        differing = sorted(
-            k for k, v in asdict(config).items() if k not in ignored and k in previous and previous[k] != v
-        )
+        differing = _differing_options(previous, asdict(config), ("command", "verbose", "defences", "attacks"))
         if differing:
             details = ", ".join(f"{k}: {previous[k]!r} there, {getattr(config, k)!r} now" for k in differing)
             raise ValueError(f"{self.output} holds a run with another configuration ({details}); use a new --output.")
@@ -272,9 +269,9 @@ class Suite:
         """
         :raises ValueError: if the processes of a launch were given different configurations (rank 0's is shown).
         """
-        mine = {key: value for key, value in asdict(self.config).items() if key not in ("command", "verbose")}
+        mine = asdict(self.config)
         first = self.world.broadcast(mine if self.world.is_main else None)
-        differing = sorted(key for key in mine if mine[key] != first.get(key))
+        differing = _differing_options(first, mine, ("command", "verbose"))
         if differing:
             details = ", ".join(f"{key}: {first.get(key)!r} on rank 0, {mine[key]!r} here" for key in differing)
             raise ValueError(f"Rank {self.world.rank} was given another configuration than rank 0 ({details}).")
@@ -289,15 +286,22 @@ class Suite:
         if cached is not None and cached.shape == (len(self.test),):
             return cached
 
-        def predict(start: int, end: int) -> dict[str, np.ndarray]:
-            images = self.test.as_float(np.arange(start, end))
-            return {"labels": _predict_labels(undefended, images, self.config.batch_size)}
-
-        bounds = chunk_bounds(len(self.test), self.config.chunk_size)
-        predictions = np.concatenate([c["labels"] for c in self._sharded(None, predict, "clean predictions", bounds)])
+        predictions = self._over_split(
+            lambda images, start, end: _predict_labels(undefended, images, self.config.batch_size), "clean predictions"
+        )
         if self.world.is_main:
             np.save(file, predictions)
         return predictions
+
+    def _over_split(self, compute: Callable[[np.ndarray, int, int], np.ndarray], desc: str) -> np.ndarray:
+        """``compute(images, start, end)`` over the whole test split, chunk by chunk (shared among the processes)."""
+        chunks = self._sharded(
+            None,
+            lambda start, end: {"values": compute(self.test.as_float(np.arange(start, end)), start, end)},
+            desc,
+            chunk_bounds(len(self.test), self.config.chunk_size),
+        )
+        return _gathered(chunks, "values")
 
     def _sharded(
         self,
@@ -321,11 +325,13 @@ class Suite:
         files = {start: None if folder is None else folder / f"{start:08d}.npz" for start, _ in chunks}
         if folder is not None and self.world.is_main:
             folder.mkdir(parents=True, exist_ok=True)
-        saved = self.world.broadcast(
-            [start for start, file in files.items() if file is not None and _load_state(file) is not None]
-            if self.world.is_main
-            else None
-        )
+        readable: dict[int, dict[str, Any]] = {}  # what rank 0 read while checking, reused for its own share
+        if self.world.is_main:
+            for start, file in files.items():
+                stored = None if file is None else _load_state(file)
+                if stored is not None:
+                    readable[start] = _without_examples(stored)
+        saved = self.world.broadcast(list(readable) if self.world.is_main else None)
         missing = [(start, end) for start, end in chunks if start not in saved]
         todo = self.world.share(missing, None if costs is None else [costs[start] for start, _ in missing])
         mine: dict[int, dict[str, Any]] = {}
@@ -339,7 +345,7 @@ class Suite:
                 mine[start] = _without_examples(arrays)
                 bar.update(end - start)
         for start in self.world.share(saved):
-            stored = _load_state(files[start], set_aside=False)  # type: ignore[arg-type]
+            stored = readable.get(start) or _load_state(files[start], set_aside=False)  # type: ignore[arg-type]
             if stored is None:
                 raise RuntimeError(f"{files[start]} was readable a moment ago and is not now; is another run using it?")
             mine[start] = _without_examples(stored)
@@ -363,9 +369,9 @@ class Suite:
         entry["randomized"] = is_random
         draws = config.draws if is_random else 1
         # per-draw correctness on the clean images: the clean row and every attack's success rate use it
-        clean_correct = np.concatenate([c["correct"] for c in self._sharded(None, lambda start, end: {
+        clean_correct = _gathered(self._sharded(None, lambda start, end: {
             "correct": self._correct_over_draws(defences, self.x[start:end], self.y[start:end], draws, start).T
-        }, "clean")], axis=1).astype(bool)  # fmt: skip
+        }, "clean"), "correct", axis=1).astype(bool)  # fmt: skip
         self._clean_columns = clean_correct.T[:, None, :].astype(np.int8)
         if "clean" not in entry:
             entry["clean"] = self._clean_metrics(defences, clean_correct)
@@ -423,12 +429,12 @@ class Suite:
     def _clean_metrics(self, defences: list[Any], clean_correct: np.ndarray) -> dict[str, Any]:
         """Accuracy on the whole split (shared among the processes), image quality and speed (rank 0, broadcast)."""
 
-        def split_correct(start: int, end: int) -> dict[str, np.ndarray]:
-            images = self.test.as_float(np.arange(start, end))
-            return {"correct": self._correct_over_draws(defences, images, self.y_full[start:end], 1, start)[:, 0]}
-
-        bounds = chunk_bounds(len(self.test), self.config.chunk_size)
-        full = np.concatenate([c["correct"] for c in self._sharded(None, split_correct, "clean split", bounds)])
+        full = self._over_split(
+            lambda images, start, end: self._correct_over_draws(defences, images, self.y_full[start:end], 1, start)[
+                :, 0
+            ],
+            "clean split",
+        )
         return self.world.broadcast(
             self._quality_and_speed(defences, clean_correct, full) if self.world.is_main else None
         )
@@ -507,11 +513,9 @@ class Suite:
 
         wall_started = time.perf_counter()
         chunks = self._sharded(directory / f"{attack.slug}.chunks", attack_chunk, attack.label)
-        correct = np.concatenate([c["correct"] for c in chunks], axis=1).astype(bool)
-        l2, linf = (np.concatenate([c[name] for c in chunks]) for name in ("l2", "linf"))
-        seconds = float(sum(float(c["seconds"]) for c in chunks)) + (
-            0.0 if earlier is None else float(earlier["seconds"])
-        )
+        correct = _gathered(chunks, "correct", axis=1).astype(bool)
+        l2, linf = _gathered(chunks, "l2"), _gathered(chunks, "linf")
+        seconds = _total_seconds(chunks) + (0.0 if earlier is None else float(earlier["seconds"]))
         if self.world.is_main:
             _save_atomic(
                 file, done=len(self.x), seconds=seconds, correct=correct, l2=l2, linf=linf, indices=self.indices
@@ -609,18 +613,14 @@ class Suite:
             chunks = self._sharded(folder, lambda start, end: self._v2_chunk(run, start, end), attack.label)
             row["columns"] = [attack.label]
             if attack.options.get("targeted"):
-                hits = np.concatenate([c["target_hits"] for c in chunks])
+                hits = _gathered(chunks, "target_hits")
                 # the target in at least one draw
                 row["targeted_success"] = robust.proportion(np.asarray(hits.any(axis=1)))
                 row["targeted_success_mean"] = float(hits.mean())  # over draws, as a single-draw attack rate
-        columns = np.concatenate([c["columns"] for c in chunks])
-        l2, linf = (np.concatenate([c[name] for c in chunks]) for name in ("l2", "linf"))
-        row.update(self._v2_summary(columns, l2, linf, float(sum(float(c["seconds"]) for c in chunks))))
+        columns, l2, linf = (_gathered(chunks, name) for name in ("columns", "l2", "linf"))
+        row.update(self._v2_summary(columns, l2, linf, _total_seconds(chunks)))
         # per APGD run, the mean over batches of the best loss so far at every iteration (weighted equally per batch)
-        curves: dict[str, list[list[float]]] = {}
-        for chunk in chunks:
-            for label, runs in json.loads(str(chunk["curves"])).items():
-                curves.setdefault(label, []).extend(runs)
+        curves = json.loads(_merge_curves([str(chunk["curves"]) for chunk in chunks]))
         row["loss_curves"] = {label: np.mean(runs, axis=0).tolist() for label, runs in curves.items()}
         row["wall_seconds"] = time.perf_counter() - wall_started
         if self.world.is_main:
@@ -669,9 +669,7 @@ class Suite:
         levels: list[list[dict[str, Any]]] = []
 
         def run_level(level: int) -> float:
-            survivors = robust.robust_correct(
-                prior if not levels else np.concatenate([c["correct"] for c in levels[-1]])
-            )
+            survivors = robust.robust_correct(prior if not levels else _gathered(levels[-1], "correct"))
             costs = {
                 start: 1.0 + float(survivors[start:end].sum()) for start, end in self.chunks
             }  # only they are attacked
@@ -679,7 +677,7 @@ class Suite:
                                    lambda start, end: self._cascade_chunk(run, prior, folder, level, start, end),
                                    f"{attack.label} (level {level})", costs=costs)  # fmt: skip
             levels.append(chunks)
-            return float(robust.robust_correct(np.concatenate([c["correct"] for c in chunks])).mean())
+            return float(robust.robust_correct(_gathered(chunks, "correct")).mean())
 
         if attack.kind == "cascade":
             row["controller"] = cascade.converge(run_level, len(self.x), int(attack.options.get("levels", 1)))
@@ -689,9 +687,8 @@ class Suite:
         for index, last in enumerate(levels[-1]):  # the last level's results, with every level's time and curves
             per_level = [level[index] for level in levels]
             curves = _merge_curves([str(chunk["curves"]) for chunk in per_level])
-            seconds = sum(float(chunk["seconds"]) for chunk in per_level)
             chunks.append({**last, "columns": last["correct"][:, prior.shape[1] :, :], "curves": curves,
-                           "seconds": seconds})  # fmt: skip
+                           "seconds": _total_seconds(per_level)})  # fmt: skip
         labels = [str(label) for label in levels[-1][0]["labels"]]
         attacked = np.sum([chunk["attacked"] for chunk in chunks], axis=0)
         row["columns"], row["attacked"] = labels[prior.shape[1] :], [int(count) for count in attacked]
@@ -774,9 +771,11 @@ class Suite:
                 version = "rand" if randomized(defended.defences) else "standard"
             return adaptive.original_autoattack(defended, norm, eps, version, self.config.batch_size, self.nb_classes)
         if attack.kind == "transfer":
-            source = self._sources.get(attack.slug) or load_classifier(self._transfer_source(attack), self.device)
-            self._sources = {attack.slug: source}  # loaded once per attack, not once per chunk
-            return adaptive.transfer_attack(source, eps, attack.steps, str(options.get("method", "pgd")))
+            if attack.slug not in self._sources:  # loaded once per attack, not once per chunk
+                self._sources[attack.slug] = load_classifier(self._transfer_source(attack), self.device)
+            return adaptive.transfer_attack(
+                self._sources[attack.slug], eps, attack.steps, str(options.get("method", "pgd"))
+            )
         return adaptive.noise_attack(norm, eps)
 
     def _transfer_source(self, attack: AttackSpec) -> str:
@@ -851,6 +850,22 @@ class _V2Run:
     eot: int
     draws: int
     seed: int
+
+
+def _differing_options(reference: dict[str, Any], config: dict[str, Any], ignored: Sequence[str]) -> list[str]:
+    """The options of ``config`` that ``reference`` holds with another value, ``ignored`` aside."""
+    return sorted(
+        key for key, value in config.items() if key not in ignored and key in reference and reference[key] != value
+    )
+
+
+def _gathered(chunks: Sequence[dict[str, Any]], name: str, axis: int = 0) -> np.ndarray:
+    """One array of every chunk's ``name``, in chunk order."""
+    return np.concatenate([chunk[name] for chunk in chunks], axis=axis)
+
+
+def _total_seconds(chunks: Sequence[dict[str, Any]]) -> float:
+    return float(sum(float(chunk["seconds"]) for chunk in chunks))
 
 
 def _without_examples(arrays: dict[str, Any]) -> dict[str, Any]:
