@@ -312,7 +312,12 @@ def _run_with(spec: str, label: str, per_image: list[int]) -> dict:
         "config": {"seed": 0, "num_images": len(per_image)},
         "data": {"selected_indices": list(range(len(per_image)))},
         "attacks": [{"label": label, "sanity_only": False}],
-        "defences": {spec: {"rows": {label: {"accuracy": float(np.mean(per_image))}}, "robust": {"Linf 4/255": group}}},
+        "defences": {
+            spec: {
+                "rows": {label: {"accuracy": float(np.mean(per_image)), "kind": "cascade"}},
+                "robust": {"Linf 4/255": group},
+            }
+        },
     }
 
 
@@ -367,7 +372,11 @@ def test_a_cell_is_marked_capped_unless_one_of_its_cascades_stopped_falling() ->
     from art_purifiers.evaluation.report import robust_table
 
     def cascade_row(levels: list[float]) -> dict:
-        return {"n": 500, "controller": {"accuracy_by_level": levels, "converged": False, "capped": True}}
+        return {
+            "n": 500,
+            "kind": "cascade",
+            "controller": {"accuracy_by_level": levels, "converged": False, "capped": True},
+        }
 
     results = _run_with("D", "cpu cascade", [1, 0, 0, 1])
     figures = results["defences"]["D"]["robust"]["Linf 4/255"]
@@ -377,6 +386,26 @@ def test_a_cell_is_marked_capped_unless_one_of_its_cascades_stopped_falling() ->
     figures["attacks"].append("gpu cascade")
     results["defences"]["D"]["rows"]["gpu cascade"] = cascade_row([0.212, 0.204])  # 4 images: stopped falling
     assert "| `D` | **50.0** [15.0, 85.0] |" in robust_table(results)
+
+
+def test_a_cell_that_no_strong_attack_decided_is_shown_as_an_upper_bound() -> None:
+    from art_purifiers.evaluation.report import robust_table
+
+    results = _run_with("D", "PGD-50", [1, 0, 0, 1])
+    figures = results["defences"]["D"]["robust"]["Linf 4/255"]
+    figures["robust"]["ci95"] = [0.15, 0.85]
+    rows = results["defences"]["D"]["rows"]
+    rows["PGD-50"]["kind"] = "pgd"  # e.g. a run stopped before its cascade, or a paper's replay alone
+    lines = robust_table(results)
+    assert "| `D` | ≤ **50.0** [15.0, 85.0] |" in lines
+    assert any(line.startswith("≤: no strong attack") for line in lines)
+    figures["attacks"].append("APGD-T")
+    rows["APGD-T"] = {"accuracy": 0.5, "kind": "apgd-t"}
+    lines = robust_table(results)
+    assert "| `D` | **50.0** [15.0, 85.0] |" in lines and not any(line.startswith("≤") for line in lines)
+    figures["attacks"].remove("APGD-T")
+    figures["robust"]["accuracy"] = 0.0  # nothing survived: a weak attack's 0% is already the worst case
+    assert any(line.startswith("| `D` | **0.0**") for line in robust_table(results))
 
 
 def test_a_defence_without_sanity_checks_is_not_called_checked(dataset: str, tmp_path: Path) -> None:

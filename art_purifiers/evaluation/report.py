@@ -31,6 +31,11 @@ CSV_FIELDS = (
 )
 
 
+#: Attack kinds strong enough to decide a headline cell: the cascade, our APGD family and AutoAttack. A cell made only
+#: of weaker attacks (PGD, transfer, noise, a paper's replay) is an upper bound and is shown as one.
+STRONG_KINDS = ("cascade", "apgd", "apgd-t", "original-autoattack", "autoattack")
+
+
 def _percent(row: dict[str, Any], randomized: bool) -> str:
     text = f"{100 * row['accuracy']:.1f}"
     if randomized:
@@ -153,10 +158,17 @@ def _group_order(group: str) -> tuple[str, float]:
         return norm, 0.0
 
 
+def _upper_bound_only(entry: dict[str, Any], figures: dict[str, Any]) -> bool:
+    """Whether a cell above 0% comes from weak attacks alone (no kind of :data:`STRONG_KINDS` ran for it)."""
+    kinds = {entry["rows"].get(label, {}).get("kind") for label in figures["attacks"]}
+    return figures["robust"]["accuracy"] > 0 and not kinds & set(STRONG_KINDS)
+
+
 def robust_table(results: dict[str, Any]) -> list[str]:
     """
     The headline: per defence and threat model, robust accuracy (correct under every attack of that norm and budget
-    in every draw) with its Wilson 95% interval; ‡ marks a cell whose convergence check ran out of budget.
+    in every draw) with its Wilson 95% interval; ‡ marks a cell whose convergence check ran out of budget, ≤ a cell
+    that no strong attack decided (an upper bound).
     """
     groups = sorted(
         dict.fromkeys(g for entry in results["defences"].values() for g in entry.get("robust", {})), key=_group_order
@@ -175,6 +187,7 @@ def robust_table(results: dict[str, Any]) -> list[str]:
         "|---|" + "---|" * len(groups),
     ]
     unfinished = [spec for spec, entry in results["defences"].items() if not entry.get("robust")]
+    bounded = False
     for spec, entry in results["defences"].items():
         if spec in unfinished:
             continue
@@ -190,8 +203,18 @@ def robust_table(results: dict[str, Any]) -> list[str]:
                 row for label, row in entry["rows"].items() if label in figures["attacks"] and "controller" in row
             ]
             capped = figures["robust"]["accuracy"] > 0 and bool(controlled) and not any(map(_converged, controlled))
-            cells.append(f"**{100 * figures['robust']['accuracy']:.1f}** [{low:.1f}, {high:.1f}]" + " ‡" * capped)
+            weak = _upper_bound_only(entry, figures)
+            bounded |= weak
+            cells.append(
+                "≤ " * weak + f"**{100 * figures['robust']['accuracy']:.1f}** [{low:.1f}, {high:.1f}]" + " ‡" * capped
+            )
         lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
+    if bounded:
+        lines += [
+            "",
+            "≤: no strong attack (the cascade, APGD, APGD-T or AutoAttack) ran for this threat model, so the cell is "
+            "only an upper bound from the weaker attacks listed below, not a worst case.",
+        ]
     if unfinished:
         lines += [
             "",
