@@ -393,7 +393,7 @@ def test_a_cell_is_marked_capped_unless_one_of_its_cascades_stopped_falling() ->
 
 
 def test_a_cell_that_no_strong_attack_decided_is_shown_as_an_upper_bound() -> None:
-    from art_purifiers.evaluation.report import robust_table
+    from art_purifiers.evaluation.report import paired_lines, robust_table
 
     results = _run_with("D", "PGD-50", [1, 0, 0, 1])
     figures = results["defences"]["D"]["robust"]["Linf 4/255"]
@@ -408,6 +408,11 @@ def test_a_cell_that_no_strong_attack_decided_is_shown_as_an_upper_bound() -> No
     lines = robust_table(results)
     assert "| `D` | **50.0** [15.0, 85.0] |" in lines and not any(line.startswith("≤") for line in lines)
     figures["attacks"].remove("APGD-T")
+    undefended = _run_with("none", "PGD-50", [0, 0, 0, 1])["defences"]["none"]
+    undefended["robust"]["Linf 4/255"]["robust"]["ci95"] = [0.05, 0.7]
+    results["defences"] = {"none": undefended, **results["defences"]}
+    comparison = next(line for line in paired_lines(results) if line.startswith("- Linf 4/255"))
+    assert comparison.endswith("so this difference is not a measured gain)")
     figures["robust"]["accuracy"] = 0.0  # nothing survived: a weak attack's 0% is already the worst case
     assert any(line.startswith("| `D` | **0.0**") for line in robust_table(results))
 

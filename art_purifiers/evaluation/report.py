@@ -100,7 +100,10 @@ def paired_lines(results: dict[str, Any], baseline: str = "none") -> list[str]:
             if spec == baseline or "per_image" not in figures or "per_image" not in reference.get(group, {}):
                 continue
             comparison = paired_comparison(np.asarray(figures["per_image"]), np.asarray(reference[group]["per_image"]))
-            lines.append(f"- {group}: " + describe_difference(comparison, f"`{spec}`", f"`{baseline}`"))
+            line = f"- {group}: " + describe_difference(comparison, f"`{spec}`", f"`{baseline}`")
+            if _upper_bound_only(entry, figures):  # a gain over a worst case measured against an upper bound
+                line += f" (≤: no strong attack ran for `{spec}` here, so this difference is not a measured gain)"
+            lines.append(line)
     return ["## Paired comparisons with the undefended classifier", "", *lines, ""] if lines else []
 
 
