@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from art.defences.preprocessor import JpegCompression
 
-from art_purifiers.cli import load_photos
+from art_purifiers.demo import load_photos
 from art_purifiers.ops.codec import EXACT_BACKENDS, available_backends, default_backend
 from art_purifiers.ops.jpeg import jpeg_round_trip
 from benchmarks.bench_dct_defences import images_per_second, print_table, repeats_from_command_line

@@ -18,7 +18,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from art_purifiers import QuantizeDistort
-from art_purifiers.cli import DEMO_PHOTOS, load_photos
+from art_purifiers.demo import DEMO_PHOTOS, load_photos
 from art_purifiers.ops import distortion_statistics, sample_grid_distortion
 
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from art_purifiers import SuperResolution, zoo
-from art_purifiers.cli import load_photos
 from art_purifiers.data import load_cifar10
+from art_purifiers.demo import load_photos
 from art_purifiers.ops.wavelet import denoise_wavelet
 from art_purifiers.training.edsr import HELD_OUT_PHOTOS, grid_crops, load_photo, upscaling_quality
 from benchmarks.restoration_quality import accuracy, emit

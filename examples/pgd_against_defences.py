@@ -15,7 +15,7 @@ from art.attacks.evasion import ProjectedGradientDescent
 from art.estimators.classification import PyTorchClassifier
 
 from art_purifiers import NNFavoredJpeg, QuantizeDistort
-from art_purifiers.cli import load_photos
+from art_purifiers.demo import load_photos
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from art_purifiers import NNFavoredJpeg
-from art_purifiers.cli import DEMO_PHOTOS, defence_label, demo_layout, main
+from art_purifiers.cli import main
+from art_purifiers.demo import DEMO_PHOTOS, defence_label, demo_layout
 
 
 def test_demo_writes_a_labelled_side_by_side_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
