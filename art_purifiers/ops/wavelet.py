@@ -10,7 +10,12 @@ PyWavelets) because ptwt's 2-tap convolutions are several times slower on the CP
 (Chang, Yu and Vetterli, IEEE TIP 2000):
 
 * the noise sigma, when not given, is Donoho and Johnstone's robust estimate from the finest diagonal details:
-  ``median(|d|) / 0.6745`` over the non-zero coefficients;
+  ``median(|d|) / 0.6745`` over the non-zero coefficients (scikit-image leaves out the zeros of flat regions). Here a
+  coefficient counts as zero when ``|d| <= 1e-9 * max|x|`` of its image: exact zeros in exact arithmetic come out of
+  float64 transforms as zeros or as round-off of about 1e-17 relative, depending on the CPU's kernels (and up to
+  1e-12 for the ``sym`` wavelets, whose stored filters do not sum exactly to zero), while any real detail of 8-bit or
+  float32 image content is above 1e-8 of the image's range. So the estimate is the exact transform's on every machine,
+  and equals scikit-image's wherever PyWavelets cancels exactly (``db1``, the paper's wavelet, among them);
 * each detail sub-band ``d`` gets the threshold ``sigma^2 / sqrt(max(mean(d^2) - sigma^2, eps))``;
 * soft thresholding ``sign(d) * max(|d| - t, 0)``; the approximation band is kept.
 
@@ -48,6 +53,9 @@ _CHUNK_ELEMENTS = 1 << 19
 #: Wavelets transformed by :func:`haar_decompose` (2x2 block sums) instead of ptwt's convolutions: the paper's db1,
 #: measured 5x faster on the CPU at 224x224, where ptwt's 2-tap convolutions and symmetric padding are memory-bound
 _HAAR = ("db1", "haar")
+#: A finest-level detail coefficient counts as zero for the noise estimate when its magnitude is at most this share of
+#: its image's largest absolute value: far above float64 round-off of the transform, far below image content.
+ZERO_DETAIL_RELATIVE = 1e-9
 #: scikit-image skips this many of the coarsest possible levels by default.
 _SKIPPED_LEVELS = 3
 
@@ -64,25 +72,28 @@ def soft_threshold(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
 
 def finest_diagonal(x: torch.Tensor, wavelet: str) -> torch.Tensor:
     """
-    The first level's diagonal details of ``(B, H, W)`` images, computed row-then-column like PyWavelets (the 2-D
-    convolution gives the same values up to round-off, but not PyWavelets' exact zeros on flat regions, which the
-    noise estimate leaves out). Computed in float64: float32 convolutions (oneDNN's among them) do not keep them either.
+    The first level's diagonal details of ``(B, H, W)`` images (PyWavelets' ``dd`` band), in float64 so that the
+    noise estimate's median is PyWavelets' to round-off; which coefficients count as zero is decided by
+    :func:`estimate_noise_sigma`'s tolerance, not by exact cancellation, which depends on the CPU's kernels.
     """
     rows = ptwt.wavedec(x.double(), pywt.Wavelet(wavelet), level=1, mode="symmetric", axis=-1)[1]
     return ptwt.wavedec(rows, pywt.Wavelet(wavelet), level=1, mode="symmetric", axis=-2)[1]
 
 
-def estimate_noise_sigma(details: torch.Tensor) -> torch.Tensor:
+def estimate_noise_sigma(details: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """
     Robust noise sigma of each ``(h, w)`` slice of ``details`` (the finest diagonal sub-band): the median of the
     absolute non-zero coefficients (the mean of the two middle values for an even count, as NumPy) over 0.6745.
-    Slices without a non-zero coefficient get 0 (scikit-image returns NaN there).
+    A coefficient is zero when ``|d| <= ZERO_DETAIL_RELATIVE * scale`` (see the module docstring), so which flat
+    regions drop out does not depend on the float rounding of the transform. Slices without a non-zero coefficient
+    get 0 (scikit-image returns NaN there).
 
     :param details: ``(B, h, w)`` coefficients.
+    :param scale: ``(B,)`` the largest absolute value of each image the details come from.
     :return: ``(B,)`` sigmas.
     """
     flat = details.abs().flatten(1)
-    nonzero = flat != 0
+    nonzero = flat > ZERO_DETAIL_RELATIVE * scale.to(flat.dtype)[:, None]
     count = nonzero.sum(1, keepdim=True)
     ordered = torch.where(nonzero, flat, torch.full_like(flat, float("inf"))).sort(1).values
     lower = ordered.gather(1, ((count - 1) // 2).clamp_min(0))
@@ -118,7 +129,9 @@ def denoise_channels(
     """
     height, width = x.shape[-2:]
     levels = default_levels(height, width, wavelet) if levels is None else levels
-    noise = sigma.to(x.dtype) if sigma is not None else estimate_noise_sigma(finest_diagonal(x, wavelet)).to(x.dtype)
+    if sigma is None:
+        sigma = estimate_noise_sigma(finest_diagonal(x, wavelet), x.detach().abs().amax((-2, -1)))
+    noise = sigma.to(x.dtype)
     variance = noise * noise
     if wavelet in _HAAR:
         approximation, details, sizes = haar_decompose(x, levels)
