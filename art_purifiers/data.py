@@ -8,18 +8,21 @@ Datasets for training and evaluation, as uint8 NCHW tensors held in memory.
   either the ImageFolder layout (``train/<class>/...``, ``test/<class>/...``) or torchvision's
   ``cifar-10-batches-py``.
 
-The CIFAR-10 copy on this project's machines was re-encoded as JPEG quality 75: every figure measured on it must
-say so (see ``docs/results/summary.md``).
+An ImageFolder tree whose images are stored as JPEG files (a CIFAR-10 copy re-encoded as JPEG, say) has already been
+through a lossy codec: :func:`jpeg_note` reads the quality from the files' quantization tables, and the dataset's
+``note`` says so, for every figure measured on it to repeat. Other files and torchvision's CIFAR-10 carry no note.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,12 +44,14 @@ class ImageDataset:
     :param labels: int64 tensor (N,).
     :param classes: Class names in label order.
     :param source: Where the images came from (for reports).
+    :param note: What a reader of figures measured on these images must know (e.g. that they were stored as JPEG).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     classes: tuple[str, ...]
     source: str
+    note: str = ""
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -119,7 +124,7 @@ def load_image_folder(
         # memory-mapped: the processes of a torchrun launch share one copy in the page cache, and each reads only the
         # images it uses
         payload = torch.load(cache_file, weights_only=True, mmap=True)
-        return ImageDataset(payload["images"], payload["labels"], classes, str(root))
+        return ImageDataset(payload["images"], payload["labels"], classes, str(root), jpeg_note(files))
 
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         arrays = list(pool.map(lambda item: _decode(item[0], size), files))
@@ -130,7 +135,68 @@ def load_image_folder(
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     if cache:
         _write_cache(cache_file, {"images": images, "labels": labels})
-    return ImageDataset(images, labels, classes, str(root))
+    return ImageDataset(images, labels, classes, str(root), jpeg_note(files))
+
+
+#: Files :func:`jpeg_note` opens (spread over the folder): headers only, a few milliseconds.
+_NOTE_SAMPLE = 32
+
+
+def jpeg_note(files: list[tuple[Path, int]]) -> str:
+    """
+    The data note of an image folder stored as JPEG: the quality that Pillow's (libjpeg's standard) tables give at
+    that quality, read off a sample of the files' quantization tables; an empty string when the files are not JPEG.
+    """
+    from PIL import Image
+
+    qualities = set()
+    sample = [file for file, _ in files[:: max(1, len(files) // _NOTE_SAMPLE)]]
+    for file in sample:
+        with Image.open(file) as image:
+            if image.format != "JPEG":
+                return ""
+            qualities.add(_standard_quality(_quantization(image)))
+    if qualities == {None}:
+        described = "with quantization tables of no standard quality"
+    elif len(qualities) == 1:
+        described = f"at quality {qualities.pop()} (standard tables)"
+    else:
+        described = "at several qualities (" + ", ".join(str(q) if q else "non-standard" for q in sorted(
+            qualities, key=lambda q: q or 0)) + ")"  # fmt: skip
+    return (
+        f"These images are stored as JPEG files {described}: they have been through a lossy codec already, and JPEG "
+        "at the same quality is nearly the identity on them and snaps small perturbations back onto its lattice, "
+        "so rows of a JPEG defence at that quality overstate robustness."
+    )
+
+
+def _quantization(image: Any) -> tuple[tuple[int, ...], ...]:
+    """A JPEG image's quantization tables, in Pillow's order (luma first)."""
+    return tuple(tuple(table) for table in image.quantization.values())
+
+
+def _standard_quality(tables: tuple[tuple[int, ...], ...]) -> int | None:
+    """The quality 1-100 whose standard tables (as Pillow writes them) are ``tables``, or ``None``."""
+    for quality, standard in _standard_tables().items():
+        if tables and standard[: len(tables)] == tables:  # a grey image holds the luma table alone
+            return quality
+    return None
+
+
+@functools.cache
+def _standard_tables() -> dict[int, tuple[tuple[int, ...], ...]]:
+    """Pillow's quantization tables at every quality (luma and chroma), read back from a tiny encoded image."""
+    import io
+
+    from PIL import Image
+
+    tables = {}
+    for quality in range(1, 101):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buffer, "JPEG", quality=quality)
+        with Image.open(buffer) as image:
+            tables[quality] = _quantization(image)
+    return tables
 
 
 def _write_cache(cache_file: Path, payload: dict[str, torch.Tensor]) -> None:

@@ -267,24 +267,11 @@ def test_wilson_interval_against_a_known_value() -> None:
 def test_cli_reports_a_bad_defence_spec(dataset: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from art_purifiers.cli import main
 
-    with pytest.raises(SystemExit):
-        main(
-            [
-                "evaluate",
-                "--defence",
-                "nonsense",
-                "--classifier",
-                "tests.test_evaluation:margin_model",
-                "--dataset",
-                dataset,
-                "--num-images",
-                "2",
-                "--output",
-                str(tmp_path / "out"),
-                "--quiet",
-            ]
-        )
+    arguments = ["evaluate", "--defence", "nonsense", "--classifier", "tests.test_evaluation:margin_model"]
+    arguments += ["--dataset", dataset, "--num-images", "2", "--output", str(tmp_path / "out"), "--quiet"]
+    assert main(arguments) == 2
     assert "Unknown defence 'nonsense'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_report_merges_runs_of_other_defences_and_refuses_mismatches(dataset: str, tmp_path: Path) -> None:

@@ -144,8 +144,11 @@ def init_world() -> tuple[World, bool]:
     return world, True
 
 
-def chunk_bounds(count: int, chunk_size: int) -> list[tuple[int, int]]:
-    """``[start, end)`` of consecutive chunks of ``chunk_size`` covering ``count`` items (the last may be shorter)."""
+def chunk_bounds(count: int, chunk_size: int, offset: int = 0) -> list[tuple[int, int]]:
+    """
+    ``[start, end)`` of consecutive chunks of ``chunk_size`` covering ``count`` items from ``offset`` (the last may be
+    shorter).
+    """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
-    return [(start, min(count, start + chunk_size)) for start in range(0, count, chunk_size)]
+    return [(offset + start, offset + min(count, start + chunk_size)) for start in range(0, count, chunk_size)]

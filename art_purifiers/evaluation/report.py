@@ -93,6 +93,7 @@ def paired_lines(results: dict[str, Any], baseline: str = "none") -> list[str]:
     """Per defence and threat model, robust accuracy compared with the undefended row on the same images (McNemar)."""
     from art_purifiers.evaluation.robust import describe_difference, paired_comparison
 
+    results = _with_headline(results)
     reference = results["defences"].get(baseline, {}).get("robust", {})
     lines = []
     for spec, entry in results["defences"].items():
@@ -167,12 +168,45 @@ def _upper_bound_only(entry: dict[str, Any], figures: dict[str, Any]) -> bool:
     return figures["robust"]["accuracy"] > 0 and not kinds & set(STRONG_KINDS)
 
 
+def _sanity_only(results: dict[str, Any]) -> set[str]:
+    return {attack["label"] for attack in results["attacks"] if attack.get("sanity_only")}
+
+
+def headline(results: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """
+    A defence's robust accuracy per threat model that the user asked for: a threat model that only the sanity checks'
+    attacks reached (the large-budget PGD) stays out of the tables and plots (it is reported with the checks).
+    """
+    sanity_only = _sanity_only(results)
+    return {group: figures for group, figures in entry.get("robust", {}).items()
+            if set(figures["attacks"]) - sanity_only}  # fmt: skip
+
+
+def _with_headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The results with every defence's ``robust`` reduced to :func:`headline`."""
+    defences = {spec: {**entry, "robust": headline(results, entry)} for spec, entry in results["defences"].items()}
+    return {**results, "defences": defences}
+
+
+def _sanity_groups(results: dict[str, Any]) -> list[str]:
+    """Bullet lines of the threat models only the sanity checks reached, per defence."""
+    lines = []
+    for spec, entry in results["defences"].items():
+        for group, figures in entry.get("robust", {}).items():
+            if group not in headline(results, entry):
+                low, high = (100 * v for v in figures["robust"]["ci95"])
+                lines.append(f"- `{spec}`, {group}: {100 * figures['robust']['accuracy']:.1f}% [{low:.1f}, "
+                             f"{high:.1f}] robust ({'; '.join(figures['attacks'])})")  # fmt: skip
+    return lines
+
+
 def robust_table(results: dict[str, Any]) -> list[str]:
     """
     The headline: per defence and threat model, robust accuracy (correct under every attack of that norm and budget
     in every draw) with its Wilson 95% interval; ‡ marks a cell whose convergence check ran out of budget, ≤ a cell
-    that no strong attack decided (an upper bound).
+    that no strong attack decided (an upper bound). Threat models that only sanity attacks reached stay out.
     """
+    results = _with_headline(results)
     groups = sorted(
         dict.fromkeys(g for entry in results["defences"].values() for g in entry.get("robust", {})), key=_group_order
     )
@@ -242,7 +276,7 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
         "# Robust accuracy (%) under adaptive attacks",
         "",
         f"Classifier `{config['classifier']}` on {n} {config['dataset']} test images it classifies correctly "
-        f"(undefended clean accuracy on all {data['test_images']} test images: "
+        f"(undefended clean accuracy on {_clean_sample(data)} test images: "
         f"{100 * data['undefended_clean_accuracy']:.2f}%). Randomized defences: mean ± std over {config['draws']} "
         "defence draws. C&W and DeepFool cells give accuracy, the median L2 norm of the perturbations and the accuracy "
         "when only perturbations within a fixed L2 radius count. "
@@ -259,7 +293,7 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
         ]
     lines += robust_table(results)
     lines += ["## Accuracy (%) per attack", ""]
-    header = ["Defence", f"Clean (all {data['test_images']})", f"Clean ({n})"] + [a["label"] for a in attacks]
+    header = ["Defence", f"Clean ({_clean_sample(data)})", f"Clean ({n})"] + [a["label"] for a in attacks]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for spec, entry in results["defences"].items():
         if "clean" not in entry:
@@ -283,6 +317,9 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
         lines.append("All sanity checks that ran passed (details per defence below).")
     if unchecked:
         lines.append("No sanity checks ran for " + ", ".join(f"`{spec}`" for spec in unchecked) + ".")
+    sanity_groups = _sanity_groups(results)
+    if sanity_groups:
+        lines += ["", "Threat models only the sanity checks attacked (not in the tables above):", "", *sanity_groups]
     for spec, entry in results["defences"].items():
         if "clean" not in entry:
             continue
@@ -334,6 +371,12 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _clean_sample(data: dict[str, Any]) -> str:
+    """The images of the clean accuracy: all of the split, or the first ones of the seeded order."""
+    examined, total = data.get("examined_images", data["test_images"]), data["test_images"]
+    return f"all {total}" if examined >= total else f"{examined} of {total}"
+
+
 def _environment_line(env: dict[str, Any]) -> str:
     if not env:
         return "environment not recorded"
@@ -350,6 +393,12 @@ def _environment_line(env: dict[str, Any]) -> str:
 def _provenance_lines(results: dict[str, Any]) -> list[str]:
     """The command and machine of every run behind these results (each defence's own runs after a merge)."""
     stamps = [stamp for entry in results["defences"].values() for stamp in entry.get("provenance", [])]
+    invocations = results.get("invocations", [])
+    if not stamps and len(invocations) > 1:  # one output directory, several commands (evaluate --extend)
+        return [
+            f"- command {number}: `{entry['command'] or '(Python API)'}`; {_environment_line(entry['environment'])}"
+            for number, entry in enumerate(invocations, 1)
+        ]
     if not stamps:
         command = results["config"].get("command")
         return [f"- command: `{command}`" if command else "- command: (Python API)"] + (
@@ -439,6 +488,7 @@ def plot(results: dict[str, Any], output: Path, prefix: str = "") -> list[Path]:
     import matplotlib.pyplot as plt
 
     n = results["config"]["num_images"]
+    results = _with_headline(results)
     files = []
     for name, points_of, xlabel, title in (
         ("accuracy_vs_budget.png", _budget_points, "Linf budget (x/255; 0 = clean)",

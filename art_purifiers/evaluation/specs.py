@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -71,6 +72,12 @@ def format_budget(eps: float) -> str:
     return f"{float(fraction):.3g}"
 
 
+def _exact_budget(value: float) -> str:
+    """``8/255`` when that fraction is exactly ``value``, else the value's shortest exact decimal."""
+    levels = round(value * 255)
+    return f"{levels}/255" if isinstance(value, float) and levels > 0 and levels / 255 == value else repr(value)
+
+
 ATTACK_KINDS = (
     "pgd",
     "pgd-l2",
@@ -111,6 +118,99 @@ KIND_OPTIONS: dict[str, set[str]] = {
     "original-autoattack": {"norm", "version"},
     "noise": {"norm"},
     "transfer": {"method", "source"},
+}
+
+
+@dataclass(frozen=True)
+class OptionType:
+    """
+    What an attack option accepts: a description for messages and help, and a check that returns the value in its
+    canonical type or raises :class:`ValueError` naming the problem.
+    """
+
+    description: str
+    convert: Callable[[Any], Any]
+
+
+def _integer(minimum: int) -> OptionType:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError
+        return value
+
+    return OptionType(f"an integer >= {minimum}", convert)
+
+
+def _positive_number(description: str = "a number > 0") -> OptionType:
+    def convert(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError
+        return value
+
+    return OptionType(description, convert)
+
+
+def _choice(*choices: Any) -> OptionType:
+    def convert(value: Any) -> Any:
+        if isinstance(value, bool) and not all(isinstance(choice, bool) for choice in choices):
+            raise ValueError
+        if value not in choices:
+            raise ValueError
+        return value
+
+    return OptionType("one of " + ", ".join(map(str, choices)), convert)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError
+    return value
+
+
+#: Every attack option with what it accepts (the budgets' units are checked by :func:`check_budget`).
+OPTION_TYPES: dict[str, OptionType] = {
+    "eps": _positive_number("a number > 0 (a fraction such as 8/255, or a decimal)"),
+    "steps": _integer(1),
+    "queries": _integer(1),
+    "k": _integer(1),
+    "eps_step": _positive_number("a number > 0 (a fraction such as 1/255, or a decimal)"),
+    "restarts": _integer(1),
+    "lr": _positive_number(),
+    "binary_search_steps": _integer(1),
+    "initial_const": _positive_number(),
+    "norm": _choice("Linf", "L2", "RMS"),
+    "loss": _choice("ce", "dlr"),
+    "targeted": _choice(True, False),
+    "bpda": _choice("straight_through", "identity", "surrogate"),
+    "square": _integer(0),
+    "levels": _integer(0),
+    "targets": _integer(1),
+    "version": _choice("auto", "standard", "rand"),
+    "method": _choice("pgd", "mi", "dim"),
+    "source": OptionType("a model: zoo name, weight file or module:attribute, A+B for a chain", _text),
+}
+
+#: One line per option for ``art-purifiers list``.
+OPTION_HELP: dict[str, str] = {
+    "eps": "budget (Linf or RMS-L2: at most 1 on [0, 1] images; L2 for pgd-l2)",
+    "steps": "iterations (Square and AutoAttack's Square: queries)",
+    "queries": "queries of Square (square: the same as steps; autoattack: its Square's)",
+    "k": "EOT draws per gradient (randomized defences); auto: chosen from the gradient consistency",
+    "eps_step": "step size (default 2.5 * eps / steps)",
+    "restarts": "random restarts",
+    "lr": "C&W learning rate",
+    "binary_search_steps": "C&W binary-search steps of its constant",
+    "initial_const": "C&W initial constant",
+    "norm": "threat model: Linf, L2, or RMS (L2 per pixel value)",
+    "loss": "APGD loss: ce or dlr",
+    "targeted": "random target labels",
+    "bpda": "the defence's BPDA mode during the attack",
+    "square": "queries of the cascade's Square stage (0: none)",
+    "levels": "convergence-check levels (each doubles steps and EOT draws)",
+    "targets": "target classes of APGD-T",
+    "version": "the original AutoAttack's version (auto: standard, or rand for randomized defences)",
+    "method": "transfer attack: pgd (APGD-CE), mi (MI-FGSM) or dim (DI-MI-FGSM)",
+    "source": "the transfer attack's source model (default: --surrogate)",
 }
 
 
@@ -165,6 +265,16 @@ class AttackSpec:
             source = self.options.get("source", "surrogate")
             return f"Transfer {method} Linf{budget} from {source} ({self.steps} steps)"
         return names[self.kind]
+
+    @property
+    def spec(self) -> str:
+        """The spec that parses back to this attack (budgets in [0, 1] units, ``8/255`` where that is exact)."""
+        parts = [] if self.eps is None else [f"eps={_exact_budget(self.eps)}"]
+        parts += [f"steps={self.steps}", f"k={self.eot if self.eot else 'auto'}"]
+        parts += [
+            f"{name}={_exact_budget(value) if name == 'eps_step' else value}" for name, value in self.options.items()
+        ]
+        return f"{self.kind}:{','.join(parts)}"
 
     @property
     def _label_parts(self) -> tuple[str, str, str, str, str]:
@@ -249,36 +359,92 @@ _DEFAULT_STEPS = {
 }
 
 
-def parse_attack(spec: str) -> AttackSpec:
+def parse_attack(spec: str, eps_scale: float = 1.0) -> AttackSpec:
     """
     Parse an attack spec such as ``pgd:eps=8/255,steps=50`` or ``pgd-eot:eps=8/255,steps=20,k=10``.
 
-    ``eps`` defaults to 8/255 (Linf) or 0.5 (L2); C&W and DeepFool take none.
+    ``eps`` defaults to 8/255 (Linf) or 0.5 (L2); C&W and DeepFool take none. Every option is checked against
+    :data:`OPTION_TYPES`, and a Linf or RMS budget above 1 (the whole range of [0, 1] images) is refused with a hint,
+    never guessed to be in 0-255 units.
+
+    :param eps_scale: The unit of the budgets given (``eps`` and ``eps_step``): 255 reads ``eps=8`` as 8/255.
+    :raises ValueError: naming the attack, the option, what it accepts and the value given.
     """
     kind, options = parse_spec(spec)
     kind = kind.lower()
     if kind not in ATTACK_KINDS:
-        raise ValueError(f"Unknown attack {kind!r}; known: {', '.join(ATTACK_KINDS)}.")
+        raise ValueError(f"Unknown attack {kind!r}; known: {', '.join(ATTACK_KINDS)} (art-purifiers list shows them).")
+    if isinstance(eps_scale, bool) or not isinstance(eps_scale, (int, float)) or not eps_scale > 0:
+        raise ValueError(f"The budget scale must be a number > 0 (255 for budgets in 0-255 units), got {eps_scale!r}.")
+    allowed = kind_options(kind)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"Unknown option(s) {', '.join(unknown)} for attack {kind!r}; it takes: {', '.join(allowed)}.")
+    automatic = kind in AUTOMATIC_EOT
+    k = options.pop("k", 10 if kind == "pgd-eot" else 0 if automatic else 1)
+    eot = 0 if automatic and k in ("auto", 0) else _checked(kind, "k", k, " or auto" * automatic)
+    steps_name = "queries" if "queries" in options and kind == "square" else "steps"
+    steps = _checked(kind, steps_name, options.pop(steps_name, _DEFAULT_STEPS[kind]))
+    options = {name: _checked(kind, name, value) for name, value in options.items()}
     eps = options.pop("eps", None)
     if kind in ("cw", "deepfool"):
         if eps is not None:
             raise ValueError(f"{kind} is a minimum-norm attack and takes no eps.")
+    elif eps is None:
+        eps = 0.5 if kind == "pgd-l2" else 8 / 255
     else:
-        eps = float(eps) if eps is not None else (0.5 if kind == "pgd-l2" else 8 / 255)
-        if eps <= 0:
-            raise ValueError(f"eps must be positive, got {eps}.")
-    steps = int(options.pop("steps", options.pop("queries", _DEFAULT_STEPS[kind])))
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}.")
-    automatic = kind in AUTOMATIC_EOT
-    k = options.pop("k", 10 if kind == "pgd-eot" else 0 if automatic else 1)
-    eot = 0 if k == "auto" and automatic else k
-    if not isinstance(eot, int) or eot < (0 if automatic else 1):
-        raise ValueError(f"k (EOT draws) must be a positive integer{' or auto' * automatic}, got {k!r}.")
-    unknown = sorted(set(options) - KIND_OPTIONS[kind])
-    if unknown:
-        known = ", ".join(["eps", "steps", "k", *sorted(KIND_OPTIONS[kind])])
-        raise ValueError(f"Unknown option(s) {', '.join(unknown)} for attack {kind!r}; it takes: {known}.")
-    if str(options.get("norm", "Linf")) not in ("Linf", "L2", "RMS"):
-        raise ValueError(f"norm must be Linf, L2 or RMS, got {options['norm']!r}.")
+        eps = float(
+            check_budget(kind, "eps", eps, eps_scale, "L2" if kind == "pgd-l2" else options.get("norm", "Linf"))
+        )
+    if "eps_step" in options:
+        norm = "L2" if kind == "pgd-l2" else "Linf"
+        options["eps_step"] = check_budget(kind, "eps_step", options["eps_step"], eps_scale, norm)
     return AttackSpec(kind, eps, steps, eot, options)
+
+
+def kind_options(kind: str) -> list[str]:
+    """The options an attack kind takes, in the order ``art-purifiers list`` shows them."""
+    common = [] if kind in ("cw", "deepfool") else ["eps"]
+    return common + ["steps", *(["queries"] if kind == "square" else []), "k", *sorted(KIND_OPTIONS[kind])]
+
+
+def _checked(kind: str, name: str, value: Any, alternatives: str = "") -> Any:
+    """``value`` converted by :data:`OPTION_TYPES`, or a :class:`ValueError` naming the option and what it accepts."""
+    option = OPTION_TYPES[name]
+    try:
+        return option.convert(value)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"Attack {kind!r}: {name}={value!r} is not valid; {name} must be {option.description}{alternatives}."
+        ) from None
+
+
+def check_budget(kind: str, name: str, value: float, scale: float, norm: str) -> float:
+    """
+    A budget in [0, 1] pixel units: ``value / scale``. A Linf or RMS budget above 1 exceeds the whole range of [0, 1]
+    images, so it was almost surely given in 0-255 units: refused with the two ways to say it.
+
+    :raises ValueError: for a Linf or RMS budget above 1.
+    """
+    budget = value / scale if scale != 1 else value
+    if norm in ("Linf", "RMS") and budget > 1:
+        given = f"{value:g}" + (f" with --eps-scale {scale:g}" if scale != 1 else "")
+        raise ValueError(
+            f"Attack {kind!r}: {name}={given} is a {norm} budget of {budget:g} on images in [0, 1], more than their "
+            f"whole range; give it as {value:g}/255, or pass --eps-scale 255 to give every budget in 0-255 units."
+        )
+    return budget
+
+
+def check_l2_budget(attack: AttackSpec, dimensions: int) -> None:
+    """
+    :raises ValueError: for an L2 budget larger than the diameter of the [0, 1] image cube (``sqrt(dimensions)``),
+        which no perturbation can use: a budget in 0-255 units, almost surely.
+    """
+    diameter = dimensions**0.5
+    if attack.norm == "L2" and attack.eps is not None and attack.eps > diameter:
+        raise ValueError(
+            f"Attack {attack.kind!r}: an L2 budget of {attack.eps:g} exceeds the largest distance between images in "
+            f"[0, 1] of {dimensions} values ({diameter:.4g}); give it in [0, 1] units (divided by 255), or pass "
+            "--eps-scale 255 to give every budget in 0-255 units."
+        )

@@ -34,10 +34,11 @@ from tqdm.auto import tqdm
 from art_purifiers.data import ImageDataset, load_cifar10, load_image_folder
 from art_purifiers.evaluation import adaptive, cascade, metrics, robust, sanity
 from art_purifiers.evaluation.distributed import World, chunk_bounds, init_world
-from art_purifiers.evaluation.specs import AUTOMATIC_EOT, V2_KINDS, AttackSpec, parse_attack
+from art_purifiers.evaluation.specs import AUTOMATIC_EOT, V2_KINDS, AttackSpec, check_l2_budget, parse_attack
 from art_purifiers.evaluation.targets import (
     FitData,
     build_defences,
+    check_defence_spec,
     identity_copy,
     learned_bpda_chain,
     load_classifier,
@@ -71,11 +72,6 @@ DEFAULT_ATTACKS = (
 SANITY_ATTACKS = ("pgd:eps=8/255,steps=10", "pgd:eps=8/255,steps=20", "pgd:eps=64/255,steps=20")
 #: The L2 radius at which minimum-norm attacks (C&W, DeepFool) are also scored, as a fixed-budget accuracy.
 FIXED_L2 = 0.5
-#: Shown next to every figure measured on the shared CIFAR-10 copy.
-Q75_NOTE = (
-    "The shared CIFAR-10 copy was re-encoded as JPEG quality 75: JPEG at q75 is nearly the identity on its clean "
-    "images and snaps small perturbations back onto the q75 lattice, so q75 rows overstate robustness."
-)
 
 
 @dataclass
@@ -96,6 +92,11 @@ class EvaluationConfig:
     :param eot_cap: Largest EOT k chosen automatically while the gradient consistency reaches 0.9 (10 on a CPU).
     :param consistency_images: Images of the gradient report that measures EOT consistency.
     :param chunk_size: Images per chunk: the unit of saved progress, of seeding and of sharing work among processes.
+    :param clean_images: Test images (in the seeded order) on which clean accuracy with and without each defence is
+        measured; ``None``: those classified to find ``num_images`` correct ones (at least), 0: the whole split.
+    :param eps_scale: The unit of the attack specs' budgets: 255 reads ``eps=8`` as 8/255.
+    :param extend: Let this run add defences or attacks to a run already in the output directory (each command keeps
+        its own provenance); without it that is refused.
     """
 
     defences: list[str]
@@ -116,8 +117,20 @@ class EvaluationConfig:
     eot_cap: int = 10
     consistency_images: int = 32
     device: str = "auto"
+    clean_images: int | None = None
+    eps_scale: float = 1.0
+    extend: bool = False
     command: str = ""
     verbose: bool = True
+
+    def attack_specs(self) -> list[AttackSpec]:
+        """The attacks asked for, parsed (budgets in [0, 1] units)."""
+        return [parse_attack(spec, self.eps_scale) for spec in self.attacks]
+
+
+#: Options that may differ between the commands of one output directory: they do not change any figure (``attacks``
+#: and ``defences`` are compared on their own, and ``eps_scale`` only changes how budgets are written).
+RESUMABLE_OPTIONS = ("command", "verbose", "defences", "attacks", "eps_scale", "extend")
 
 
 def load_dataset(config: EvaluationConfig, split: str) -> ImageDataset:
@@ -196,18 +209,71 @@ class Suite:
         self.state = self.output / "state"
         self.device = self.world.device(config.device)
         self._sources: dict[str, Any] = {}  # transfer attacks' source models, by attack
-        self.attacks = [parse_attack(spec) for spec in config.attacks]
-        if config.sanity_checks:
-            self.attacks += [
-                a for a in map(parse_attack, SANITY_ATTACKS) if a.slug not in {b.slug for b in self.attacks}
-            ]
+        requested = config.attack_specs()  # every spec is checked before anything is loaded or written
+        for spec in config.defences:
+            check_defence_spec(spec)
         self.results_file = self.output / "results.json"
         self.results: dict[str, Any] = json.loads(self.results_file.read_text()) if self.results_file.is_file() else {}
+        held = self._check_output_reuse(requested)
+        self.requested = _union(held, requested)  # what the tables stand on: this command's and earlier commands'
+        #: the attacks this command runs, and all that the tables of this output stand on (sanity attacks added)
+        self.attacks, self.recorded = self._with_sanity(requested), self._with_sanity(self.requested)
+
+    def _with_sanity(self, attacks: list[AttackSpec]) -> list[AttackSpec]:
+        if not self.config.sanity_checks:
+            return attacks
+        return _union(attacks, [parse_attack(spec) for spec in SANITY_ATTACKS])
+
+    def _check_output_reuse(self, requested: list[AttackSpec]) -> list[AttackSpec]:
+        """
+        The attacks of the run already in the output directory. A run with other settings is refused; one with other
+        defences or attacks too, unless the config says ``extend``.
+
+        :raises ValueError: naming the differing settings.
+        """
         previous = self.results.get("config") or {}
-        differing = _differing_options(previous, asdict(config), ("command", "verbose", "defences", "attacks"))
+        differing = _differing_options(previous, asdict(self.config), RESUMABLE_OPTIONS)
         if differing:
-            details = ", ".join(f"{k}: {previous[k]!r} there, {getattr(config, k)!r} now" for k in differing)
+            details = ", ".join(f"{k}: {previous[k]!r} there, {getattr(self.config, k)!r} now" for k in differing)
             raise ValueError(f"{self.output} holds a run with another configuration ({details}); use a new --output.")
+        held = [parse_attack(spec) for spec in previous.get("attacks", [])]
+        new_defences = [spec for spec in self.config.defences if spec not in previous.get("defences", [])]
+        new_attacks = [a.label for a in requested if a.slug not in {b.slug for b in held}]
+        if previous and (new_defences or new_attacks) and not self.config.extend:
+            added = [f"defence(s) {', '.join(new_defences)}"] * bool(new_defences)
+            added += [f"attack(s) {'; '.join(new_attacks)}"] * bool(new_attacks)
+            raise ValueError(
+                f"{self.output} holds a run of {', '.join(previous.get('defences', []))} with other attacks or "
+                f"defences; this command would add {' and '.join(added)}. Pass --extend to add them to that run (its "
+                "report then lists each command with its own provenance), or use a new --output."
+            )
+        return held
+
+    def _invocations(self) -> list[dict[str, Any]]:
+        """
+        The commands behind this output, each with its defences, attacks and environment: this one is added, or
+        updates the entry of an earlier command with the same defences and attacks (a resumed run).
+        """
+        previous = self.results.get("config")
+        invocations = [dict(entry) for entry in self.results.get("invocations", [])]
+        if previous and not invocations:  # results written before invocations were recorded
+            invocations = [
+                {
+                    "command": previous.get("command", ""),
+                    "defences": previous.get("defences", []),
+                    "attacks": previous.get("attacks", []),
+                    "environment": self.results.get("environment"),
+                }
+            ]
+        mine: dict[str, Any] = {"defences": list(self.config.defences),
+                                "attacks": [a.spec for a in self.config.attack_specs()]}  # fmt: skip
+        same = [entry for entry in invocations if {k: entry.get(k) for k in mine} == mine]
+        entry: dict[str, Any] = same[0] if same else {**mine, "environment": None}
+        if not same:
+            invocations.append(entry)
+        entry["command"] = self.config.command
+        entry["environment"] = _environment(self.device, entry.get("environment"), self.world.size)
+        return invocations
 
     def run(self) -> dict[str, Any]:
         config = self.config
@@ -217,28 +283,39 @@ class Suite:
         torch.manual_seed(config.seed)
         self.model = load_classifier(config.classifier, self.device)
         test = self.world.main_first(lambda: load_dataset(config, "test"))  # rank 0 decodes and caches, others read
-        self.state.mkdir(parents=True, exist_ok=True)
         self.input_shape = tuple(test.images.shape[1:])
+        for attack in self.attacks:
+            check_l2_budget(attack, int(np.prod(self.input_shape)))
+        self.state.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():
             self.nb_classes = int(self.model(test.images[:1].float().div(255).to(self.device)).shape[1])
         undefended = make_classifier(self.model, [], self.input_shape, self.nb_classes, self.device)
         self.test = test
-        clean_predictions = self._undefended_predictions(undefended)
         self.y_full = test.labels.numpy()
+        clean_predictions = self._undefended_predictions(undefended)
         self.indices = select_clean_correct(clean_predictions, self.y_full, config.num_images, config.seed)
+        self.examined = np.sort(np.flatnonzero(clean_predictions >= 0))  # the clean-accuracy sample
         self.x, self.y = test.as_float(self.indices), self.y_full[self.indices]  # the selection only, not the split
         self.chunks = chunk_bounds(len(self.indices), config.chunk_size)
         self.fit = FitData(self._load_fit_images, undefended, self.state, config.seed, self.verbose)
-        requested = {parse_attack(spec).slug for spec in config.attacks}
+        requested = {a.slug for a in self.requested}
+        examined = clean_predictions[self.examined]
         self.results.update(
             {
-                "config": asdict(config),
+                "config": {
+                    **asdict(config),
+                    "defences": list(dict.fromkeys([*self.results.get("config", {}).get("defences", []),
+                                                    *config.defences])),
+                    "attacks": [a.spec for a in self.requested],
+                },  # fmt: skip
+                "invocations": self._invocations(),
                 "environment": _environment(self.device, self.results.get("environment"), self.world.size),
                 "data": {
                     "source": test.source,
                     "test_images": len(test),
-                    "note": Q75_NOTE if "cifar10" in config.dataset else "",
-                    "undefended_clean_accuracy": float((clean_predictions == self.y_full).mean()),
+                    "examined_images": len(self.examined),
+                    "note": test.note,
+                    "undefended_clean_accuracy": float((examined == self.y_full[self.examined]).mean()),
                     "selected_indices": self.indices.tolist(),
                 },
                 "attacks": [
@@ -251,7 +328,7 @@ class Suite:
                         "sanity_only": a.slug not in requested,
                         "group": a.group,
                     }
-                    for a in self.attacks
+                    for a in self.recorded
                 ],
             }
         )
@@ -278,28 +355,44 @@ class Suite:
 
     def _undefended_predictions(self, undefended: Any) -> np.ndarray:
         """
-        The undefended classifier's labels on the whole split, chunk by chunk (shared among the processes), cached in
-        the state directory for resumed runs.
+        The undefended classifier's labels of the test images, -1 where none is needed: the images are classified in
+        their seeded order, chunk by chunk (shared among the processes), until ``num_images`` correct ones are found
+        and ``clean_images`` were classified. Cached in the state directory for resumed runs.
         """
         file = self.state / "undefended-predictions.npy"
         cached = self.world.broadcast(np.load(file) if self.world.is_main and file.is_file() else None)
-        if cached is not None and cached.shape == (len(self.test),):
-            return cached
-
-        predictions = self._over_split(
-            lambda images, start, end: _predict_labels(undefended, images, self.config.batch_size), "clean predictions"
-        )
+        size = len(self.test)
+        predictions = cached if cached is not None and cached.shape == (size,) else np.full(size, -1)
+        order = np.random.default_rng(self.config.seed).permutation(size)
+        wanted = size if self.config.clean_images == 0 else min(self.config.clean_images or 0, size)
+        done = int(np.argmin(predictions[order] >= 0)) if (predictions < 0).any() else size
+        while done < size:
+            correct = int((predictions[order[:done]] == self.y_full[order[:done]]).sum())
+            if correct >= self.config.num_images and done >= wanted:
+                break
+            # enough for the images still missing at the accuracy seen so far, and at least a chunk per process
+            rate = max(correct / done if done else 0.9, 0.05)
+            step = max(wanted - done, int(1.1 * (self.config.num_images - correct) / rate) + 1)
+            end = min(size, done + max(step, self.config.chunk_size * self.world.size))
+            chunks = self._sharded(None, lambda start, stop: {"values": _predict_labels(
+                undefended, self.test.as_float(order[start:stop]), self.config.batch_size)},
+                "clean predictions", chunk_bounds(end - done, self.config.chunk_size, offset=done))  # fmt: skip
+            predictions[order[done:end]] = _gathered(chunks, "values")
+            done = end
         if self.world.is_main:
             np.save(file, predictions)
         return predictions
 
-    def _over_split(self, compute: Callable[[np.ndarray, int, int], np.ndarray], desc: str) -> np.ndarray:
-        """``compute(images, start, end)`` over the whole test split, chunk by chunk (shared among the processes)."""
+    def _over_examined(self, compute: Callable[[np.ndarray, int, int], np.ndarray], desc: str) -> np.ndarray:
+        """
+        ``compute(images, start, end)`` over the examined test images (positions ``[start, end)`` of
+        ``self.examined``), chunk by chunk (shared among the processes).
+        """
         chunks = self._sharded(
             None,
-            lambda start, end: {"values": compute(self.test.as_float(np.arange(start, end)), start, end)},
+            lambda start, end: {"values": compute(self.test.as_float(self.examined[start:end]), start, end)},
             desc,
-            chunk_bounds(len(self.test), self.config.chunk_size),
+            chunk_bounds(len(self.examined), self.config.chunk_size),
         )
         return _gathered(chunks, "values")
 
@@ -395,7 +488,7 @@ class Suite:
         if not self.world.is_main:
             return
         entry["robust"] = self._robust_by_group(directory)
-        entry["sanity"] = sanity.run_checks(entry, self.attacks, len(self.indices))
+        entry["sanity"] = sanity.run_checks(entry, self.recorded, len(self.indices))
         for check in entry["sanity"]:
             if not check["passed"]:
                 print(f"WARNING [{spec}] sanity check failed: {check['name']}: {check['detail']}", file=sys.stderr)
@@ -429,11 +522,10 @@ class Suite:
     def _clean_metrics(self, defences: list[Any], clean_correct: np.ndarray) -> dict[str, Any]:
         """Accuracy on the whole split (shared among the processes), image quality and speed (rank 0, broadcast)."""
 
-        full = self._over_split(
-            lambda images, start, end: self._correct_over_draws(defences, images, self.y_full[start:end], 1, start)[
-                :, 0
-            ],
-            "clean split",
+        labels = self.y_full[self.examined]
+        full = self._over_examined(
+            lambda images, start, end: self._correct_over_draws(defences, images, labels[start:end], 1, start)[:, 0],
+            "clean accuracy",
         )
         return self.world.broadcast(
             self._quality_and_speed(defences, clean_correct, full) if self.world.is_main else None
@@ -558,7 +650,7 @@ class Suite:
         per-image tensor saved to ``correctness-<group>.npz`` (columns: clean, then the attacks in run order).
         """
         groups: dict[str, Any] = {}
-        for group in dict.fromkeys(a.group for a in self.attacks if a.group != "minimum-norm L2"):
+        for group in dict.fromkeys(a.group for a in self.recorded if a.group != "minimum-norm L2"):
             found = self._columns(directory, group)
             if len(found) < 2:
                 continue
@@ -819,7 +911,7 @@ class Suite:
         """Per attack (label, (images, columns, draws) correctness), the clean column first; one group or all."""
         draws = self._clean_columns.shape[2]
         found = [("clean", self._clean_columns)]
-        for attack in self.attacks:
+        for attack in self.recorded:
             file = directory / f"{attack.slug}.npz"
             saved = None if group is not None and attack.group != group else self._read(file)
             if saved is None:
@@ -850,6 +942,12 @@ class _V2Run:
     eot: int
     draws: int
     seed: int
+
+
+def _union(first: Sequence[AttackSpec], second: Sequence[AttackSpec]) -> list[AttackSpec]:
+    """The attacks of ``first``, then those of ``second`` that ``first`` lacks (by their state file's name)."""
+    slugs = {attack.slug for attack in first}
+    return [*first, *(attack for attack in second if attack.slug not in slugs)]
 
 
 def _differing_options(reference: dict[str, Any], config: dict[str, Any], ignored: Sequence[str]) -> list[str]:

@@ -136,57 +136,112 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
     """
     from art.defences.preprocessor import JpegCompression
 
-    from art_purifiers import NNFavoredJpeg, QuantizeDistort
-
-    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec.strip()):
+    if _USER_DEFENCE.fullmatch(spec.strip()):
         return user_defences(spec.strip()), {"spec": spec, "note": "user defence (module:attribute)"}
-    name, options = parse_spec(spec)
-    key = name.lower()
+    key, options = _checked_names(spec)
     info: dict[str, Any] = {"spec": spec}
     if key == "none":
         return [], info
     if key == "jpeg":
-        quality = int(options.pop("quality", 75))
-        _reject_unknown(spec, options)
         info["note"] = "ART JpegCompression (PIL, truncates to 8 bits, BPDA = identity in backward)"
-        return [JpegCompression(clip_values=(0.0, 1.0), quality=quality, channels_first=True)], info
-    if key == "nnfavoredjpeg":
-        table = options.pop("table", "default")
-        defence = NNFavoredJpeg(device_type=fit_device(fit), **options)
-        if table == "search":
-            params = _cached_fit(fit, spec, lambda f: _search_table(defence, f))
-            defence.set_params(**{k: v for k, v in params.items() if k in defence.params})
-            info["fitted"] = params
-        elif table != "default":
-            raise ValueError(f"NNFavoredJpeg table must be 'search' or 'default', got {table!r}.")
-        return [defence], info
+        return [JpegCompression(clip_values=(0.0, 1.0), quality=options.get("quality", 75), channels_first=True)], info
+    table = options.pop("table", "default")
+    defence = defence_class(key)(device_type=fit_device(fit), **options)
+    if table == "search":
+        params = _cached_fit(fit, spec, lambda f: _search_table(defence, f))
+        defence.set_params(**{k: v for k, v in params.items() if k in defence.params})
+        info["fitted"] = params
+    elif table == "learned":
+        learned = _cached_fit(fit, spec, lambda f: {"table": defence.learn_table(f.x, f.adversarial("cw")).tolist()})
+        defence.set_params(table=np.asarray(learned["table"]))
+        info["fitted"] = learned
     if key == "quantizedistort":
-        table = options.pop("table", "default")
-        defence = QuantizeDistort(device_type=fit_device(fit), **options)
-        if table == "learned":
-            learned = _cached_fit(
-                fit, spec, lambda f: {"table": defence.learn_table(f.x, f.adversarial("cw")).tolist()}
-            )
-            defence.set_params(table=np.asarray(learned["table"]))
-            info["fitted"] = learned
-        elif table != "default":
-            raise ValueError(f"QuantizeDistort table must be 'learned' or 'default', got {table!r}.")
         info["table"] = np.asarray(defence.table).round(1).tolist()
-        return [defence], info
-    if key in _NO_FIT_DEFENCES:
-        import art_purifiers
-
-        return [getattr(art_purifiers, _NO_FIT_DEFENCES[key])(device_type=fit_device(fit), **options)], info
-    known = ", ".join(["none", "jpeg", "NNFavoredJpeg", "QuantizeDistort", *_NO_FIT_DEFENCES.values()])
-    raise ValueError(f"Unknown defence {name!r}; known: {known}.")
+    return [defence], info
 
 
-#: Defences built from their spec's options alone (nothing fitted), by lower-case name.
-_NO_FIT_DEFENCES = {
+#: A user's own defence: ``package.module:attribute``.
+_USER_DEFENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+#: The defences a spec names (lower-case name -> class name in :mod:`art_purifiers`).
+DEFENCES = {
+    "nnfavoredjpeg": "NNFavoredJpeg",
+    "quantizedistort": "QuantizeDistort",
     "compressrestore": "CompressRestore",
     "superresolution": "SuperResolution",
     "neuralrepresentationpurifier": "NeuralRepresentationPurifier",
 }
+#: The ``table=`` choices of the data-driven defences (the first is the default; the others are fitted).
+TABLE_CHOICES = {"nnfavoredjpeg": ("default", "search"), "quantizedistort": ("default", "learned")}
+
+
+def defence_class(key: str) -> Any:
+    """The class of a defence named in a spec (its lower-case name, a key of :data:`DEFENCES`)."""
+    import art_purifiers
+
+    return getattr(art_purifiers, DEFENCES[key])
+
+
+def defence_options(key: str) -> list[str]:
+    """
+    The options a spec may give a defence: ``table`` where it is fitted, its own parameters, then those every defence
+    of ours shares (:class:`~art_purifiers.base.PurifierPreprocessor`'s ``params``).
+    """
+    if key == "none":
+        return []
+    if key == "jpeg":
+        return ["quality"]
+    own = [name for name in defence_class(key).params if name not in PurifierPreprocessor.params]
+    return list(dict.fromkeys([*(["table"] if key in TABLE_CHOICES else []), *own, *PurifierPreprocessor.params]))
+
+
+def _checked_names(spec: str) -> tuple[str, dict[str, Any]]:
+    """The spec's lower-case defence name and options, with the name, the option names and ``table`` checked."""
+    name, options = parse_spec(spec)
+    key = name.lower()
+    if key not in ("none", "jpeg", *DEFENCES):
+        known = ", ".join(["none", "jpeg", *DEFENCES.values()])
+        raise ValueError(
+            f"Unknown defence {name!r}; known: {known}, or package.module:attribute (art-purifiers list shows them)."
+        )
+    allowed = defence_options(key)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {', '.join(unknown)} for defence {name!r}; it takes: {', '.join(allowed) or 'none'}."
+        )
+    choices = TABLE_CHOICES.get(key, ())
+    if "table" in options and options["table"] not in choices:
+        raise ValueError(f"Defence {name!r}: table must be one of {', '.join(choices)}, got {options['table']!r}.")
+    quality = options.get("quality", 75)
+    if key == "jpeg" and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100):
+        raise ValueError(f"Defence 'jpeg': quality must be an integer from 1 to 100, got {quality!r}.")
+    return key, options
+
+
+def check_defence_spec(spec: str) -> None:
+    """
+    Check a defence spec before anything is loaded: its name, its option names and ``table``, and the values of its
+    other options (the defence is built once on the CPU when options are given; its defaults are valid). A user's
+    ``module:attribute`` is imported and looked up.
+
+    :raises ValueError: naming the spec and the problem.
+    """
+    if _USER_DEFENCE.fullmatch(spec.strip()):
+        module_name, _, attribute = spec.strip().partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ValueError(f"Defence {spec!r}: cannot import {module_name!r} ({error}).") from None
+        if not hasattr(module, attribute):
+            raise ValueError(f"Defence {spec!r}: module {module_name!r} has no attribute {attribute!r}.")
+        return
+    key, options = _checked_names(spec)
+    options.pop("table", None)
+    if key in DEFENCES and options:
+        try:
+            defence_class(key)(device_type="cpu", **options)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"Defence {spec!r}: {error}") from None
 
 
 def user_defences(spec: str) -> list[Any]:
@@ -206,11 +261,6 @@ def user_defences(spec: str) -> list[Any]:
     if not chain or not all(isinstance(defence, Preprocessor) for defence in chain):
         raise TypeError(f"{spec} gave {type(target).__name__}; expected an ART Preprocessor or a list of them.")
     return chain
-
-
-def _reject_unknown(spec: str, options: dict[str, Any]) -> None:
-    if options:
-        raise ValueError(f"Unknown options {sorted(options)} in defence spec {spec!r}.")
 
 
 def fit_device(fit: FitData | None) -> str:
