@@ -55,27 +55,32 @@ def _cifar10_restorer(quality: int, sha256: str, psnr: tuple[float, float], ssim
         filename=f"cifar10-restorer-q{quality}.pt",
         sha256=sha256,
         architecture="argan-generator",
-        command="python -m art_purifiers.training.restorer --data-dir ../shared/data/cifar10 "
+        command="python -m art_purifiers.training.restorer --data-dir path/to/cifar10 "
         f"--quality {quality} --output runs/restorer-q{quality}",
         summary=f"CompressRestore restorer for JPEG q{quality} (argan-generator, 1.4 M parameters), CIFAR-10 32x32; "
-        f"1,000 shared test images, JPEG -> JPEG + generator: PSNR {psnr[0]:.2f} -> {psnr[1]:.2f} dB, "
+        f"1,000 test images of a CIFAR-10 copy re-encoded as JPEG q75, JPEG -> JPEG + generator: PSNR "
+        f"{psnr[0]:.2f} -> {psnr[1]:.2f} dB, "
         f"SSIM {ssim[0]:.4f} -> {ssim[1]:.4f}",
         tags=("restorer", "cifar10", "compress-restore"),
     )
 
 
 def _cifar10_noisy_member(quality: int, sha256: str, top1: float, top1_compressed: float) -> Artifact:
-    """A shipped member of Zhang & Gao's model set; accuracies on the shared test images, from its model card."""
+    """
+    A shipped member of Zhang & Gao's model set; accuracies on the test images of a CIFAR-10 copy re-encoded as JPEG
+    q75, from its model card.
+    """
     return Artifact(
         name=f"cifar10-noisy-q{quality}",
         filename=f"cifar10-noisy-q{quality}.pt",
         sha256=sha256,
         architecture="cifar-convnet",
-        command="python -m art_purifiers.training.noisy_compression --data-dir ../shared/data/cifar10 "
+        command="python -m art_purifiers.training.noisy_compression --data-dir path/to/cifar10 "
         "--output runs/noisy-set --epochs 10 --train-images 20000",
         summary=f"Zhang & Gao's M{quality}: cifar10-reference fine-tuned by noisy compression training in the chain "
-        f"M90 -> ... -> M{quality} (10 epochs per member on 20,000 training images); 5,000 shared test images (JPEG "
-        f"q75 copy): {100 * top1:.2f}% top-1, {100 * top1_compressed:.2f}% compressed at q{quality}",
+        f"M90 -> ... -> M{quality} (10 epochs per member on 20,000 training images); 5,000 test images of a "
+        f"CIFAR-10 copy re-encoded as JPEG q75: {100 * top1:.2f}% top-1, {100 * top1_compressed:.2f}% compressed at "
+        f"q{quality}",
         tags=("classifier", "cifar10", "noisy-training", "zhang2021-ensemble"),
     )
 
@@ -89,10 +94,10 @@ REGISTRY: dict[str, Artifact] = {
             filename="cifar10-reference.pt",
             sha256="bc8ee19cea3bf0d1d49520ba839b69b32345555e7082f90fb721a3dfb3ba9f1e",
             architecture="cifar-convnet",
-            command="python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 "
+            command="python -m art_purifiers.training.classifier --data-dir path/to/cifar10 "
             "--output runs/classifier --epochs 18",
             summary="CIFAR-10 reference classifier, 32x32 NCHW in [0, 1], 1.1 M parameters; 89.80% top-1 on the "
-            "5,000 shared test images (JPEG q75 copy)",
+            "5,000 test images of a CIFAR-10 copy re-encoded as JPEG q75",
             tags=("classifier", "cifar10"),
         ),
         Artifact(
@@ -100,11 +105,11 @@ REGISTRY: dict[str, Artifact] = {
             filename="cifar10-surrogate.pt",
             sha256="690bc358a754d02f7b32a03e48133f3a65aaa308800e2b9ff3db1848b640f8d9",
             architecture="cifar-resnet",
-            command="python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 --output "
+            command="python -m art_purifiers.training.classifier --data-dir path/to/cifar10 --output "
             "runs/surrogate --architecture cifar-resnet --seed 1 --label-smoothing 0 --name cifar10-surrogate",
             summary="Transfer surrogate of the evaluation suite: a small ResNet (another architecture, seed and loss "
-            "than cifar10-reference), 32x32 NCHW in [0, 1], 0.31 M parameters; 85.88% top-1 on the 5,000 shared "
-            "test images (JPEG q75 copy)",
+            "than cifar10-reference), 32x32 NCHW in [0, 1], 0.31 M parameters; 85.88% top-1 on the 5,000 test images "
+            "of a CIFAR-10 copy re-encoded as JPEG q75",
             tags=("classifier", "cifar10", "surrogate"),
         ),
         Artifact(
@@ -112,12 +117,12 @@ REGISTRY: dict[str, Artifact] = {
             filename="cifar10-vgg-features.pt",
             sha256="48f7d4fd39c0ad1e666ec5675a6a4d41bbb42fef53e46929356dbca75af0f09a",
             architecture="cifar-vgg",
-            command="python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 --output "
+            command="python -m art_purifiers.training.classifier --data-dir path/to/cifar10 --output "
             "runs/vgg-features --architecture cifar-vgg --seed 2 --label-smoothing 0 --epochs 10 --name "
             "cifar10-vgg-features",
             summary="Feature network of the NRP defence and the SSP attack (features.relu3_3): a VGG-style network "
             "(stages of 2, 2, 3 conv-BN-ReLU), 32x32 NCHW in [0, 1], 0.44 M parameters; 85.32% top-1 on the 5,000 "
-            "shared test images (JPEG q75 copy)",
+            "test images of a CIFAR-10 copy re-encoded as JPEG q75",
             tags=("classifier", "cifar10", "features"),
         ),
         Artifact(
@@ -125,7 +130,7 @@ REGISTRY: dict[str, Artifact] = {
             filename="cifar10-nrp-light.pt",
             sha256="6d07965d35b024b443b9078c3587c6082680c9db5e96705bb4e71c0eb9160980",
             architecture="nrp-residual-generator",
-            command="python -m art_purifiers.training.nrp --data-dir ../shared/data/cifar10 --output runs/nrp-light",
+            command="python -m art_purifiers.training.nrp --data-dir path/to/cifar10 --output runs/nrp-light",
             summary="NRP light purifier (8 residual blocks, 32 features, 0.15 M parameters), CPU preset: 2,000 steps "
             "against 10-iteration SSP on cifar10-vgg-features; it does not reach the paper's quality: on SSP-100 "
             "test images 24.08 dB with it against 25.29 dB without (clean images: 25.49 dB after purification)",
@@ -136,7 +141,7 @@ REGISTRY: dict[str, Artifact] = {
             filename="cifar10-nrp-attacker.pt",
             sha256="509e4a51128bb5e935392a2ddd1746e1c1925619d8665cc6d44f04e7d76f6388",
             architecture="nrp-residual-generator",
-            command="python -m art_purifiers.training.nrp --data-dir ../shared/data/cifar10-attacker-4000-4999 "
+            command="python -m art_purifiers.training.nrp --data-dir path/to/cifar10-attacker-4000-4999 "
             "--preset paper --architecture nrp-residual-generator --batch-size 32 --lr 2e-4 --seed 1 --steps 946 "
             "--output runs/gpu/nrp-attacker --name nrp-attacker",
             summary="An attacker's own NRP purifier, for the paper's 'attacker knows the defence' case: the authors' "
@@ -153,7 +158,7 @@ REGISTRY: dict[str, Artifact] = {
             filename="edsr-x2-cifar10-photos.pt",
             sha256="a3b15237c019d2565cc1f3d56430f2061c429adb658b56403396cf627077785f",
             architecture="edsr",
-            command="python -m art_purifiers.training.edsr --data-dir ../shared/data/cifar10 --output runs/edsr-x2",
+            command="python -m art_purifiers.training.edsr --data-dir path/to/cifar10 --output runs/edsr-x2",
             summary="SuperResolution's EDSR x2 (EDSR-baseline: 16 blocks, 64 features, 1.37 M parameters), trained on "
             "CIFAR-10 and scikit-image photos; PSNR bicubic -> EDSR: 26.49 -> 29.03 dB on 1,000 CIFAR-10 test images "
             "(JPEG q75 copy), 34.17 -> 36.35 dB on 82 crops of held-out photos",

@@ -5,11 +5,11 @@ Both attacks run on the same clean-correct test images (same seed), in two ``art
 original AutoAttack with its own batch size, which changes nothing but speed)::
 
     art-purifiers evaluate --defence none --attack cascade:eps=2/255 --attack apgd-t:eps=2/255 \\
-        --num-images 500 --no-sanity --data-dir ../shared/data/cifar10 --output runs/v2-undefended
+        --num-images 500 --no-sanity --data-dir path/to/cifar10 --output runs/v2-undefended
     # 4/255: the undefended row of the DCT defences' run (PGD-50, the cascade and APGD-T; same images)
     art-purifiers evaluate --defence none --attack original-autoattack:eps=4/255 \\
         --attack original-autoattack:eps=2/255 --num-images 500 --batch-size 500 --no-sanity \\
-        --data-dir ../shared/data/cifar10 --output runs/v2-autoattack
+        --data-dir path/to/cifar10 --output runs/v2-autoattack
     python -m benchmarks.autoattack_crosscheck runs/v2-autoattack runs/v2-undefended runs/v2-dct \\
         --output benchmarks/results/cpu-autoattack-crosscheck.md
 
@@ -73,7 +73,7 @@ def compare(our_runs: list[Path], autoattack_run: Path) -> list[str]:
     lines = [
         "# The v2 cascade against the original AutoAttack (undefended `cifar10-reference`)",
         "",
-        f"{n} clean-correct CIFAR-10 test images (the shared copy, re-encoded as JPEG q75), Linf. Ours: every attack "
+        f"{n} clean-correct CIFAR-10 test images (a copy re-encoded as JPEG q75), Linf. Ours: every attack "
         "of our runs at the budget, in order (below); the cascade is APGD-CE, APGD-DLR (100 steps, 1 restart), Square "
         "(5,000 queries), then APGD-CE/DLR with 200 steps and 2 restarts on the survivors; APGD-T has 9 targets and "
         "100 steps. AutoAttack: `pyautoattack` 0.2.0 (Croce & "

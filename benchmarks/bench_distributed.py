@@ -1,10 +1,10 @@
 """
 Throughput of ``art-purifiers evaluate`` under ``torchrun``: the same attacks with 1 process and with N processes.
 
-Run from the repository root (CIFAR-10 as an ImageFolder, e.g. the shared copy):
+Run from the repository root (CIFAR-10 as an ImageFolder, e.g. a JPEG copy):
 
-    python -m benchmarks.bench_distributed --data-dir ../shared/data/cifar10
-    python -m benchmarks.bench_distributed --data-dir ../shared/data/cifar10 --device cuda --processes 1,2
+    python -m benchmarks.bench_distributed --data-dir path/to/cifar10
+    python -m benchmarks.bench_distributed --data-dir path/to/cifar10 --device cuda --processes 1,2
 
 Every configuration runs the CLI into a fresh output directory; the figure is each attack's ``wall_seconds`` (rank 0's
 wall time from the attack's start to its gathered results, so setup, data loading and the clean pass are left out).
@@ -111,7 +111,7 @@ def main() -> None:
         f"Command: `python -m benchmarks.bench_distributed {' '.join(sys.argv[1:])}`",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {environment['torch']}; "
-        f"device {args.device}. Defence `{args.defence}`, {args.num_images} CIFAR-10 test images (the shared copy was "
+        f"device {args.device}. Defence `{args.defence}`, {args.num_images} CIFAR-10 test images (a copy that was "
         f"re-encoded as JPEG q75), batch {args.batch_size}, chunk {args.chunk_size}.",
         "",
         *table(runs, args),

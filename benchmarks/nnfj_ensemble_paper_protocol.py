@@ -10,7 +10,7 @@ The same clean-correct test images as ``art-purifiers evaluate --num-images N --
 classifier. Writes ``paper-protocol.md``, ``.json`` and the per-image correctness ``.npz`` to ``--output``. Run from
 the repository root:
 
-    python -m benchmarks.nnfj_ensemble_paper_protocol --data-dir ../shared/data/cifar10 --num-images 200 \\
+    python -m benchmarks.nnfj_ensemble_paper_protocol --data-dir path/to/cifar10 --num-images 200 \\
         --output runs/nnfj-ensemble-paper-protocol
 """
 

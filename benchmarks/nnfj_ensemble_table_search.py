@@ -4,7 +4,7 @@ classifier (:func:`art_purifiers.estimators.search_ensemble_table`), on the imag
 training images and their PGD (Linf 8/255, 20 steps) examples on the undefended classifier. Run from the repository
 root:
 
-    python -m benchmarks.nnfj_ensemble_table_search --data-dir ../shared/data/cifar10 \\
+    python -m benchmarks.nnfj_ensemble_table_search --data-dir path/to/cifar10 \\
         --output benchmarks/results/cpu-nnfj-ensemble-table-search
 """
 

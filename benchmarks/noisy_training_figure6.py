@@ -1,6 +1,6 @@
 """Zhang & Gao's Figure 6 analogue: each noisy-trained member's accuracy on test images compressed at every quality.
 
-    python -m benchmarks.noisy_training_figure6 --data-dir ../shared/data/cifar10 --members runs/noisy-set \
+    python -m benchmarks.noisy_training_figure6 --data-dir path/to/cifar10 --members runs/noisy-set \
         --output benchmarks/results/cpu-noisy-training-figure6
 
 Trains the chain M90..M30 with :func:`~art_purifiers.training.noisy_compression.train_model_set` into ``--members``
@@ -64,7 +64,7 @@ def main() -> None:
         f"`python -m benchmarks.noisy_training_figure6 --epochs {args.epochs} --train-images {args.train_images}`. "
         "Members are fine-tuned in a chain (M90 from M, each next from the previous one) with noise 0.03 and xi "
         "0.9. They are scored on the "
-        f"{len(y)} shared test images, a CIFAR-10 copy re-encoded as JPEG q75, compressed by `NNFavoredJpeg` at "
+        f"{len(y)} test images of a CIFAR-10 copy re-encoded as JPEG q75, compressed by `NNFavoredJpeg` at "
         "each quality. Accuracy is in %, and the best model per quality is in bold. The ensemble's members compress "
         "their input again at their own quality.",
         "",

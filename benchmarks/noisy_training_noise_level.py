@@ -1,6 +1,6 @@
 """Choosing the noise level of Zhang & Gao's noisy compression training (the paper does not give it).
 
-    python -m benchmarks.noisy_training_noise_level --data-dir ../shared/data/cifar10 \
+    python -m benchmarks.noisy_training_noise_level --data-dir path/to/cifar10 \
         --output benchmarks/results/cpu-noisy-training-noise-level.md
 
 The reference classifier (M) is fine-tuned at one quality with each noise level, on a subset of the training split.

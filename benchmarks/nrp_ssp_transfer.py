@@ -12,7 +12,7 @@
 
 Run from the repository root (the CIFAR-10 copy here is JPEG q75):
 
-    python -m benchmarks.nrp_ssp_transfer --data-dir ../shared/data/cifar10 --num-images 500 \\
+    python -m benchmarks.nrp_ssp_transfer --data-dir path/to/cifar10 --num-images 500 \\
         --purifier runs/nrp-light/cifar10-nrp-light.pt --output benchmarks/results/cpu-nrp-ssp-transfer.md
 """
 

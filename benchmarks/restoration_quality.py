@@ -5,8 +5,8 @@ the real codec and restored by its generator; both are compared with the origina
 Then the reference classifier's clean accuracy undefended, behind JPEG-only (C&R)^3 (``restorers="none"``) and
 behind the full ``CompressRestore()`` (mean and spread over ``--draws`` seeds). Run from the repository root:
 
-    python -m benchmarks.restoration_quality --data-dir ../shared/data/cifar10
-    python -m benchmarks.restoration_quality --data-dir ../shared/data/cifar10 --images 500   # quicker
+    python -m benchmarks.restoration_quality --data-dir path/to/cifar10
+    python -m benchmarks.restoration_quality --data-dir path/to/cifar10 --images 500   # quicker
 """
 
 from __future__ import annotations

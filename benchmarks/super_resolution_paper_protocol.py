@@ -5,7 +5,7 @@ The same clean-correct test images as ``art-purifiers evaluate --num-images N --
 ``paper-protocol.json`` and the per-image correctness ``paper-protocol.npz`` (defence x attack x image) to
 ``--output``. Run from the repository root:
 
-    python -m benchmarks.super_resolution_paper_protocol --data-dir ../shared/data/cifar10 --num-images 200 \\
+    python -m benchmarks.super_resolution_paper_protocol --data-dir path/to/cifar10 --num-images 200 \\
         --output runs/sr-paper-protocol
 """
 

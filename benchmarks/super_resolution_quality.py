@@ -9,7 +9,7 @@
 
 Run from the repository root:
 
-    python -m benchmarks.super_resolution_quality --data-dir ../shared/data/cifar10 --images 2000
+    python -m benchmarks.super_resolution_quality --data-dir path/to/cifar10 --images 2000
 """
 
 from __future__ import annotations

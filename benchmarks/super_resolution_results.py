@@ -2,7 +2,7 @@
 
 Inputs (run from the repository root, in this order):
 
-    python -m benchmarks.super_resolution_paper_protocol --data-dir ../shared/data/cifar10 --num-images 200 \\
+    python -m benchmarks.super_resolution_paper_protocol --data-dir path/to/cifar10 --num-images 200 \\
         --output runs/sr-paper-protocol
     art-purifiers evaluate ... --output runs/sr-eval        # the adaptive attacks on the default defence
     art-purifiers evaluate ... --output runs/sr-ablation    # PGD on the paper's ablations

@@ -8,20 +8,20 @@ bfloat16 autocast with channels-last tensors when the processor supports it (eva
 
 Checkpoints after every epoch make it resumable (``--resume``)::
 
-    python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 --output runs/classifier
+    python -m art_purifiers.training.classifier --data-dir path/to/cifar10 --output runs/classifier
 
 writes ``runs/classifier/cifar10-reference.pt`` in the zoo format, with its test accuracy in the model card.
 
 The transfer surrogate of the evaluation suite (zoo artifact ``cifar10-surrogate``) is trained by the same recipe
 with another architecture, seed and loss, so that transfer attacks cross both weights and architecture::
 
-    python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 --output runs/surrogate \
+    python -m art_purifiers.training.classifier --data-dir path/to/cifar10 --output runs/surrogate \
         --architecture cifar-resnet --seed 1 --label-smoothing 0 --name cifar10-surrogate
 
 The feature network of the NRP defence (zoo artifact ``cifar10-vgg-features``) is a third architecture, trained
 without label smoothing (its features, not its logits, are what SSP and the purifier's loss use)::
 
-    python -m art_purifiers.training.classifier --data-dir ../shared/data/cifar10 --output runs/vgg-features \
+    python -m art_purifiers.training.classifier --data-dir path/to/cifar10 --output runs/vgg-features \
         --architecture cifar-vgg --seed 2 --label-smoothing 0 --epochs 10 --name cifar10-vgg-features
 """
 

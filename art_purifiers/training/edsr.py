@@ -14,7 +14,7 @@ defended input looks like); L1 loss, Adam, learning rate halved every quarter of
 
 Checkpoints every 100 steps make it resumable (``--resume``)::
 
-    python -m art_purifiers.training.edsr --data-dir ../shared/data/cifar10 --output runs/edsr-x2
+    python -m art_purifiers.training.edsr --data-dir path/to/cifar10 --output runs/edsr-x2
 
 writes ``runs/edsr-x2/edsr-x2-cifar10-photos.pt`` in the zoo format, with PSNR/SSIM of EDSR and of bicubic
 upsampling on CIFAR-10 test images and on held-out photo crops in its model card.

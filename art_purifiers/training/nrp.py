@@ -19,7 +19,7 @@ network is our CIFAR-10 ``cifar10-vgg-features`` (``features.relu3_3``), and the
 
 Checkpoints every 100 steps make it resumable (``--resume``)::
 
-    python -m art_purifiers.training.nrp --data-dir ../shared/data/cifar10 --output runs/nrp-light
+    python -m art_purifiers.training.nrp --data-dir path/to/cifar10 --output runs/nrp-light
 
 writes ``runs/nrp-light/cifar10-nrp-light.pt`` in the zoo format; its card holds PSNR/SSIM on clean and
 100-iteration-SSP test images with and without the purifier.

@@ -18,7 +18,7 @@ generator gained +0.72 dB over JPEG with weight 0 and +0.33 dB with 1e-4, and a 
 
 Checkpoints every 100 steps make it resumable (``--resume``)::
 
-    python -m art_purifiers.training.restorer --data-dir ../shared/data/cifar10 --quality 40 --output runs/restorer-q40
+    python -m art_purifiers.training.restorer --data-dir path/to/cifar10 --quality 40 --output runs/restorer-q40
 
 writes ``runs/restorer-q40/cifar10-restorer-q40.pt`` in the zoo format, with the PSNR/SSIM of JPEG alone and of
 JPEG + generator on the test images in its model card.
