@@ -87,7 +87,8 @@ class PurifierPreprocessor(PreprocessorPyTorch):
     ) -> None:
         """
         :param clip_values: ``(min, max)`` of the input range, e.g. ``(0, 1)`` or ``(0, 255)``; outputs are clipped
-                            to it. 8-bit steps of a defence work on the range mapped to ``[0, 255]``.
+                            to it. 8-bit steps of a defence work on the range mapped to ``[0, 255]``; 8-bit images
+                            give the same result in ``(0, 1)`` and ``(0, 255)`` (up to float round-off).
         :param channels_first: ``True`` for NCHW input (default), ``False`` for NHWC.
         :param bpda: Backward of the non-differentiable steps: ``"straight_through"`` (identity through each such
                      step, exact gradients elsewhere), ``"identity"`` (the whole defence is the identity in
@@ -377,7 +378,11 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         needs_grad = torch.is_grad_enabled() and x.requires_grad
         with full_precision(x.device):
-            unit = (x.to(work_dtype) - low) * (1.0 / (high - low))
+            # a correctly rounded division, not a product with the rounded reciprocal: k in (0, 255) then maps to the
+            # very float of k / 255 in (0, 1), so the DCT rounding ties of 8-bit images fall the same way in any range;
+            # the divisor is a tensor on x's device because CUDA turns a division by a number into that product
+            span = torch.full((), high - low, dtype=work_dtype, device=x.device)
+            unit = (x.to(work_dtype) - low) / span
             if not needs_grad or self.bpda == "identity":
                 with torch.no_grad():
                     purified = self._purify(unit, randomness).clamp_(0.0, 1.0).mul_(high - low).add_(low).to(x.dtype)

@@ -19,6 +19,7 @@ from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.ops.dct import block_dct
 from art_purifiers.ops.jpeg import jpeg_round_trip
 from art_purifiers.ops.quantize import quantize_dct
+from tests.test_defences import eight_bit_images
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
@@ -106,6 +107,18 @@ def test_dct_defences_match_the_cpu(defence_class: type[PurifierPreprocessor], r
     off = ((on_gpu.cpu() - on_cpu).abs() > 1e-5).double().mean()
     record_figure(f"{defence_class.__name__}: share of pixels more than 1e-5 from the CPU", float(off))
     assert off <= 64 * MAX_FLIP_SHARE  # a flipped coefficient moves the 64 pixels of its block
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("defence_class", DCT_DEFENCES)
+def test_dct_rounding_ties_fall_the_same_way_in_0_1_and_0_255_on_cuda(
+    defence_class: type[PurifierPreprocessor], dtype: torch.dtype
+) -> None:
+    # CUDA divides by a Python number through its rounded reciprocal: the range map must not take that path
+    x = torch.from_numpy(eight_bit_images(np.float64)).to(device=CUDA, dtype=dtype)
+    unit = defence_class(seed=5).forward(x)[0]
+    scaled = defence_class(seed=5, clip_values=(0, 255)).forward(x * 255)[0]
+    assert float((scaled.double() / 255 - unit.double()).abs().max()) <= 1e-5
 
 
 def test_compress_restore_matches_the_cpu(record_figure: Any) -> None:

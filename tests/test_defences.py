@@ -58,6 +58,34 @@ def test_quantize_distort_steps_match_references(images: np.ndarray) -> None:
     assert QuantizeDistort(table=FEATURE_DISTILLATION_TABLE * 2).table.max() == 60
 
 
+def eight_bit_images(dtype: type) -> np.ndarray:
+    """
+    Random and smooth 8-bit images as ``k / 255`` (48 of each, 3x20x28). Their DCT coefficients often sit exactly
+    on a rounding tie: the DC and the (0, 4), (4, 0), (4, 4) coefficients are multiples of 1/8 in 8-bit units.
+    """
+    rng = np.random.default_rng(11)
+    noise = rng.integers(0, 256, (48, 3, 20, 28))
+    rows, cols = np.mgrid[0:20, 0:28]
+    slopes = rng.uniform(-4.0, 4.0, (2, 48, 3, 1, 1))
+    ramps = rng.uniform(60.0, 200.0, (48, 3, 1, 1)) + slopes[0] * rows + slopes[1] * cols
+    smooth = np.clip(np.round(ramps + rng.normal(0.0, 2.0, ramps.shape)), 0, 255)
+    return (np.concatenate([noise, smooth]) / 255).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("defence_class", [NNFavoredJpeg, QuantizeDistort])
+def test_dct_rounding_ties_fall_the_same_way_in_0_1_and_0_255(
+    defence_class: type[NNFavoredJpeg | QuantizeDistort], dtype: type
+) -> None:
+    # measured before the fix: whole quantization steps apart (6.25/255) on 0.02-0.4% of the pixels, a tie rounded
+    # up in one range and down in the other
+    x = eight_bit_images(dtype)
+    unit = defence_class(seed=5, device_type="cpu")(x)[0]
+    scaled = defence_class(seed=5, clip_values=(0, 255), device_type="cpu")(x * dtype(255))[0]
+    assert unit.dtype == scaled.dtype == dtype
+    np.testing.assert_allclose(scaled.astype(np.float64) / 255, unit, rtol=0, atol=1e-5)
+
+
 def test_distortion_statistics_on_a_photo(photo_224: np.ndarray) -> None:
     # the paper reports 20-30% dropped and >90% moved on ImageNet at delta=0.15; we assert only what must hold
     generator = torch.Generator().manual_seed(0)

@@ -135,6 +135,11 @@ def quantize_dct(
     divided by ``scale`` again. The same table applies to every channel. The transforms, the division by the table
     and the level shift are folded into two 64x64 matrices so the work is two matrix products and one rounding.
 
+    Exact rounding ties (frequent for 8-bit images: the DC and the (0, 4), (4, 0), (4, 4) coefficients are multiples
+    of 1/8) fall on the side the float round-off of the product gives: the same floats in ``x`` give the same levels,
+    but ``x`` and ``x * scale`` with ``scale=1`` may differ by a step at a tie. The defences always pass ``[0, 1]``
+    images made by a correctly rounded division (:class:`~art_purifiers.base.PurifierPreprocessor`).
+
     :param x: Images ``(N, C, H, W)``, floating point (any size: edge-replicated to multiples of 8, cropped back).
     :param table: Quantization steps, shape ``(8, 8)``, ``[u, v]`` = vertical, horizontal frequency.
     :param rounding: Backward of the rounding (``"hard"``, ``"straight_through"``, ``"soft"``).
