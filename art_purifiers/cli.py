@@ -218,7 +218,10 @@ def _count_or_all(text: str) -> int:
 
 
 #: CPU time of a default evaluation, as measured (see the docs' evaluation page).
-CPU_TIME_NOTE = "On 2 CPU cores the default attacks take about an hour per deterministic defence and 500 images."
+CPU_TIME_NOTE = (
+    "On 2 CPU cores the default attacks took about 1.5 hours per deterministic defence and 500 images (about 40 "
+    "minutes without C&W), longer for a randomized defence; one GPU took 5 to 20 minutes."
+)
 
 
 def _evaluate_epilog() -> str:

@@ -146,7 +146,8 @@ class CompressRestore(PurifierPreprocessor):
 
     def _run_restorer(self, x: torch.Tensor, quality: int) -> torch.Tensor:
         network = self._network(quality, x.device)
-        # DESIGN section 3: in straight-through mode clamps pass gradients, so a restorer's saturation masks nothing
+        # in straight-through mode every clamp, the restorer's output clamp included, passes gradients through, so a
+        # pixel the restorer pushes past white or black keeps its gradient (saturation masks nothing)
         if hasattr(network, "straight_through_clamp"):
             setattr(network, "straight_through_clamp", self.bpda == "straight_through")  # noqa: B010 - nn.Module typing
         try:
