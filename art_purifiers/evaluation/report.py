@@ -592,9 +592,12 @@ def _page_stems(results: dict[str, Any], used: set[str]) -> dict[str, str]:
 
 def _summary_section(results: dict[str, Any], stems: dict[str, str]) -> list[str]:
     config, data = results["config"], results["data"]
+    # the runs behind the defences (their provenance survives a re-rendering from the pages' JSON files)
+    stamps = [stamp["source"] for entry in results["defences"].values() for stamp in entry.get("provenance", [])]
+    runs = list(dict.fromkeys(stamps)) or results["merged_from"]
     lines = [
         f"Classifier `{config['classifier']}`, {config['num_images']} test images it classifies correctly, "
-        f"{config['draws']} draws for randomized defences (runs: {', '.join(f'`{s}`' for s in results['merged_from'])})"
+        f"{config['draws']} draws for randomized defences (runs: {', '.join(f'`{s}`' for s in runs)})"
         ". Each cell: robust accuracy (correct under every attack of that threat model in every draw) with its "
         "Wilson 95% interval. Pages: " + ", ".join(f"[`{spec}`]({stems[spec]}.md)" for spec in results["defences"]),
         "",
@@ -640,7 +643,10 @@ def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
     merged["config"] = {
         **first["config"],
         "defences": list(merged["defences"]),
-        "command": " ; ".join(run["config"].get("command", "") for run in runs),
+        # each command once: a page's JSON already holds its group's commands (re-rendering merges pages again)
+        "command": " ; ".join(
+            dict.fromkeys(part for run in runs for part in run["config"].get("command", "").split(" ; "))
+        ),
     }
     return merged
 
