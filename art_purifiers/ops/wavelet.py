@@ -39,6 +39,7 @@ import ptwt
 import pywt
 import torch
 import torch.nn.functional as F
+from ptwt.constants import WaveletDetailTuple2d  # the top-level name is ptwt >= 1.0's (Python >= 3.11) alone
 
 from art_purifiers.ops.device import cached_constant, full_precision
 
@@ -140,8 +141,8 @@ def denoise_channels(
         return haar_reconstruct(approximation, shrunk, sizes)
     coefficients = ptwt.wavedec2(x, pywt.Wavelet(wavelet), level=levels, mode="symmetric")
     approximation = cast(torch.Tensor, coefficients[0])
-    bands: tuple[ptwt.WaveletDetailTuple2d, ...] = tuple(
-        ptwt.WaveletDetailTuple2d(*(soft_threshold(band, bayes_shrink_threshold(band, variance)) for band in level))
+    bands: tuple[WaveletDetailTuple2d, ...] = tuple(
+        WaveletDetailTuple2d(*(soft_threshold(band, bayes_shrink_threshold(band, variance)) for band in level))
         for level in coefficients[1:]
     )
     # mypy cannot infer ptwt's (Tensor, *details) tuple type from unpacking
