@@ -188,3 +188,15 @@ def test_the_data_note_is_said_only_for_images_stored_as_jpeg(tmp_path: Path, mo
     assert "stored as JPEG files at quality 50" in load_image_folder(tmp_path / "q50").note
     assert "at quality 75" in load_image_folder(tmp_path / "q75").note
     assert "at quality 75" in load_image_folder(tmp_path / "q75").note  # from the decoded cache too
+
+
+def test_a_run_written_before_invocations_were_recorded_resumes_as_one_command(dataset: str, tmp_path: Path) -> None:
+    config = tiny_config(dataset, command="only")
+    evaluate(config, tmp_path / "out")
+    file = tmp_path / "out" / "results.json"
+    old = json.loads(file.read_text())
+    del old["invocations"]
+    old["config"]["attacks"] = list(config.attacks)  # as older versions recorded them: the user's specs
+    file.write_text(json.dumps(old))
+    results = evaluate(config, tmp_path / "out")
+    assert [entry["command"] for entry in results["invocations"]] == ["only"]

@@ -261,7 +261,7 @@ class Suite:
                 {
                     "command": previous.get("command", ""),
                     "defences": previous.get("defences", []),
-                    "attacks": previous.get("attacks", []),
+                    "attacks": [parse_attack(spec).spec for spec in previous.get("attacks", [])],
                     "environment": self.results.get("environment"),
                 }
             ]
