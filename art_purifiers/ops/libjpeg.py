@@ -1,0 +1,389 @@
+"""
+libjpeg's baseline lossy path in integer tensor ops: the pixels libjpeg-turbo (as Pillow ships it) decodes from the
+file it encodes, bit for bit, for a whole ``(N, C, H, W)`` uint8 batch on any device.
+
+A JPEG file holds quantized DCT coefficients; the entropy coding that packs them is lossless, so it is skipped here:
+:func:`encode` gives the coefficients of the file Pillow writes with ``Image.save(buffer, "JPEG", quality=q)`` (or
+with ``qtables=``), :func:`decode` the pixels Pillow reads back from it, and :func:`round_trip` both. Every step is
+integer arithmetic, so the result does not depend on the device, autocast or the order of a float reduction. The
+steps and the facts of libjpeg-turbo's arithmetic they follow (read from its source; naive variants differ):
+
+* tables: the IJG tables of ITU-T T.81 Annex K scaled to the quality (``5000 / q`` below 50, ``200 - 2q`` above,
+  ``(entry * scale + 50) // 100``), clipped to ``[1, 255]`` (``force_baseline``, as Pillow asks);
+* RGB to YCbCr (``jccolor``): 16-bit fixed point, rounding offset 1/2 for Y and 1/2 - 2^-16 for Cb and Cr;
+* edges: a component is padded to whole 8x8 blocks by repeating its last row and column; with 4:2:0 chroma the
+  full-resolution image is first padded to an even height and to a multiple of 16 columns, then averaged, then the
+  last chroma row repeated;
+* 2x2 chroma averaging (``jcsample`` h2v2): ``(a + b + c + d + bias) >> 2``, the bias alternating 1, 2, 1, ... across
+  output columns;
+* forward DCT (``jfdctint``, "islow"): two passes of 13-bit fixed-point butterflies, each output descaled
+  (``(x + 2^(n-1)) >> n``); each pass is an integer linear combination, computed here as a matrix product in
+  float64, exact because every partial sum is an integer below 2^53;
+* quantization (``jcdctmgr``): the DCT output is 8 times the coefficient; it is divided by 8 times the table entry,
+  rounding half away from zero;
+* inverse DCT (``jidctint``): dequantize, two passes descaled by 2^11 and 2^18, recentred and saturated to [0, 255];
+* chroma upsampling (``jdsample``): "fancy" h2v2, a 3:1 triangle filter vertically and horizontally, biases 8 and 7
+  for the left and right output column, edge samples repeated (also the rows above the first and below the last);
+  chroma 2 or fewer samples wide (images up to 4 pixels wide) is repeated 2x2 instead;
+* YCbCr to RGB (``jdcolor``): 16-bit fixed point with its own rounding terms, saturated to [0, 255].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from art_purifiers.ops.device import cached_constant
+
+#: IJG base luminance table (ITU-T T.81 Annex K.1), quality 50, row = vertical frequency.
+LUMA_TABLE = (
+    (16, 11, 10, 16, 24, 40, 51, 61),
+    (12, 12, 14, 19, 26, 58, 60, 55),
+    (14, 13, 16, 24, 40, 57, 69, 56),
+    (14, 17, 22, 29, 51, 87, 80, 62),
+    (18, 22, 37, 56, 68, 109, 103, 77),
+    (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101),
+    (72, 92, 95, 98, 112, 100, 103, 99),
+)
+#: IJG base chrominance table (Annex K.2).
+CHROMA_TABLE = (
+    (17, 18, 24, 47, 99, 99, 99, 99),
+    (18, 21, 26, 66, 99, 99, 99, 99),
+    (24, 26, 56, 99, 99, 99, 99, 99),
+    (47, 66, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+)
+#: Chroma layouts: Pillow's default 4:2:0 (``subsampling=2``) and 4:4:4 (``subsampling=0``).
+SUBSAMPLINGS = ("4:2:0", "4:4:4")
+
+_BLOCK = 8
+_CONST_BITS = 13  # the DCTs' fixed point
+_PASS1_BITS = 2  # extra precision kept between the DCTs' passes
+_COLOUR_BITS = 16  # the colour conversions' fixed point
+_CENTRE = 128
+
+
+def _fix(value: float, bits: int) -> int:
+    """libjpeg's ``FIX``: ``value`` in fixed point, rounded half up."""
+    return int(value * (1 << bits) + 0.5)
+
+
+@dataclass(frozen=True)
+class JpegCoefficients:
+    """
+    What a baseline JPEG file holds before entropy coding, for a batch.
+
+    :param luma: Quantized DCT coefficients of Y (or grey), int32 ``(N, 1, rows, columns, 8, 8)`` in blocks.
+    :param chroma: Those of Cb and Cr, int32 ``(N, 2, rows, columns, 8, 8)``; ``None`` for grey images.
+    :param tables: The quantization tables, int32 ``(N, 2, 8, 8)``: luma, then chroma (the grey images' second is
+        unused).
+    :param size: The images' ``(height, width)``.
+    :param subsampling: ``"4:2:0"`` or ``"4:4:4"``.
+    """
+
+    luma: torch.Tensor
+    chroma: torch.Tensor | None
+    tables: torch.Tensor
+    size: tuple[int, int]
+    subsampling: str
+
+
+# --- tables ----------------------------------------------------------------------------------------------------------
+def quality_tables(quality: int | Sequence[int] | torch.Tensor, count: int) -> torch.Tensor:
+    """
+    The luma and chroma tables libjpeg uses at each quality (``force_baseline``), int32 ``(count, 2, 8, 8)``.
+
+    :param quality: One quality in ``[1, 100]`` or ``count`` of them.
+    :raises ValueError: for qualities that are not integers in ``[1, 100]`` or of the wrong count.
+    """
+    values = torch.as_tensor(quality).reshape(-1).cpu()
+    if values.numel() == 1:
+        values = values.expand(count)
+    if values.numel() != count:
+        raise ValueError(f"Expected one JPEG quality or {count} (one per image), got {values.numel()}.")
+    if values.dtype == torch.bool or (values.is_floating_point() and not torch.equal(values, values.round())):
+        raise ValueError("JPEG qualities must be integers.")
+    values = values.long()
+    if count and not (1 <= int(values.min()) and int(values.max()) <= 100):
+        raise ValueError(f"JPEG qualities must lie in [1, 100], got {int(values.min())}..{int(values.max())}.")
+    scale = torch.where(values < 50, 5000 // values, 200 - 2 * values)[:, None, None, None]
+    base = torch.tensor((LUMA_TABLE, CHROMA_TABLE), dtype=torch.long)[None]
+    return ((base * scale + 50) // 100).clamp(1, 255).int()
+
+
+def check_tables(tables: torch.Tensor, count: int) -> torch.Tensor:
+    """
+    Per-image tables as libjpeg takes them from Pillow's ``qtables=`` (entries in natural order, row = vertical
+    frequency), int32 ``(count, 2, 8, 8)``: one table serves every component; of two, the second serves Cb and Cr.
+
+    :param tables: ``(T, 8, 8)`` for every image or ``(count, T, 8, 8)``, T = 1 or 2, integer entries in
+        ``[1, 32767]``.
+    :raises ValueError: for other shapes or entries.
+    """
+    tables = torch.as_tensor(tables)
+    if tables.dim() == 3:
+        tables = tables.expand(count, *tables.shape)
+    if tables.dim() != 4 or tables.shape[0] != count or tables.shape[1] not in (1, 2) or tables.shape[2:] != (8, 8):
+        raise ValueError(f"Quantization tables must be (T, 8, 8) or ({count}, T, 8, 8) with T = 1 or 2, got "
+                         f"{tuple(tables.shape)}.")  # fmt: skip
+    if tables.is_floating_point() and not torch.equal(tables, tables.round()):
+        raise ValueError("Quantization table entries must be integers.")
+    if count and not (1 <= int(tables.min()) and int(tables.max()) <= 32767):
+        raise ValueError(f"Quantization table entries must lie in [1, 32767], got {int(tables.min())}..."
+                         f"{int(tables.max())}.")  # fmt: skip
+    return tables.expand(count, 2, 8, 8).int().cpu() if tables.shape[1] == 1 else tables.int().cpu()
+
+
+# --- the DCTs: each pass an integer matrix and a descaling shift per output -----------------------------------------
+def _butterfly_even(a: list[int], b: list[int]) -> tuple[int, int, int, int]:
+    """The even half shared by the forward DCT's passes: ``(0, 4)`` unscaled sums, ``(2, 6)`` products."""
+    t0, t1, t2, t3 = a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]  # x[k] + x[7 - k]
+    sum03, diff03, sum12, diff12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
+    z1 = (diff12 + diff03) * _fix(0.541196100, _CONST_BITS)
+    return (sum03 + sum12, sum03 - sum12, z1 + diff03 * _fix(0.765366865, _CONST_BITS),
+            z1 - diff12 * _fix(1.847759065, _CONST_BITS))  # fmt: skip
+
+
+def _rotations(t4: int, t5: int, t6: int, t7: int) -> tuple[int, int, int, int]:
+    """The odd half of the islow DCTs (the same rotation network in both directions): four fixed-point sums."""
+    z5 = (t4 + t5 + t6 + t7) * _fix(1.175875602, _CONST_BITS)
+    z1 = (t4 + t7) * -_fix(0.899976223, _CONST_BITS)
+    z2 = (t5 + t6) * -_fix(2.562915447, _CONST_BITS)
+    z3 = (t4 + t6) * -_fix(1.961570560, _CONST_BITS) + z5
+    z4 = (t5 + t7) * -_fix(0.390180644, _CONST_BITS) + z5
+    return (t4 * _fix(0.298631336, _CONST_BITS) + z1 + z3, t5 * _fix(2.053119869, _CONST_BITS) + z2 + z4,
+            t6 * _fix(3.072711026, _CONST_BITS) + z2 + z3, t7 * _fix(1.501321110, _CONST_BITS) + z1 + z4)  # fmt: skip
+
+
+def _forward_pass(x: list[int], first: bool) -> tuple[list[int], list[int]]:
+    """One pass of ``jfdctint`` on 8 samples: the outputs before descaling, and each one's shift."""
+    even = _butterfly_even(x[:4], x[7:3:-1])
+    odd = _rotations(*(x[3 - k] - x[4 + k] for k in range(4)))  # t4 .. t7 = x[3]-x[4] .. x[0]-x[7]
+    raw = [even[0], odd[3], even[2], odd[2], even[1], odd[1], even[3], odd[0]]
+    if first:  # outputs 0 and 4 are shifted up, the others descaled to keep PASS1_BITS of extra precision
+        raw[0], raw[4] = raw[0] << _PASS1_BITS, raw[4] << _PASS1_BITS
+        return raw, [0, *([_CONST_BITS - _PASS1_BITS] * 3), 0, *([_CONST_BITS - _PASS1_BITS] * 3)]
+    return raw, [_PASS1_BITS, *([_CONST_BITS + _PASS1_BITS] * 3), _PASS1_BITS, *([_CONST_BITS + _PASS1_BITS] * 3)]
+
+
+def _inverse_pass(x: list[int]) -> list[int]:
+    """One pass of ``jidctint`` on 8 coefficients: the 8 outputs before descaling (every shift is the same)."""
+    z1 = (x[2] + x[6]) * _fix(0.541196100, _CONST_BITS)
+    even2, even3 = z1 - x[6] * _fix(1.847759065, _CONST_BITS), z1 + x[2] * _fix(0.765366865, _CONST_BITS)
+    sum04, diff04 = (x[0] + x[4]) << _CONST_BITS, (x[0] - x[4]) << _CONST_BITS
+    t10, t13, t11, t12 = sum04 + even3, sum04 - even3, diff04 + even2, diff04 - even2
+    o0, o1, o2, o3 = _rotations(x[7], x[5], x[3], x[1])
+    return [t10 + o3, t11 + o2, t12 + o1, t13 + o0, t13 - o0, t12 - o1, t11 - o2, t10 - o3]
+
+
+def _matrix(linear: object) -> torch.Tensor:
+    """The integer matrix of a linear map of 8 integers (its rows: outputs), found from the unit vectors."""
+    columns = [linear([int(i == j) for i in range(_BLOCK)]) for j in range(_BLOCK)]  # type: ignore[operator]
+    return torch.tensor(columns, dtype=torch.float64).T
+
+
+@cached_constant
+def _dct_constants(dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    """The passes as float64 matrices (exact integers) and the descaling shifts of their outputs."""
+    constants = {
+        "forward1": _matrix(lambda x: _forward_pass(x, True)[0]),
+        "forward2": _matrix(lambda x: _forward_pass(x, False)[0]),
+        "inverse": _matrix(_inverse_pass),
+        "shift1": torch.tensor(_forward_pass([0] * 8, True)[1], dtype=torch.float64),
+        "shift2": torch.tensor(_forward_pass([0] * 8, False)[1], dtype=torch.float64),
+    }
+    return {name: value.to(device=device, dtype=dtype) for name, value in constants.items()}
+
+
+def _descale(x: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
+    """libjpeg's ``DESCALE`` of exact integers held in float64: ``floor((x + 2^(shift-1)) / 2^shift)``."""
+    scale = torch.exp2(torch.as_tensor(shift, dtype=x.dtype, device=x.device))
+    return torch.floor((x + torch.where(scale > 1, scale / 2, 0.0)) / scale)
+
+
+def forward_dct(blocks: torch.Tensor) -> torch.Tensor:
+    """
+    ``jfdctint``'s islow DCT of ``(..., 8, 8)`` integer blocks (samples minus 128), int32: 8 times the coefficients,
+    row = vertical frequency.
+    """
+    constants = _dct_constants(torch.float64, blocks.device)
+    rows = _descale(blocks.double() @ constants["forward1"].T, constants["shift1"])  # pass 1: along each row
+    return _descale(constants["forward2"] @ rows, constants["shift2"][:, None]).int()  # pass 2: along columns
+
+
+def inverse_dct(coefficients: torch.Tensor) -> torch.Tensor:
+    """``jidctint``'s islow inverse DCT of dequantized ``(..., 8, 8)`` blocks, recentred and saturated: uint8."""
+    inverse = _dct_constants(torch.float64, coefficients.device)["inverse"]
+    columns = _descale(inverse @ coefficients.double(), _CONST_BITS - _PASS1_BITS)  # pass 1: along each column
+    samples = _descale(columns @ inverse.T, _CONST_BITS + _PASS1_BITS + 3)  # pass 2: along rows
+    return (samples + _CENTRE).clamp_(0, 255).to(torch.uint8)
+
+
+def quantize(dct: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """``jcdctmgr``'s quantization: ``dct / (8 * table)`` rounded half away from zero (int32 levels)."""
+    divisor = 8 * tables
+    return torch.sign(dct) * torch.div(dct.abs() + divisor // 2, divisor, rounding_mode="floor")
+
+
+# --- colour ----------------------------------------------------------------------------------------------------------
+def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
+    """``jccolor``'s conversion of int32 ``(N, 3, H, W)`` samples in [0, 255] (int32 YCbCr in [0, 255])."""
+    red, green, blue = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    half, offset = 1 << (_COLOUR_BITS - 1), _CENTRE << _COLOUR_BITS
+
+    def fix(value: float) -> int:
+        return _fix(value, _COLOUR_BITS)
+
+    luma = fix(0.29900) * red + fix(0.58700) * green + fix(0.11400) * blue + half
+    blue_diff = -fix(0.16874) * red - fix(0.33126) * green + fix(0.5) * blue + offset + half - 1
+    red_diff = fix(0.5) * red - fix(0.41869) * green - fix(0.08131) * blue + offset + half - 1
+    return torch.cat([luma, blue_diff, red_diff], dim=1) >> _COLOUR_BITS
+
+
+def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
+    """``jdcolor``'s conversion of int32 ``(N, 3, H, W)`` YCbCr samples (uint8 RGB)."""
+    luma, blue_diff, red_diff = ycbcr[:, 0:1], ycbcr[:, 1:2] - _CENTRE, ycbcr[:, 2:3] - _CENTRE
+    half = 1 << (_COLOUR_BITS - 1)
+
+    def fix(value: float) -> int:
+        return _fix(value, _COLOUR_BITS)
+
+    red = luma + ((fix(1.40200) * red_diff + half) >> _COLOUR_BITS)
+    green = luma + ((-fix(0.34414) * blue_diff + half - fix(0.71414) * red_diff) >> _COLOUR_BITS)
+    blue = luma + ((fix(1.77200) * blue_diff + half) >> _COLOUR_BITS)
+    return torch.cat([red, green, blue], dim=1).clamp_(0, 255).to(torch.uint8)
+
+
+# --- edges, chroma resampling and blocks -----------------------------------------------------------------------------
+def _extend(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``x`` grown to ``height`` x ``width`` by repeating its last row and column."""
+    rows = torch.arange(height, device=x.device).clamp_(max=x.shape[-2] - 1)
+    columns = torch.arange(width, device=x.device).clamp_(max=x.shape[-1] - 1)
+    return x.index_select(-2, rows).index_select(-1, columns)
+
+
+def _ceil(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def downsample_h2v2(x: torch.Tensor) -> torch.Tensor:
+    """``jcsample``'s 2x2 averaging of ``(N, C, H, W)`` int32 samples, H and W even: bias 1, 2, 1, ... by column."""
+    total = x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]
+    bias = 1 + torch.arange(total.shape[-1], device=x.device, dtype=total.dtype) % 2
+    return (total + bias) >> 2
+
+
+def upsample_h2v2(x: torch.Tensor) -> torch.Tensor:
+    """
+    ``jdsample``'s 2x upsampling of ``(N, C, h, w)`` int32 chroma: "fancy" (triangle filter, edges repeated), or
+    plain 2x2 repetition when ``w <= 2`` as libjpeg does there.
+    """
+    if x.shape[-1] <= 2:
+        return x.repeat_interleave(2, -2).repeat_interleave(2, -1)
+    above = torch.cat([x[..., :1, :], x[..., :-1, :]], dim=-2)
+    below = torch.cat([x[..., 1:, :], x[..., -1:, :]], dim=-2)
+    rows = torch.stack([3 * x + above, 3 * x + below], dim=-2).flatten(-3, -2)  # (.., 2h, w) column sums
+    left = torch.cat([rows[..., :1], rows[..., :-1]], dim=-1)
+    right = torch.cat([rows[..., 1:], rows[..., -1:]], dim=-1)
+    return torch.stack([(3 * rows + left + 8) >> 4, (3 * rows + right + 7) >> 4], dim=-1).flatten(-2)
+
+
+def _to_blocks(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, 8r, 8c)`` to ``(N, C, r, c, 8, 8)``."""
+    n, c, height, width = x.shape
+    return x.reshape(n, c, height // _BLOCK, _BLOCK, width // _BLOCK, _BLOCK).transpose(3, 4)
+
+
+def _from_blocks(blocks: torch.Tensor) -> torch.Tensor:
+    n, c, rows, columns = blocks.shape[:4]
+    return blocks.transpose(3, 4).reshape(n, c, rows * _BLOCK, columns * _BLOCK)
+
+
+def _code(plane: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """Quantized DCT blocks of an int32 plane padded to whole blocks, with per-image ``(N, 8, 8)`` tables."""
+    return quantize(forward_dct(_to_blocks(plane) - _CENTRE), tables[:, None, None, None])
+
+
+def _pixels(levels: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+    """The samples (int32) of quantized blocks: dequantized and inverse transformed."""
+    return _from_blocks(inverse_dct(levels * tables[:, None, None, None])).int()
+
+
+# --- the codec -------------------------------------------------------------------------------------------------------
+def encode(
+    images: torch.Tensor,
+    quality: int | Sequence[int] | torch.Tensor | None = None,
+    tables: torch.Tensor | None = None,
+    subsampling: str = "4:2:0",
+) -> JpegCoefficients:
+    """
+    The quantized DCT coefficients of the baseline JPEG files of a batch: what Pillow writes with
+    ``Image.save(buffer, "JPEG", quality=q)``, or ``qtables=tables`` (then without scaling), before entropy coding.
+
+    :param images: uint8 ``(N, C, H, W)``, C = 1 (grey) or 3 (RGB), any H and W >= 1, on any device.
+    :param quality: One quality in ``[1, 100]`` or one per image (default 75, as Pillow's); or give ``tables``.
+    :param tables: Quantization tables instead of a quality (see :func:`check_tables`).
+    :param subsampling: ``"4:2:0"`` (Pillow's default) or ``"4:4:4"`` (``subsampling=0``); grey images have none.
+    :raises ValueError: for another dtype, shape or layout, or both ``quality`` and ``tables``.
+    """
+    _check_images(images)
+    if subsampling not in SUBSAMPLINGS:
+        raise ValueError(f"subsampling must be one of {SUBSAMPLINGS}, got {subsampling!r}.")
+    if quality is not None and tables is not None:
+        raise ValueError("Give a quality or quantization tables, not both.")
+    count, channels, height, width = images.shape
+    per_image = check_tables(tables, count) if tables is not None else quality_tables(75 if quality is None else
+                                                                                      quality, count)  # fmt: skip
+    per_image = per_image.to(images.device)
+    samples = images.int()
+    if channels == 1:
+        luma = _code(_extend(samples, _ceil(height, 8), _ceil(width, 8)), per_image[:, 0])
+        return JpegCoefficients(luma, None, per_image, (height, width), subsampling)
+    ycbcr = rgb_to_ycbcr(samples)
+    luma = _code(_extend(ycbcr[:, :1], _ceil(height, 8), _ceil(width, 8)), per_image[:, 0])
+    chroma = ycbcr[:, 1:]
+    if subsampling == "4:2:0":  # even height and whole MCUs of columns at full resolution, then chroma rows
+        chroma = downsample_h2v2(_extend(chroma, _ceil(height, 2), _ceil(width, 16)))
+    chroma = _extend(chroma, _ceil(chroma.shape[-2], 8), _ceil(chroma.shape[-1], 8))
+    return JpegCoefficients(luma, _code(chroma, per_image[:, 1]), per_image, (height, width), subsampling)
+
+
+def decode(coefficients: JpegCoefficients) -> torch.Tensor:
+    """The uint8 ``(N, C, H, W)`` images libjpeg decodes from the coefficients (Pillow's ``Image.open``)."""
+    height, width = coefficients.size
+    tables = coefficients.tables.to(coefficients.luma.device)
+    luma = _pixels(coefficients.luma, tables[:, 0])[..., :height, :width]
+    if coefficients.chroma is None:
+        return luma.to(torch.uint8)
+    chroma = _pixels(coefficients.chroma, tables[:, 1])
+    if coefficients.subsampling == "4:2:0":
+        chroma = upsample_h2v2(chroma[..., : -(-height // 2), : -(-width // 2)])
+    return ycbcr_to_rgb(torch.cat([luma, chroma[..., :height, :width]], dim=1))
+
+
+def round_trip(
+    images: torch.Tensor,
+    quality: int | Sequence[int] | torch.Tensor | None = None,
+    tables: torch.Tensor | None = None,
+    subsampling: str = "4:2:0",
+) -> torch.Tensor:
+    """
+    :func:`decode` of :func:`encode`: exactly the pixels of Pillow's ``Image.save(buffer, "JPEG", quality=q)`` then
+    ``Image.open(buffer)``, for uint8 ``(N, C, H, W)`` images on any device (same arguments as :func:`encode`).
+    """
+    return decode(encode(images, quality, tables, subsampling))
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"Expected a torch.Tensor of uint8 images, got {type(images).__name__}.")
+    if images.dtype != torch.uint8:
+        raise ValueError(f"Expected uint8 images (0-255), got {images.dtype}.")
+    if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[-2] < 1 or images.shape[-1] < 1:
+        raise ValueError(f"Expected (N, C, H, W) images with 1 or 3 channels and H, W >= 1, got {tuple(images.shape)}.")

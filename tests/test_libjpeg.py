@@ -1,0 +1,144 @@
+"""The exact tensor JPEG (ops/libjpeg.py) against Pillow's libjpeg, pixel for pixel, and ART's JpegCompression."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from art_purifiers.ops import libjpeg
+
+def pillow_round_trip(image: torch.Tensor, quality: int | None = 75, subsampling: int = -1,
+                      qtables: list[list[int]] | None = None) -> torch.Tensor:  # fmt: skip
+    """Pillow's save and load of one uint8 (C, H, W) image (the reference)."""
+    array = image.numpy()
+    options: dict = {"subsampling": subsampling}
+    options.update({"qtables": qtables} if qtables is not None else {"quality": quality})
+    buffer = io.BytesIO()
+    Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)).save(buffer, "JPEG", **options)
+    pixels = np.array(Image.open(buffer))
+    return torch.from_numpy(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
+
+
+def make(kind: str, channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """Random, smooth or saturated uint8 images, (1, C, H, W)."""
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        return torch.from_numpy(rng.integers(0, 256, (1, channels, height, width), dtype=np.uint8))
+    if kind == "saturated":
+        return torch.from_numpy(rng.choice([0, 255], (1, channels, height, width)).astype(np.uint8))
+    rows, columns = np.mgrid[:height, :width]
+    planes = [128 + 120 * np.sin(rows / (3.0 + c) + columns / (5.0 - c)) for c in range(channels)]
+    return torch.from_numpy(np.stack(planes).round().astype(np.uint8)[None])
+
+
+SIZES = [(1, 1), (1, 9), (9, 1), (2, 3), (3, 4), (5, 5), (7, 9), (8, 8), (15, 17), (16, 16), (31, 33), (32, 32),
+         (33, 32), (224, 224)]  # fmt: skip
+LAYOUTS = [(1, "4:2:0", -1), (3, "4:2:0", -1), (3, "4:4:4", 0)]
+
+
+@pytest.mark.parametrize("kind", ["random", "smooth", "saturated"])
+@pytest.mark.parametrize("channels, subsampling, pillow_subsampling", LAYOUTS, ids=["grey", "4:2:0", "4:4:4"])
+@pytest.mark.parametrize("height, width", SIZES, ids=[f"{h}x{w}" for h, w in SIZES])
+def test_every_pixel_equals_pillows(
+    height: int, width: int, channels: int, subsampling: str, pillow_subsampling: int, kind: str
+) -> None:
+    image = make(kind, channels, height, width, seed=height * 100 + width)
+    for quality in (1, 12, 50, 75, 95, 100):
+        expected = pillow_round_trip(image[0], quality, pillow_subsampling)
+        assert torch.equal(libjpeg.round_trip(image, quality, subsampling=subsampling)[0], expected), quality
+
+
+@pytest.mark.parametrize("channels, subsampling, pillow_subsampling", LAYOUTS, ids=["grey", "4:2:0", "4:4:4"])
+def test_every_quality_from_1_to_100(channels: int, subsampling: str, pillow_subsampling: int) -> None:
+    images = torch.cat([make("random", channels, 17, 23, seed=1), make("smooth", channels, 17, 23)])
+    qualities = torch.arange(1, 101)
+    ours = libjpeg.round_trip(images.repeat_interleave(100, 0), qualities.repeat(2), subsampling=subsampling)
+    for index, image in enumerate(images.repeat_interleave(100, 0)):
+        quality = int(qualities.repeat(2)[index])
+        assert torch.equal(ours[index], pillow_round_trip(image, quality, pillow_subsampling)), quality
+
+
+def test_mixed_qualities_and_custom_tables_in_one_batch() -> None:
+    images = torch.cat([make("random", 3, 20, 28, seed=s) for s in range(6)])
+    qualities = [5, 20, 50, 75, 95, 100]
+    ours = libjpeg.round_trip(images, torch.tensor(qualities))
+    assert all(torch.equal(ours[i], pillow_round_trip(images[i], q)) for i, q in enumerate(qualities))
+    tables = torch.from_numpy(np.random.default_rng(3).integers(1, 256, (6, 2, 8, 8)))
+    ours = libjpeg.round_trip(images, tables=tables)
+    for i in range(6):
+        qtables = [table.flatten().tolist() for table in tables[i]]
+        assert torch.equal(ours[i], pillow_round_trip(images[i], qtables=qtables))
+    # one table for every component
+    one = libjpeg.round_trip(images[:1], tables=tables[0, :1])[0]
+    assert torch.equal(one, pillow_round_trip(images[0], qtables=[tables[0, 0].flatten().tolist()]))
+
+
+def test_the_coefficients_decode_to_the_round_trip_and_carry_the_tables() -> None:
+    images = torch.cat([make("smooth", 3, 30, 44), make("random", 3, 30, 44)])
+    coefficients = libjpeg.encode(images, quality=[30, 80])
+    assert coefficients.luma.shape == (2, 1, 4, 6, 8, 8) and coefficients.chroma.shape == (2, 2, 2, 3, 8, 8)
+    assert torch.equal(coefficients.tables, libjpeg.quality_tables([30, 80], 2))
+    assert torch.equal(libjpeg.decode(coefficients), libjpeg.round_trip(images, [30, 80]))
+    # quality 50 is Annex K itself; quality 100 is all ones
+    assert torch.equal(libjpeg.quality_tables(50, 1)[0, 0], torch.tensor(libjpeg.LUMA_TABLE, dtype=torch.int32))
+    assert bool((libjpeg.quality_tables(100, 1) == 1).all()) and int(libjpeg.quality_tables(1, 1).max()) == 255
+
+
+def test_the_integer_dct_inverts_and_agrees_with_the_orthonormal_dct() -> None:
+    blocks = torch.from_numpy(np.random.default_rng(4).integers(-128, 128, (50, 8, 8))).int()
+    scaled = libjpeg.forward_dct(blocks).double() / 8  # islow's output is 8 times the coefficient
+    basis = torch.tensor([[np.cos((2 * x + 1) * u * np.pi / 16) * (np.sqrt(0.125) if u == 0 else 0.5)
+                           for x in range(8)] for u in range(8)], dtype=torch.float64)  # fmt: skip
+    assert float((scaled - basis @ blocks.double() @ basis.T).abs().max()) < 1.0
+    ones = torch.ones(8, 8, dtype=torch.int32)
+    back = libjpeg.inverse_dct(libjpeg.quantize(libjpeg.forward_dct(blocks), ones)).int() - 128  # step 1: near-lossless
+    assert int((back - blocks).abs().max()) <= 2 and float((back - blocks).abs().double().mean()) < 0.5
+
+
+def test_art_jpeg_compression_equals_the_round_trip_of_its_truncated_input() -> None:
+    from art.defences.preprocessor import JpegCompression
+
+    x = np.random.default_rng(5).random((4, 3, 24, 20)).astype(np.float32)
+    for quality in (10, 50, 90):
+        art, _ = JpegCompression(clip_values=(0, 1), quality=quality, channels_first=True)(x)
+        truncated = torch.from_numpy((x * 255).astype(np.uint8))  # ART truncates to 8 bits
+        ours = libjpeg.round_trip(truncated, quality)
+        assert torch.equal(torch.from_numpy(np.round(art * 255).astype(np.uint8)), ours)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: libjpeg.round_trip(torch.zeros(1, 3, 4, 4)), "uint8"),
+        (lambda: libjpeg.round_trip(torch.zeros(1, 2, 4, 4, dtype=torch.uint8)), "1 or 3 channels"),
+        (lambda: libjpeg.round_trip(torch.zeros(1, 3, 0, 4, dtype=torch.uint8)), "H, W >= 1"),
+        (lambda: libjpeg.round_trip(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), 0), r"\[1, 100\]"),
+        (lambda: libjpeg.round_trip(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), [50, 60, 70]), "one per image"),
+        (lambda: libjpeg.round_trip(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), 50.5), "integers"),
+        (lambda: libjpeg.round_trip(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), subsampling="4:2:2"), "subsampling"),
+        (lambda: libjpeg.round_trip(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), tables=torch.zeros(2, 8, 8)),
+         r"\[1, 32767\]"),
+        (lambda: libjpeg.round_trip(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), tables=torch.ones(3, 8, 8)),
+         "T = 1 or 2"),
+        (lambda: libjpeg.round_trip(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), 50, torch.ones(2, 8, 8)), "not both"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_named(call, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_equals_cpu() -> None:
+    images = torch.cat([make(kind, 3, 37, 53, seed=s) for s in range(4) for kind in ("random", "smooth")])
+    qualities = torch.arange(8) * 13 + 1
+    for subsampling in libjpeg.SUBSAMPLINGS:
+        cpu = libjpeg.round_trip(images, qualities, subsampling=subsampling)
+        with torch.autocast("cuda", dtype=torch.float16):
+            cuda = libjpeg.round_trip(images.cuda(), qualities, subsampling=subsampling)
+        assert torch.equal(cuda.cpu(), cpu)
