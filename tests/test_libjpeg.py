@@ -11,8 +11,10 @@ from PIL import Image
 
 from art_purifiers.ops import libjpeg
 
-def pillow_round_trip(image: torch.Tensor, quality: int | None = 75, subsampling: int = -1,
-                      qtables: list[list[int]] | None = None) -> torch.Tensor:  # fmt: skip
+
+def pillow_round_trip(
+    image: torch.Tensor, quality: int | None = 75, subsampling: int = -1, qtables: list[list[int]] | None = None
+) -> torch.Tensor:
     """Pillow's save and load of one uint8 (C, H, W) image (the reference)."""
     array = image.numpy()
     options: dict = {"subsampling": subsampling}
