@@ -144,3 +144,27 @@ def test_cuda_equals_cpu() -> None:
         with torch.autocast("cuda", dtype=torch.float16):
             cuda = libjpeg.round_trip(images.cuda(), qualities, subsampling=subsampling)
         assert torch.equal(cuda.cpu(), cpu)
+
+
+def test_the_surrogate_is_the_codec_with_differentiable_roundings() -> None:
+    from art_purifiers.ops.jpeg import jpeg_differentiable, jpeg_round_trip
+
+    images = torch.cat([make("smooth", 3, 19, 26), make("random", 3, 19, 26, seed=2)]).float() / 255
+    for quality in ([20, 75], [90, 5]):
+        exact = jpeg_round_trip(images, quality, backend="libjpeg")
+        assert torch.equal(jpeg_differentiable(images, quality, rounding="hard"), exact)
+        for rounding in ("soft", "straight_through"):  # the same forward, gradients that are not zero
+            x = images.clone().requires_grad_(True)
+            out = jpeg_differentiable(x, quality, rounding=rounding)
+            assert torch.equal(out.detach(), exact)
+            out.sum().backward()
+            assert x.grad is not None and torch.isfinite(x.grad).all() and float(x.grad.abs().mean()) > 0.1
+    grey = make("smooth", 1, 9, 13).float() / 255
+    assert torch.equal(jpeg_differentiable(grey, 40, "hard"), jpeg_round_trip(grey, 40, backend="libjpeg"))
+
+
+def test_chunking_does_not_change_the_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    images = torch.cat([make("random", 3, 21, 18, seed=s) for s in range(7)])
+    whole = libjpeg.round_trip(images, torch.arange(7) * 14 + 3)
+    monkeypatch.setattr(libjpeg, "CHUNK_PIXELS", 2 * 3 * 21 * 18)  # two images per chunk
+    assert torch.equal(libjpeg.round_trip(images, torch.arange(7) * 14 + 3), whole)

@@ -1,15 +1,14 @@
 """
 JPEG round trips: the exact codec (libjpeg, on any device) and a differentiable approximation of it.
 
-* :func:`jpeg_round_trip` encodes and decodes with a real codec chosen in :mod:`art_purifiers.ops.codec`: by
-  default libjpeg-turbo (through TorchCodec, else torchvision), whose files are byte-identical to PIL's
-  ``Image.save(..., "JPEG", quality=q)``, so the decoded pixels equal PIL's exactly. Images on a CUDA device are
-  coded on the host from a pinned copy and copied back, so the default output is the same on every device;
-  ``backend="nvjpeg"`` codes on the GPU instead (faster on large images, inexact: 4:4:4 chroma, a different DCT).
-  The encoder takes one quality per call, so images are grouped by quality.
-* :func:`jpeg_differentiable` rebuilds the same steps from differentiable tensor ops (colour conversion, 2x2
-  chroma averaging, blockwise DCT quantization with the scaled IJG tables, bilinear chroma upsampling) for
-  ``bpda="surrogate"`` backward passes; it approximates the codec (no Huffman stage is needed, rounding is soft).
+* :func:`jpeg_round_trip` encodes and decodes with an exact codec chosen in :mod:`art_purifiers.ops.codec`: the
+  decoded pixels equal PIL's ``Image.save(..., "JPEG", quality=q)`` then ``Image.open`` exactly. By default CUDA
+  images are coded on the GPU by libjpeg's arithmetic in tensor ops (:mod:`art_purifiers.ops.libjpeg`), every quality
+  in one batch, and CPU images by libjpeg-turbo through TorchCodec (else torchvision), grouped by quality; the output
+  is the same on every device. ``backend="nvjpeg"`` codes on the GPU with nvJPEG (inexact: 4:4:4 chroma, a
+  different DCT).
+* :func:`jpeg_differentiable` runs the same steps as the tensor codec with differentiable roundings, for
+  ``bpda="surrogate"`` backward passes: it differs from the codec only in its roundings' backward.
 """
 
 from __future__ import annotations
@@ -17,38 +16,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import torch
-import torch.nn.functional as F
 
+from art_purifiers.ops import libjpeg
 from art_purifiers.ops.codec import resolve_backend, round_trip_uint8
-from art_purifiers.ops.color import rgb_to_ycbcr, ycbcr_to_rgb
 from art_purifiers.ops.device import cached_constant
 from art_purifiers.ops.groups import map_groups
-from art_purifiers.ops.quantize import Rounding, quantize_dct, scale_quantization_table
-
-#: IJG base luminance table (ITU-T T.81 Annex K.1), quality 50, row = vertical frequency.
-LUMA_TABLE = (
-    (16, 11, 10, 16, 24, 40, 51, 61),
-    (12, 12, 14, 19, 26, 58, 60, 55),
-    (14, 13, 16, 24, 40, 57, 69, 56),
-    (14, 17, 22, 29, 51, 87, 80, 62),
-    (18, 22, 37, 56, 68, 109, 103, 77),
-    (24, 35, 55, 64, 81, 104, 113, 92),
-    (49, 64, 78, 87, 103, 121, 120, 101),
-    (72, 92, 95, 98, 112, 100, 103, 99),
-)
-#: IJG base chrominance table (Annex K.2).
-CHROMA_TABLE = (
-    (17, 18, 24, 47, 99, 99, 99, 99),
-    (18, 21, 26, 66, 99, 99, 99, 99),
-    (24, 26, 56, 99, 99, 99, 99, 99),
-    (47, 66, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-    (99, 99, 99, 99, 99, 99, 99, 99),
-)
+from art_purifiers.ops.quantize import Rounding, floor_with, round_with
 
 
 def _qualities(quality: int | Sequence[int] | torch.Tensor, count: int) -> torch.Tensor:
@@ -94,6 +70,8 @@ def jpeg_round_trip(
     qualities = _qualities(quality, x.shape[0])
     name = resolve_backend(backend, x.device)
     pixels = _to_uint8(x.detach())
+    if name == "libjpeg":  # every quality in one batch, on the images' device
+        return _from_uint8(libjpeg.round_trip(pixels, qualities), x.dtype)
     if name == "nvjpeg":
         decoded = map_groups(lambda images, q: round_trip_uint8(images, q, name), pixels, qualities)
         return _from_uint8(decoded, x.dtype)
@@ -136,35 +114,26 @@ def _to_host(pixels: torch.Tensor) -> torch.Tensor:
     return host
 
 
-def _pad_even(x: torch.Tensor) -> torch.Tensor:
-    height, width = x.shape[-2:]
-    return F.pad(x, (0, width % 2, 0, height % 2), mode="replicate")
-
-
 def jpeg_differentiable(
     x: torch.Tensor, quality: int | Sequence[int] | torch.Tensor, rounding: Rounding = "soft"
 ) -> torch.Tensor:
     """
-    A differentiable approximation of :func:`jpeg_round_trip` (for backward passes).
+    The exact codec's steps (:mod:`art_purifiers.ops.libjpeg`: 8-bit input, colour conversion, 4:2:0 averaging,
+    islow DCT, quantization, inverse DCT, fancy upsampling) with differentiable roundings, for backward passes: the
+    forward gives the codec's pixels in every mode. The quantization's rounding gets ``rounding``'s backward; the
+    fixed-point arithmetic's roundings (and the 8-bit input), which lose no more than round-off, pass gradients
+    straight through (zero with ``"hard"``).
 
     :param x: ``(N, C, H, W)`` images in ``[0, 1]``, C = 1 (luma only) or 3.
     :param quality: One quality or one per image.
-    :param rounding: Backward of the rounding: ``"soft"`` (cubic), ``"straight_through"`` or ``"hard"``.
-    :return: Images of the same shape, clipped to ``[0, 1]``.
+    :param rounding: Backward of the roundings: ``"soft"`` (cubic), ``"straight_through"`` or ``"hard"``.
+    :return: Images of the same shape and dtype, in ``[0, 1]``.
     """
     _check_images(x)
-    return map_groups(lambda images, q: _jpeg_surrogate(images, q, rounding), x, _qualities(quality, x.shape[0]))
-
-
-def _jpeg_surrogate(x: torch.Tensor, quality: int, rounding: Rounding) -> torch.Tensor:
-    luma_table = scale_quantization_table(torch.tensor(LUMA_TABLE, dtype=torch.float64), quality)
-    if x.shape[1] == 1:
-        return quantize_dct(x, luma_table, rounding).clamp(0, 1)
-    height, width = x.shape[-2:]
-    chroma_table = scale_quantization_table(torch.tensor(CHROMA_TABLE, dtype=torch.float64), quality)
-    ycbcr = rgb_to_ycbcr(x)
-    luma = quantize_dct(ycbcr[:, :1], luma_table, rounding)
-    chroma = F.avg_pool2d(_pad_even(ycbcr[:, 1:]), 2)
-    chroma = quantize_dct(chroma, chroma_table, rounding)
-    chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)[..., :height, :width]
-    return ycbcr_to_rgb(torch.cat([luma, chroma], dim=1)).clamp(0, 1)
+    tables = libjpeg.quality_tables(_qualities(quality, x.shape[0]), x.shape[0]).to(x.device, torch.float64)
+    arithmetic: Rounding = "hard" if rounding == "hard" else "straight_through"
+    samples = round_with(x.double() * 255, arithmetic).clamp(0, 255)
+    floor = partial(floor_with, rounding=arithmetic)
+    luma, chroma = libjpeg.encode_samples(samples, tables, "4:2:0", floor, partial(floor_with, rounding=rounding))
+    decoded = libjpeg.decode_samples(luma, chroma, tables, (x.shape[-2], x.shape[-1]), "4:2:0", floor)
+    return (decoded / 255).to(x.dtype)

@@ -4,9 +4,13 @@ file it encodes, bit for bit, for a whole ``(N, C, H, W)`` uint8 batch on any de
 
 A JPEG file holds quantized DCT coefficients; the entropy coding that packs them is lossless, so it is skipped here:
 :func:`encode` gives the coefficients of the file Pillow writes with ``Image.save(buffer, "JPEG", quality=q)`` (or
-with ``qtables=``), :func:`decode` the pixels Pillow reads back from it, and :func:`round_trip` both. Every step is
-integer arithmetic, so the result does not depend on the device, autocast or the order of a float reduction. The
-steps and the facts of libjpeg-turbo's arithmetic they follow (read from its source; naive variants differ):
+with ``qtables=``), :func:`decode` the pixels Pillow reads back from it, and :func:`round_trip` both. Every value is
+an exact integer (held in float64, far below 2^53, so sums and products are exact in any order), every division is
+floored as libjpeg's shifts are, so the result does not depend on the device, autocast or the order of a reduction.
+Each step takes its rounding as a ``floor`` function: with a differentiable stand-in the same steps are the BPDA
+surrogate of :func:`art_purifiers.ops.jpeg.jpeg_differentiable`, which therefore differs from the codec only in its
+rounding. The steps and the facts of libjpeg-turbo's arithmetic they follow (read from its source; naive variants
+differ):
 
 * tables: the IJG tables of ITU-T T.81 Annex K scaled to the quality (``5000 / q`` below 50, ``200 - 2q`` above,
   ``(entry * scale + 50) // 100``), clipped to ``[1, 255]`` (``force_baseline``, as Pillow asks);
@@ -30,8 +34,9 @@ steps and the facts of libjpeg-turbo's arithmetic they follow (read from its sou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -67,6 +72,8 @@ _CONST_BITS = 13  # the DCTs' fixed point
 _PASS1_BITS = 2  # extra precision kept between the DCTs' passes
 _COLOUR_BITS = 16  # the colour conversions' fixed point
 _CENTRE = 128
+#: Pixels (images x channels x height x width) coded at once by :func:`round_trip`: bounds its working memory.
+CHUNK_PIXELS = 1 << 22
 
 
 def _fix(value: float, bits: int) -> int:
@@ -201,68 +208,88 @@ def _dct_constants(dtype: torch.dtype, device: torch.device) -> dict[str, torch.
     return {name: value.to(device=device, dtype=dtype) for name, value in constants.items()}
 
 
-def _descale(x: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
-    """libjpeg's ``DESCALE`` of exact integers held in float64: ``floor((x + 2^(shift-1)) / 2^shift)``."""
+Floor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _descale(x: torch.Tensor, shift: torch.Tensor | float, floor: Floor = torch.floor) -> torch.Tensor:
+    """libjpeg's ``DESCALE``: ``floor((x + 2^(shift-1)) / 2^shift)`` (``x`` itself where ``shift`` is 0)."""
     scale = torch.exp2(torch.as_tensor(shift, dtype=x.dtype, device=x.device))
-    return torch.floor((x + torch.where(scale > 1, scale / 2, 0.0)) / scale)
+    return torch.where(scale > 1, floor((x + scale / 2) / scale), x)
 
 
-def forward_dct(blocks: torch.Tensor) -> torch.Tensor:
+def forward_dct(blocks: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     """
-    ``jfdctint``'s islow DCT of ``(..., 8, 8)`` integer blocks (samples minus 128), int32: 8 times the coefficients,
-    row = vertical frequency.
+    ``jfdctint``'s islow DCT of ``(..., 8, 8)`` blocks of samples minus 128 (float64 holding integers): 8 times the
+    coefficients, row = vertical frequency.
+
+    :param floor: The rounding of each descaling (``torch.floor``; a differentiable stand-in for a surrogate).
     """
     constants = _dct_constants(torch.float64, blocks.device)
-    rows = _descale(blocks.double() @ constants["forward1"].T, constants["shift1"])  # pass 1: along each row
-    return _descale(constants["forward2"] @ rows, constants["shift2"][:, None]).int()  # pass 2: along columns
+    rows = _descale(blocks.double() @ constants["forward1"].T, constants["shift1"], floor)  # along each row
+    return _descale(constants["forward2"] @ rows, constants["shift2"][:, None], floor)  # along each column
 
 
-def inverse_dct(coefficients: torch.Tensor) -> torch.Tensor:
-    """``jidctint``'s islow inverse DCT of dequantized ``(..., 8, 8)`` blocks, recentred and saturated: uint8."""
+def inverse_dct(coefficients: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
+    """
+    ``jidctint``'s islow inverse DCT of dequantized ``(..., 8, 8)`` blocks (float64 holding integers), recentred and
+    saturated to [0, 255].
+    """
     inverse = _dct_constants(torch.float64, coefficients.device)["inverse"]
-    columns = _descale(inverse @ coefficients.double(), _CONST_BITS - _PASS1_BITS)  # pass 1: along each column
-    samples = _descale(columns @ inverse.T, _CONST_BITS + _PASS1_BITS + 3)  # pass 2: along rows
-    return (samples + _CENTRE).clamp_(0, 255).to(torch.uint8)
+    columns = _descale(inverse @ coefficients.double(), _CONST_BITS - _PASS1_BITS, floor)  # along each column
+    samples = _descale(columns @ inverse.T, _CONST_BITS + _PASS1_BITS + 3, floor)  # along each row
+    return (samples + _CENTRE).clamp(0, 255)
 
 
-def quantize(dct: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-    """``jcdctmgr``'s quantization: ``dct / (8 * table)`` rounded half away from zero (int32 levels)."""
-    divisor = 8 * tables
-    return torch.sign(dct) * torch.div(dct.abs() + divisor // 2, divisor, rounding_mode="floor")
+def quantize(dct: torch.Tensor, tables: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
+    """
+    ``jcdctmgr``'s quantization: ``dct / (8 * table)`` rounded half away from zero. In float64 the division is exact
+    enough: a quotient below 2^31 that is not an integer stays at least ``1 / (8 * table)`` from the next one.
+    """
+    return torch.sign(dct) * floor(dct.abs() / (8 * tables) + 0.5)
 
 
 # --- colour ----------------------------------------------------------------------------------------------------------
-def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
-    """``jccolor``'s conversion of int32 ``(N, 3, H, W)`` samples in [0, 255] (int32 YCbCr in [0, 255])."""
-    red, green, blue = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
-    half, offset = 1 << (_COLOUR_BITS - 1), _CENTRE << _COLOUR_BITS
-
-    def fix(value: float) -> int:
-        return _fix(value, _COLOUR_BITS)
-
-    luma = fix(0.29900) * red + fix(0.58700) * green + fix(0.11400) * blue + half
-    blue_diff = -fix(0.16874) * red - fix(0.33126) * green + fix(0.5) * blue + offset + half - 1
-    red_diff = fix(0.5) * red - fix(0.41869) * green - fix(0.08131) * blue + offset + half - 1
-    return torch.cat([luma, blue_diff, red_diff], dim=1) >> _COLOUR_BITS
+def _colour_fix(value: float) -> int:
+    return _fix(value, _COLOUR_BITS)
 
 
-def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
-    """``jdcolor``'s conversion of int32 ``(N, 3, H, W)`` YCbCr samples (uint8 RGB)."""
-    luma, blue_diff, red_diff = ycbcr[:, 0:1], ycbcr[:, 1:2] - _CENTRE, ycbcr[:, 2:3] - _CENTRE
-    half = 1 << (_COLOUR_BITS - 1)
+@cached_constant
+def _colour_constants(dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    """The fixed-point colour matrices and offsets (a matrix product of exact integers is exact in float64)."""
+    fix, half, offset = _colour_fix, 1 << (_COLOUR_BITS - 1), _CENTRE << _COLOUR_BITS
+    constants = {
+        "to_ycbcr": [[fix(0.29900), fix(0.58700), fix(0.11400)], [-fix(0.16874), -fix(0.33126), fix(0.5)],
+                     [fix(0.5), -fix(0.41869), -fix(0.08131)]],
+        "to_ycbcr_offset": [half, offset + half - 1, offset + half - 1],
+        "to_rgb": [[0.0, fix(1.40200)], [-fix(0.34414), -fix(0.71414)], [fix(1.77200), 0.0]],  # from (Cb, Cr)
+    }  # fmt: skip
+    return {name: torch.tensor(value, dtype=dtype, device=device) for name, value in constants.items()}
 
-    def fix(value: float) -> int:
-        return _fix(value, _COLOUR_BITS)
 
-    red = luma + ((fix(1.40200) * red_diff + half) >> _COLOUR_BITS)
-    green = luma + ((-fix(0.34414) * blue_diff + half - fix(0.71414) * red_diff) >> _COLOUR_BITS)
-    blue = luma + ((fix(1.77200) * blue_diff + half) >> _COLOUR_BITS)
-    return torch.cat([red, green, blue], dim=1).clamp_(0, 255).to(torch.uint8)
+def _mix(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``matrix @ pixel`` for every pixel of ``(N, C, H, W)`` samples."""
+    return torch.einsum("oc,nchw->nohw", matrix, x)
+
+
+def rgb_to_ycbcr(rgb: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
+    """``jccolor``'s conversion of float64 ``(N, 3, H, W)`` samples in [0, 255] (YCbCr in [0, 255])."""
+    constants = _colour_constants(torch.float64, rgb.device)
+    fixed = _mix(constants["to_ycbcr"], rgb) + constants["to_ycbcr_offset"][:, None, None]
+    return floor(fixed / (1 << _COLOUR_BITS))
+
+
+def ycbcr_to_rgb(ycbcr: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
+    """``jdcolor``'s conversion of float64 ``(N, 3, H, W)`` YCbCr samples (RGB saturated to [0, 255])."""
+    # red and blue round their own term; green rounds the sum of its two (one ONE_HALF between them)
+    differences = _mix(_colour_constants(torch.float64, ycbcr.device)["to_rgb"], ycbcr[:, 1:] - _CENTRE)
+    return (ycbcr[:, :1] + floor((differences + (1 << (_COLOUR_BITS - 1))) / (1 << _COLOUR_BITS))).clamp(0, 255)
 
 
 # --- edges, chroma resampling and blocks -----------------------------------------------------------------------------
 def _extend(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``x`` grown to ``height`` x ``width`` by repeating its last row and column."""
+    if (height, width) == tuple(x.shape[-2:]):
+        return x
     rows = torch.arange(height, device=x.device).clamp_(max=x.shape[-2] - 1)
     columns = torch.arange(width, device=x.device).clamp_(max=x.shape[-1] - 1)
     return x.index_select(-2, rows).index_select(-1, columns)
@@ -272,17 +299,17 @@ def _ceil(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def downsample_h2v2(x: torch.Tensor) -> torch.Tensor:
-    """``jcsample``'s 2x2 averaging of ``(N, C, H, W)`` int32 samples, H and W even: bias 1, 2, 1, ... by column."""
+def downsample_h2v2(x: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
+    """``jcsample``'s 2x2 averaging of ``(N, C, H, W)`` samples, H and W even: bias 1, 2, 1, ... by column."""
     total = x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]
     bias = 1 + torch.arange(total.shape[-1], device=x.device, dtype=total.dtype) % 2
-    return (total + bias) >> 2
+    return floor((total + bias) / 4)
 
 
-def upsample_h2v2(x: torch.Tensor) -> torch.Tensor:
+def upsample_h2v2(x: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     """
-    ``jdsample``'s 2x upsampling of ``(N, C, h, w)`` int32 chroma: "fancy" (triangle filter, edges repeated), or
-    plain 2x2 repetition when ``w <= 2`` as libjpeg does there.
+    ``jdsample``'s 2x upsampling of ``(N, C, h, w)`` chroma: "fancy" (triangle filter, edges repeated), or plain 2x2
+    repetition when ``w <= 2`` as libjpeg does there.
     """
     if x.shape[-1] <= 2:
         return x.repeat_interleave(2, -2).repeat_interleave(2, -1)
@@ -291,7 +318,7 @@ def upsample_h2v2(x: torch.Tensor) -> torch.Tensor:
     rows = torch.stack([3 * x + above, 3 * x + below], dim=-2).flatten(-3, -2)  # (.., 2h, w) column sums
     left = torch.cat([rows[..., :1], rows[..., :-1]], dim=-1)
     right = torch.cat([rows[..., 1:], rows[..., -1:]], dim=-1)
-    return torch.stack([(3 * rows + left + 8) >> 4, (3 * rows + right + 7) >> 4], dim=-1).flatten(-2)
+    return torch.stack([floor((3 * rows + left + 8) / 16), floor((3 * rows + right + 7) / 16)], dim=-1).flatten(-2)
 
 
 def _to_blocks(x: torch.Tensor) -> torch.Tensor:
@@ -305,17 +332,77 @@ def _from_blocks(blocks: torch.Tensor) -> torch.Tensor:
     return blocks.transpose(3, 4).reshape(n, c, rows * _BLOCK, columns * _BLOCK)
 
 
-def _code(plane: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-    """Quantized DCT blocks of an int32 plane padded to whole blocks, with per-image ``(N, 8, 8)`` tables."""
-    return quantize(forward_dct(_to_blocks(plane) - _CENTRE), tables[:, None, None, None])
+def _code(plane: torch.Tensor, tables: torch.Tensor, floor: Floor, quantization: Floor) -> torch.Tensor:
+    """Quantized DCT blocks of a plane padded to whole blocks, with per-image ``(N, 8, 8)`` tables."""
+    return quantize(forward_dct(_to_blocks(plane) - _CENTRE, floor), tables[:, None, None, None], quantization)
 
 
-def _pixels(levels: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-    """The samples (int32) of quantized blocks: dequantized and inverse transformed."""
-    return _from_blocks(inverse_dct(levels * tables[:, None, None, None])).int()
+def _pixels(levels: torch.Tensor, tables: torch.Tensor, floor: Floor) -> torch.Tensor:
+    """The samples of quantized blocks: dequantized and inverse transformed."""
+    return _from_blocks(inverse_dct(levels * tables[:, None, None, None], floor))
 
 
 # --- the codec -------------------------------------------------------------------------------------------------------
+def encode_samples(
+    samples: torch.Tensor,
+    tables: torch.Tensor,
+    subsampling: str = "4:2:0",
+    floor: Floor = torch.floor,
+    quantization: Floor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """
+    The quantized luma and chroma blocks (float64) of float64 ``(N, C, H, W)`` samples in [0, 255] with per-image
+    ``(N, 2, 8, 8)`` tables. With ``torch.floor`` and integer samples, libjpeg's integers; with differentiable floors,
+    its surrogate.
+
+    :param floor: The fixed-point arithmetic's rounding (colour, averaging, the DCT's descaling).
+    :param quantization: The quantization's rounding (default ``floor``).
+    """
+    height, width = samples.shape[-2:]
+    code = partial(_code, floor=floor, quantization=floor if quantization is None else quantization)
+    if samples.shape[1] == 1:
+        return code(_extend(samples, _ceil(height, 8), _ceil(width, 8)), tables[:, 0]), None
+    ycbcr = rgb_to_ycbcr(samples, floor)
+    luma = code(_extend(ycbcr[:, :1], _ceil(height, 8), _ceil(width, 8)), tables[:, 0])
+    chroma = ycbcr[:, 1:]
+    if subsampling == "4:2:0":  # even height and whole MCUs of columns at full resolution, then chroma rows
+        chroma = downsample_h2v2(_extend(chroma, _ceil(height, 2), _ceil(width, 16)), floor)
+    chroma = _extend(chroma, _ceil(chroma.shape[-2], 8), _ceil(chroma.shape[-1], 8))
+    return luma, code(chroma, tables[:, 1])
+
+
+def decode_samples(
+    luma: torch.Tensor,
+    chroma: torch.Tensor | None,
+    tables: torch.Tensor,
+    size: tuple[int, int],
+    subsampling: str = "4:2:0",
+    floor: Floor = torch.floor,
+) -> torch.Tensor:
+    """The float64 ``(N, C, H, W)`` samples of quantized blocks (the inverse of :func:`encode_samples`)."""
+    height, width = size
+    samples = _pixels(luma, tables[:, 0], floor)[..., :height, :width]
+    if chroma is None:
+        return samples
+    colour = _pixels(chroma, tables[:, 1], floor)
+    if subsampling == "4:2:0":
+        colour = upsample_h2v2(colour[..., : -(-height // 2), : -(-width // 2)], floor)
+    return ycbcr_to_rgb(torch.cat([samples, colour[..., :height, :width]], dim=1), floor)
+
+
+def _tables(images: torch.Tensor, quality: object, tables: torch.Tensor | None, subsampling: str) -> torch.Tensor:
+    """Check the codec's arguments; the per-image tables on the images' device."""
+    _check_images(images)
+    if subsampling not in SUBSAMPLINGS:
+        raise ValueError(f"subsampling must be one of {SUBSAMPLINGS}, got {subsampling!r}.")
+    if quality is not None and tables is not None:
+        raise ValueError("Give a quality or quantization tables, not both.")
+    count = images.shape[0]
+    chosen = check_tables(tables, count) if tables is not None else quality_tables(
+        75 if quality is None else quality, count)  # type: ignore[arg-type]  # fmt: skip
+    return chosen.to(device=images.device, dtype=torch.float64)
+
+
 def encode(
     images: torch.Tensor,
     quality: int | Sequence[int] | torch.Tensor | None = None,
@@ -332,39 +419,19 @@ def encode(
     :param subsampling: ``"4:2:0"`` (Pillow's default) or ``"4:4:4"`` (``subsampling=0``); grey images have none.
     :raises ValueError: for another dtype, shape or layout, or both ``quality`` and ``tables``.
     """
-    _check_images(images)
-    if subsampling not in SUBSAMPLINGS:
-        raise ValueError(f"subsampling must be one of {SUBSAMPLINGS}, got {subsampling!r}.")
-    if quality is not None and tables is not None:
-        raise ValueError("Give a quality or quantization tables, not both.")
-    count, channels, height, width = images.shape
-    per_image = check_tables(tables, count) if tables is not None else quality_tables(75 if quality is None else
-                                                                                      quality, count)  # fmt: skip
-    per_image = per_image.to(images.device)
-    samples = images.int()
-    if channels == 1:
-        luma = _code(_extend(samples, _ceil(height, 8), _ceil(width, 8)), per_image[:, 0])
-        return JpegCoefficients(luma, None, per_image, (height, width), subsampling)
-    ycbcr = rgb_to_ycbcr(samples)
-    luma = _code(_extend(ycbcr[:, :1], _ceil(height, 8), _ceil(width, 8)), per_image[:, 0])
-    chroma = ycbcr[:, 1:]
-    if subsampling == "4:2:0":  # even height and whole MCUs of columns at full resolution, then chroma rows
-        chroma = downsample_h2v2(_extend(chroma, _ceil(height, 2), _ceil(width, 16)))
-    chroma = _extend(chroma, _ceil(chroma.shape[-2], 8), _ceil(chroma.shape[-1], 8))
-    return JpegCoefficients(luma, _code(chroma, per_image[:, 1]), per_image, (height, width), subsampling)
+    per_image = _tables(images, quality, tables, subsampling)
+    luma, chroma = encode_samples(images.double(), per_image, subsampling)
+    return JpegCoefficients(luma.int(), None if chroma is None else chroma.int(), per_image.int(),
+                            (images.shape[-2], images.shape[-1]), subsampling)  # fmt: skip
 
 
 def decode(coefficients: JpegCoefficients) -> torch.Tensor:
     """The uint8 ``(N, C, H, W)`` images libjpeg decodes from the coefficients (Pillow's ``Image.open``)."""
-    height, width = coefficients.size
-    tables = coefficients.tables.to(coefficients.luma.device)
-    luma = _pixels(coefficients.luma, tables[:, 0])[..., :height, :width]
-    if coefficients.chroma is None:
-        return luma.to(torch.uint8)
-    chroma = _pixels(coefficients.chroma, tables[:, 1])
-    if coefficients.subsampling == "4:2:0":
-        chroma = upsample_h2v2(chroma[..., : -(-height // 2), : -(-width // 2)])
-    return ycbcr_to_rgb(torch.cat([luma, chroma[..., :height, :width]], dim=1))
+    chroma = coefficients.chroma
+    samples = decode_samples(coefficients.luma.double(), None if chroma is None else chroma.double(),
+                             coefficients.tables.to(coefficients.luma.device).double(), coefficients.size,
+                             coefficients.subsampling)  # fmt: skip
+    return samples.to(torch.uint8)
 
 
 def round_trip(
@@ -376,8 +443,17 @@ def round_trip(
     """
     :func:`decode` of :func:`encode`: exactly the pixels of Pillow's ``Image.save(buffer, "JPEG", quality=q)`` then
     ``Image.open(buffer)``, for uint8 ``(N, C, H, W)`` images on any device (same arguments as :func:`encode`).
+    Large batches run in chunks of about :data:`CHUNK_PIXELS` pixels, which bounds the working memory.
     """
-    return decode(encode(images, quality, tables, subsampling))
+    per_image = _tables(images, quality, tables, subsampling)
+    step = max(1, CHUNK_PIXELS // max(1, images[0].numel()))
+    outputs = []
+    for start in range(0, images.shape[0], step):
+        part, part_tables = images[start : start + step].double(), per_image[start : start + step]
+        levels = encode_samples(part, part_tables, subsampling)
+        size = (part.shape[-2], part.shape[-1])
+        outputs.append(decode_samples(*levels, part_tables, size, subsampling).to(torch.uint8))
+    return torch.cat(outputs)
 
 
 def _check_images(images: torch.Tensor) -> None:

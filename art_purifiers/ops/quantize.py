@@ -59,6 +59,43 @@ def round_with(x: torch.Tensor, rounding: Rounding) -> torch.Tensor:
     raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}.")
 
 
+class _FloorStraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+
+class _FloorSoft(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        floored = torch.floor(x)
+        ctx.save_for_backward(x - floored - 0.5)
+        return floored
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (residual,) = ctx.saved_tensors
+        return grad * 3.0 * residual.square()
+
+
+def floor_with(x: torch.Tensor, rounding: Rounding) -> torch.Tensor:
+    """
+    ``torch.floor`` with the chosen backward: the rounding variants of :func:`round_with` shifted by a half (the soft
+    one differentiates ``floor(x) + 1/2 + (x - floor(x) - 1/2)**3``).
+    """
+    if rounding == "hard":
+        return torch.floor(x)
+    if rounding == "straight_through":
+        return _FloorStraightThrough.apply(x)
+    if rounding == "soft":
+        return _FloorSoft.apply(x)
+    raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}.")
+
+
 def clamp_straight_through(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """
     Clamp to ``[low, high]`` in forward, identity in backward (so saturated pixels keep their gradient).
