@@ -6,13 +6,15 @@ Every ratio compares rates measured in the same run. Run from the repository roo
     python -m benchmarks.bench_jpeg_backends --quick
 
 Rows: ART's ``JpegCompression`` (quality 50, per image, PIL), then ``jpeg_round_trip`` with random qualities 20-60
-(grouped per quality, as CompressRestore draws them) through each installed exact backend on the CPU; with CUDA,
-the default backend on CUDA images (coded on the host from a pinned copy: the same bytes as the CPU) and the nvJPEG
-option, plus nvJPEG's PSNR against libjpeg on scikit-image photos.
+(as CompressRestore draws them) through each installed exact backend on the CPU, the tensor codec
+(``"libjpeg"``) eager and compiled (``torch.compile``, its compilation time on first use in brackets); with CUDA,
+the tensor codec on CUDA images (the default there) eager and compiled, TorchCodec on the host from CUDA images, and
+the nvJPEG option at 224x224 b256 and 32x32 b1024, plus nvJPEG's PSNR against libjpeg on scikit-image photos.
 """
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import numpy as np
@@ -20,11 +22,13 @@ import torch
 from art.defences.preprocessor import JpegCompression
 
 from art_purifiers.demo import load_photos
+from art_purifiers.ops import libjpeg
 from art_purifiers.ops.codec import EXACT_BACKENDS, available_backends, default_backend
 from art_purifiers.ops.jpeg import jpeg_round_trip
 from benchmarks.bench_dct_defences import images_per_second, print_table, repeats_from_command_line
 
-SETTINGS = ((32, 512), (224, 64))  # (image size, batch size)
+SETTINGS = ((32, 512), (224, 64))  # (image size, batch size) on the CPU
+CUDA_SETTINGS = ((224, 256), (32, 1024))
 
 
 def photo_batch(size: int, batch: int) -> torch.Tensor:
@@ -34,7 +38,7 @@ def photo_batch(size: int, batch: int) -> torch.Tensor:
 
 
 def bench_setting(size: int, batch: int, repeats: int) -> list[str]:
-    """Markdown rows for one setting: ART, each CPU backend, and the CUDA paths when there is a GPU."""
+    """Markdown rows for one CPU setting: ART, each CPU backend, the tensor codec compiled."""
     x = photo_batch(size, batch)
     qualities = torch.randint(20, 61, (batch,), generator=torch.Generator().manual_seed(0))
     art = JpegCompression(clip_values=(0, 1), quality=50, channels_first=True)
@@ -45,14 +49,40 @@ def bench_setting(size: int, batch: int, repeats: int) -> list[str]:
     backends = [name for name in EXACT_BACKENDS if name in available_backends()]
     for name in backends:
         rate = images_per_second(partial(jpeg_round_trip, x, qualities, backend=name), batch, repeats)
-        tag = " (default)" if name == default_backend() else ""
+        tag = " (default)" if name == default_backend() else " (eager)" if name == "libjpeg" else ""
         rows.append(f"| {label} | cpu | {name}{tag}, q 20-60 | {rate:,.0f} | {rate / art_rate:.2f}x |")
-    if torch.cuda.is_available():
-        on_gpu = x.cuda()
-        for name in ("auto", "nvjpeg"):
-            rate = images_per_second(partial(jpeg_round_trip, on_gpu, qualities, backend=name), batch, repeats)
-            what = "exact, coded on the host" if name == "auto" else "nvJPEG, inexact"
-            rows.append(f"| {label} | cuda | {name} ({what}), q 20-60 | {rate:,.0f} | {rate / art_rate:.2f}x |")
+    rate, seconds = compiled_rate(x, qualities, repeats)
+    rows.append(
+        f"| {label} | cpu | libjpeg compiled [{seconds:.0f} s], q 20-60 | {rate:,.0f} | {rate / art_rate:.2f}x |"
+    )
+    return rows
+
+
+def compiled_rate(x: torch.Tensor, qualities: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """Images/s of the compiled tensor codec on ``x`` (8-bit conversion included), and its first call's seconds."""
+
+    def run() -> torch.Tensor:
+        return libjpeg.round_trip((x * 255).round_().to(torch.uint8), qualities, compiled=True)
+
+    started = time.perf_counter()
+    run()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return images_per_second(run, len(x), repeats), time.perf_counter() - started
+
+
+def bench_cuda_setting(size: int, batch: int, repeats: int) -> list[str]:
+    """Markdown rows for one CUDA setting: the tensor codec eager and compiled, TorchCodec on the host, nvJPEG."""
+    x = photo_batch(size, batch).cuda()
+    qualities = torch.randint(20, 61, (batch,), generator=torch.Generator().manual_seed(0))
+    label = f"{size}x{size} b{batch}"
+    host = images_per_second(partial(jpeg_round_trip, x, qualities, backend=default_backend()), batch, repeats)
+    rows = [f"| {label} | cuda | {default_backend()} (on the host), q 20-60 | {host:,.0f} | 1.00x |"]
+    for name, what in (("libjpeg", "tensor codec, eager (default)"), ("nvjpeg", "nvJPEG, inexact")):
+        rate = images_per_second(partial(jpeg_round_trip, x, qualities, backend=name), batch, repeats)
+        rows.append(f"| {label} | cuda | {what}, q 20-60 | {rate:,.0f} | {rate / host:.2f}x |")
+    rate, seconds = compiled_rate(x, qualities, repeats)
+    rows.append(f"| {label} | cuda | tensor codec, compiled [{seconds:.0f} s] | {rate:,.0f} | {rate / host:.2f}x |")
     return rows
 
 
@@ -77,6 +107,12 @@ def main() -> None:
         "| setting | device | method | images/s | vs ART |\n|---|---|---|---|---|", bench_setting, SETTINGS, repeats
     )
     if torch.cuda.is_available():
+        print_table(
+            "\n| setting | device | method | images/s | vs the host codec |\n|---|---|---|---|---|",
+            bench_cuda_setting,
+            CUDA_SETTINGS,
+            repeats,
+        )
         print(
             "\n| channels | quality | nvJPEG vs libjpeg PSNR (dB) | max difference (grey levels) |\n|---|---|---|---|"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from art_purifiers import (
     CompressRestore,
     NeuralRepresentationPurifier,
@@ -10,4 +12,27 @@ from art_purifiers import (
     SuperResolution,
 )
 
-DEFENCES = [NNFavoredJpeg, QuantizeDistort, CompressRestore, SuperResolution, NeuralRepresentationPurifier]
+
+class NNFavoredJpegFile(NNFavoredJpeg):
+    """NNFavoredJpeg writing a real JPEG file with its table (``codec="jpeg"``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{"codec": "jpeg", **kwargs})
+
+
+class QuantizeDistortFile(QuantizeDistort):
+    """QuantizeDistort writing a real JPEG file with its table (``codec="jpeg"``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{"codec": "jpeg", **kwargs})
+
+
+DEFENCES = [
+    NNFavoredJpeg,
+    QuantizeDistort,
+    CompressRestore,
+    SuperResolution,
+    NeuralRepresentationPurifier,
+    NNFavoredJpegFile,
+    QuantizeDistortFile,
+]

@@ -66,7 +66,7 @@ def test_demo_rejects_tiny_sizes_and_zoo_lists(capsys: pytest.CaptureFixture[str
 
 def test_defence_labels_name_the_parameters() -> None:
     assert defence_label("NNFavoredJpeg", NNFavoredJpeg(qs_af=36)) == [
-        "NNFavoredJpeg", "favored_diagonals=4", "qs_of=16", "qs_af=36",
+        "NNFavoredJpeg", "favored_diagonals=4", "qs_of=16", "qs_af=36", "codec=dct",
     ]  # fmt: skip
     assert defence_label("NRP", NeuralRepresentationPurifier(device_type="cpu")) == [
         "NRP", "network=cifar10-nrp-light", "dynamic=False", "noise_std=0.05", "dynamic_eps=0.06275",

@@ -168,3 +168,33 @@ def test_chunking_does_not_change_the_output(monkeypatch: pytest.MonkeyPatch) ->
     whole = libjpeg.round_trip(images, torch.arange(7) * 14 + 3)
     monkeypatch.setattr(libjpeg, "CHUNK_PIXELS", 2 * 3 * 21 * 18)  # two images per chunk
     assert torch.equal(libjpeg.round_trip(images, torch.arange(7) * 14 + 3), whole)
+
+
+@pytest.mark.parametrize("clip_values", [(0.0, 1.0), (0.0, 255.0)])
+def test_the_table_defences_as_jpeg_files_equal_pillows_qtables(clip_values: tuple[float, float]) -> None:
+    from art_purifiers import NNFavoredJpeg, QuantizeDistort
+    from art_purifiers.ops.jpeg import jpeg_steps
+
+    learned_like = 80 * np.random.default_rng(6).random((8, 8)) + 20  # Algorithm 2's tables are not integers
+    defences = [NNFavoredJpeg(codec="jpeg", clip_values=clip_values),
+                QuantizeDistort(table=learned_like, distort=False, codec="jpeg", clip_values=clip_values)]  # fmt: skip
+    images = torch.cat([make("smooth", 3, 24, 30), make("random", 3, 24, 30, seed=8)])
+    scale = clip_values[1] / 255
+    for defence in defences:
+        out, _ = defence((images.numpy() * scale).astype(np.float32))
+        steps = jpeg_steps(torch.from_numpy(defence.table)).flatten().tolist()
+        for image, result in zip(images, out):
+            expected = pillow_round_trip(image, qtables=[steps]).numpy()
+            np.testing.assert_array_equal(np.round(result / scale).astype(np.uint8), expected)
+            np.testing.assert_allclose(result / scale, expected, atol=1e-3)  # 8-bit output, not a rounded float
+
+
+def test_the_table_defences_as_jpeg_files_have_useful_gradients() -> None:
+    from art_purifiers import NNFavoredJpeg
+
+    x = (make("smooth", 3, 16, 16).float() / 255).requires_grad_(True)
+    for bpda in ("straight_through", "surrogate"):
+        out, _ = NNFavoredJpeg(codec="jpeg", bpda=bpda).forward(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        assert x.grad is not None and float(x.grad.abs().mean()) > 1e-3
+        x.grad = None

@@ -78,9 +78,9 @@ class CompressRestore(PurifierPreprocessor):
         :param restorers: Quality -> restorer (zoo name, weight file, module, or ``"none"`` for JPEG without
                           restoration); default: the shipped generators for 20, 40 and 60 (trained on CIFAR-10).
                           Modules are copied (yours is never moved to another device or frozen in place).
-        :param jpeg_backend: The JPEG codec (:mod:`art_purifiers.ops.codec`): ``"auto"`` is exact libjpeg on every
-                             device (CUDA images are coded on the host); ``"nvjpeg"`` codes on the GPU (faster,
-                             inexact).
+        :param jpeg_backend: The JPEG codec (:mod:`art_purifiers.ops.codec`): ``"auto"`` gives libjpeg's pixels on
+                             every device (CUDA images coded on the GPU by the tensor codec, CPU images by
+                             TorchCodec); ``"nvjpeg"`` codes on the GPU with nvJPEG (inexact).
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor`.
         """
         self.qf_range = qf_range

@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 
 from art_purifiers.base import PurifierPreprocessor, Randomness
 from art_purifiers.ops.dct import BLOCK_SIZE
-from art_purifiers.ops.quantize import check_table, quantize_dct, scale_quantization_table
+from art_purifiers.ops.jpeg import check_codec, quantize_with_table
+from art_purifiers.ops.quantize import check_table, scale_quantization_table
 
 DEFAULT_FAVORED_DIAGONALS = 4
 NUM_DIAGONALS = 2 * BLOCK_SIZE - 1
@@ -111,7 +112,7 @@ class NNFavoredJpeg(PurifierPreprocessor):
     defence's backward is the identity up to clipping); ``"surrogate"`` uses the cubic soft-rounding gradient.
     """
 
-    params = PurifierPreprocessor.params + ["favored_diagonals", "qs_of", "qs_af", "quality"]
+    params = PurifierPreprocessor.params + ["favored_diagonals", "qs_of", "qs_af", "quality", "codec"]
 
     def __init__(
         self,
@@ -119,6 +120,7 @@ class NNFavoredJpeg(PurifierPreprocessor):
         qs_of: float = 16.0,
         qs_af: float = 50.0,
         quality: int | None = None,
+        codec: str = "dct",
         **kwargs: Any,
     ) -> None:
         """
@@ -127,6 +129,9 @@ class NNFavoredJpeg(PurifierPreprocessor):
         :param qs_of: Step of the original-favored bands (paper: 16).
         :param qs_af: Step of the adversarial-favored bands (paper: 50).
         :param quality: Optional IJG quality scaling of the table (the paper's levels 90..30); ``None`` = unscaled.
+        :param codec: ``"dct"`` (each RGB channel's DCT quantized, float output) or ``"jpeg"`` (a real JPEG file with
+                      the table for every component, exactly Pillow's ``qtables=[table]``: YCbCr, 4:2:0, 8-bit
+                      output), see :func:`~art_purifiers.ops.jpeg.quantize_with_table`.
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor` (``clip_values``,
                        ``channels_first``, ``bpda``, ``batch_size``, ...).
         """
@@ -134,6 +139,7 @@ class NNFavoredJpeg(PurifierPreprocessor):
         self.qs_of = qs_of
         self.qs_af = qs_af
         self.quality = quality
+        self.codec = codec
         super().__init__(**kwargs)
 
     @property
@@ -144,9 +150,10 @@ class NNFavoredJpeg(PurifierPreprocessor):
     def _check_params(self) -> None:
         super()._check_params()
         check_table(torch.from_numpy(self.table))
+        check_codec(self.codec)
 
     def _purify(self, x: torch.Tensor, randomness: Randomness) -> torch.Tensor:
-        return quantize_dct(x, torch.from_numpy(self.table), rounding=self.rounding)
+        return quantize_with_table(x, torch.from_numpy(self.table), self.rounding, self.codec)
 
     def search_table(
         self,

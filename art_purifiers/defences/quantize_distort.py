@@ -27,7 +27,8 @@ import torch
 from art_purifiers.base import PurifierPreprocessor, Randomness
 from art_purifiers.ops.dct import BLOCK_SIZE, block_dct
 from art_purifiers.ops.distort import remap, sample_grid_distortion
-from art_purifiers.ops.quantize import check_table, quantize_dct
+from art_purifiers.ops.jpeg import check_codec, quantize_with_table
+from art_purifiers.ops.quantize import check_table
 
 
 def _feature_distillation_table() -> np.ndarray:
@@ -55,6 +56,7 @@ class QuantizeDistort(PurifierPreprocessor):
         "cell_size",
         "quantize",
         "distort",
+        "codec",
     ]
 
     def __init__(
@@ -65,6 +67,7 @@ class QuantizeDistort(PurifierPreprocessor):
         cell_size: tuple[int, int] | None = None,
         quantize: bool = True,
         distort: bool = True,
+        codec: str = "dct",
         **kwargs: Any,
     ) -> None:
         """
@@ -75,6 +78,10 @@ class QuantizeDistort(PurifierPreprocessor):
         :param cell_size: ``(low, high)`` cell length in pixels drawn per image (the paper's random grid size ``d``).
         :param quantize: Run step 1 (turn off for ablations).
         :param distort: Run step 2 (turn off for ablations).
+        :param codec: How step 1 applies the table: ``"dct"`` (each RGB channel's DCT, float output, the authors'
+                      released code) or ``"jpeg"`` (a real JPEG file with the table, rounded to integer steps, for
+                      every component: exactly Pillow's ``qtables=[table]``), see
+                      :func:`~art_purifiers.ops.jpeg.quantize_with_table`.
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor`.
         """
         self.table = FEATURE_DISTILLATION_TABLE.copy() if table is None else table
@@ -83,6 +90,7 @@ class QuantizeDistort(PurifierPreprocessor):
         self.cell_size = cell_size
         self.quantize = quantize
         self.distort = distort
+        self.codec = codec
         super().__init__(**kwargs)
 
     def _is_randomized(self) -> bool:
@@ -110,6 +118,7 @@ class QuantizeDistort(PurifierPreprocessor):
             ):
                 raise ValueError(f"cell_size must be None or integers (low, high) with 1 <= low <= high, got {size!r}.")
             self.cell_size = (int(size[0]), int(size[1]))
+        check_codec(self.codec)
         for name in ("quantize", "distort"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}.")
@@ -124,7 +133,7 @@ class QuantizeDistort(PurifierPreprocessor):
 
     def _purify(self, x: torch.Tensor, randomness: Randomness) -> torch.Tensor:
         if self.quantize:
-            x = quantize_dct(x, torch.from_numpy(self.table), rounding=self.rounding)
+            x = quantize_with_table(x, torch.from_numpy(self.table), self.rounding, self.codec)
         if self.distort:
             assert randomness is not None
             x = remap(x, randomness["grid"].to(x.device))

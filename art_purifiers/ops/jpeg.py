@@ -24,7 +24,7 @@ from art_purifiers.ops import libjpeg
 from art_purifiers.ops.codec import resolve_backend, round_trip_uint8
 from art_purifiers.ops.device import cached_constant
 from art_purifiers.ops.groups import map_groups
-from art_purifiers.ops.quantize import Rounding, floor_with, round_with
+from art_purifiers.ops.quantize import Rounding, floor_with, quantize_dct, round_with
 
 
 def _qualities(quality: int | Sequence[int] | torch.Tensor, count: int) -> torch.Tensor:
@@ -115,7 +115,11 @@ def _to_host(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def jpeg_differentiable(
-    x: torch.Tensor, quality: int | Sequence[int] | torch.Tensor, rounding: Rounding = "soft"
+    x: torch.Tensor,
+    quality: int | Sequence[int] | torch.Tensor | None = None,
+    rounding: Rounding = "soft",
+    tables: torch.Tensor | None = None,
+    subsampling: str = "4:2:0",
 ) -> torch.Tensor:
     """
     The exact codec's steps (:mod:`art_purifiers.ops.libjpeg`: 8-bit input, colour conversion, 4:2:0 averaging,
@@ -125,15 +129,60 @@ def jpeg_differentiable(
     straight through (zero with ``"hard"``).
 
     :param x: ``(N, C, H, W)`` images in ``[0, 1]``, C = 1 (luma only) or 3.
-    :param quality: One quality or one per image.
+    :param quality: One quality or one per image (or give ``tables``).
     :param rounding: Backward of the roundings: ``"soft"`` (cubic), ``"straight_through"`` or ``"hard"``.
+    :param tables: Quantization tables instead of a quality, as Pillow's ``qtables=`` (see
+        :func:`~art_purifiers.ops.libjpeg.check_tables`): the file a defence with its own table writes.
+    :param subsampling: ``"4:2:0"`` or ``"4:4:4"``.
     :return: Images of the same shape and dtype, in ``[0, 1]``.
     """
     _check_images(x)
-    tables = libjpeg.quality_tables(_qualities(quality, x.shape[0]), x.shape[0]).to(x.device, torch.float64)
+    count = x.shape[0]
+    if tables is not None and quality is None:
+        chosen = libjpeg.check_tables(tables, count)
+    elif quality is not None and tables is None:
+        chosen = libjpeg.quality_tables(_qualities(quality, count), count)
+    else:
+        raise ValueError("Give a quality or quantization tables (exactly one).")
     arithmetic: Rounding = "hard" if rounding == "hard" else "straight_through"
     samples = round_with(x.double() * 255, arithmetic).clamp(0, 255)
-    floor = partial(floor_with, rounding=arithmetic)
-    luma, chroma = libjpeg.encode_samples(samples, tables, "4:2:0", floor, partial(floor_with, rounding=rounding))
-    decoded = libjpeg.decode_samples(luma, chroma, tables, (x.shape[-2], x.shape[-1]), "4:2:0", floor)
+    floor, per_image = partial(floor_with, rounding=arithmetic), chosen.to(x.device, torch.float64)
+    levels = libjpeg.encode_samples(samples, per_image, subsampling, floor, partial(floor_with, rounding=rounding))
+    decoded = libjpeg.decode_samples(*levels, per_image, (x.shape[-2], x.shape[-1]), subsampling, floor)
     return (decoded / 255).to(x.dtype)
+
+
+#: How a defence with its own quantization table applies it (:func:`quantize_with_table`).
+TABLE_CODECS: tuple[str, ...] = ("dct", "jpeg")
+
+
+def quantize_with_table(x: torch.Tensor, table: torch.Tensor, rounding: Rounding, codec: str = "dct") -> torch.Tensor:
+    """
+    A defence's own ``(8, 8)`` table applied to ``(N, C, H, W)`` images in ``[0, 1]``.
+
+    * ``"dct"``: every RGB channel's orthonormal 8x8 DCT quantized with the table in 8-bit units, float output
+      (:func:`~art_purifiers.ops.quantize.quantize_dct`; Feature Distillation's way);
+    * ``"jpeg"``: a real JPEG file with the table for every component, as Pillow writes with ``qtables=[table]``
+      (YCbCr, 4:2:0, the table rounded to integer steps in ``[1, 255]``), decoded to 8-bit pixels: exact, on the
+      images' device (:func:`jpeg_differentiable`, whose forward is the codec's).
+
+    :param rounding: Backward of the quantization's rounding (see :mod:`art_purifiers.ops.quantize`).
+    :raises ValueError: for an unknown ``codec``.
+    """
+    if codec == "dct":
+        return quantize_dct(x, table, rounding=rounding)
+    if codec == "jpeg":
+        return jpeg_differentiable(x, rounding=rounding, tables=jpeg_steps(table)[None])
+    check_codec(codec)
+    raise AssertionError("unreachable")
+
+
+def jpeg_steps(table: torch.Tensor) -> torch.Tensor:
+    """A table as the integer steps a baseline JPEG file holds: rounded, clipped to ``[1, 255]``."""
+    return torch.as_tensor(table, dtype=torch.float64).round().clamp(1, 255).int()
+
+
+def check_codec(codec: str) -> None:
+    """:raises ValueError: unless ``codec`` is one of :data:`TABLE_CODECS`."""
+    if codec not in TABLE_CODECS:
+        raise ValueError(f"codec must be one of {TABLE_CODECS}, got {codec!r}.")

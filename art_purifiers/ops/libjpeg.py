@@ -34,6 +34,7 @@ differ):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -189,22 +190,26 @@ def _inverse_pass(x: list[int]) -> list[int]:
     return [t10 + o3, t11 + o2, t12 + o1, t13 + o0, t13 - o0, t12 - o1, t11 - o2, t10 - o3]
 
 
-def _matrix(linear: object) -> torch.Tensor:
-    """The integer matrix of a linear map of 8 integers (its rows: outputs), found from the unit vectors."""
-    columns = [linear([int(i == j) for i in range(_BLOCK)]) for j in range(_BLOCK)]  # type: ignore[operator]
-    return torch.tensor(columns, dtype=torch.float64).T
+def _rows(linear: Callable[[list[int]], list[int]]) -> tuple[tuple[int, ...], ...]:
+    """The integer matrix of a linear map of 8 integers (a row per output), found from the unit vectors."""
+    columns = [linear([int(i == j) for i in range(_BLOCK)]) for j in range(_BLOCK)]
+    return tuple(tuple(column[row] for column in columns) for row in range(_BLOCK))
+
+
+#: The islow passes as integer matrices (plain Python numbers, so that ``torch.compile`` folds them in as constants).
+_PASSES = {
+    "forward1": _rows(lambda x: _forward_pass(x, True)[0]),
+    "forward2": _rows(lambda x: _forward_pass(x, False)[0]),
+    "inverse": _rows(_inverse_pass),
+}
 
 
 @cached_constant
 def _dct_constants(dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
     """The passes as float64 matrices (exact integers) and the descaling shifts of their outputs."""
-    constants = {
-        "forward1": _matrix(lambda x: _forward_pass(x, True)[0]),
-        "forward2": _matrix(lambda x: _forward_pass(x, False)[0]),
-        "inverse": _matrix(_inverse_pass),
-        "shift1": torch.tensor(_forward_pass([0] * 8, True)[1], dtype=torch.float64),
-        "shift2": torch.tensor(_forward_pass([0] * 8, False)[1], dtype=torch.float64),
-    }
+    constants = {name: torch.tensor(rows, dtype=torch.float64) for name, rows in _PASSES.items()}
+    constants["shift1"] = torch.tensor(_forward_pass([0] * 8, True)[1], dtype=torch.float64)
+    constants["shift2"] = torch.tensor(_forward_pass([0] * 8, False)[1], dtype=torch.float64)
     return {name: value.to(device=device, dtype=dtype) for name, value in constants.items()}
 
 
@@ -217,6 +222,20 @@ def _descale(x: torch.Tensor, shift: torch.Tensor | float, floor: Floor = torch.
     return torch.where(scale > 1, floor((x + scale / 2) / scale), x)
 
 
+def _along(blocks: torch.Tensor, name: str, dim: int) -> torch.Tensor:
+    """
+    A pass (the matrix ``name`` of :func:`_dct_constants`) along the rows (``dim=-1``) or columns (``-2``) of 8x8
+    blocks: a matrix product when run eagerly; under ``torch.compile`` the same sums written out term by term, which
+    fuse with their neighbours into one kernel (a matrix product cannot). Exact either way: integers in float64.
+    """
+    if not torch.compiler.is_compiling():
+        matrix = _dct_constants(torch.float64, blocks.device)[name]
+        return blocks @ matrix.T if dim == -1 else matrix @ blocks
+    rows, values = _PASSES[name], blocks.unbind(dim)
+    sums = [sum(weight * value for weight, value in zip(row, values) if weight) for row in rows]
+    return torch.stack(sums, dim)  # type: ignore[arg-type]
+
+
 def forward_dct(blocks: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     """
     ``jfdctint``'s islow DCT of ``(..., 8, 8)`` blocks of samples minus 128 (float64 holding integers): 8 times the
@@ -225,8 +244,8 @@ def forward_dct(blocks: torch.Tensor, floor: Floor = torch.floor) -> torch.Tenso
     :param floor: The rounding of each descaling (``torch.floor``; a differentiable stand-in for a surrogate).
     """
     constants = _dct_constants(torch.float64, blocks.device)
-    rows = _descale(blocks.double() @ constants["forward1"].T, constants["shift1"], floor)  # along each row
-    return _descale(constants["forward2"] @ rows, constants["shift2"][:, None], floor)  # along each column
+    rows = _descale(_along(blocks.double(), "forward1", -1), constants["shift1"], floor)
+    return _descale(_along(rows, "forward2", -2), constants["shift2"][:, None], floor)
 
 
 def inverse_dct(coefficients: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
@@ -234,9 +253,8 @@ def inverse_dct(coefficients: torch.Tensor, floor: Floor = torch.floor) -> torch
     ``jidctint``'s islow inverse DCT of dequantized ``(..., 8, 8)`` blocks (float64 holding integers), recentred and
     saturated to [0, 255].
     """
-    inverse = _dct_constants(torch.float64, coefficients.device)["inverse"]
-    columns = _descale(inverse @ coefficients.double(), _CONST_BITS - _PASS1_BITS, floor)  # along each column
-    samples = _descale(columns @ inverse.T, _CONST_BITS + _PASS1_BITS + 3, floor)  # along each row
+    columns = _descale(_along(coefficients.double(), "inverse", -2), _CONST_BITS - _PASS1_BITS, floor)
+    samples = _descale(_along(columns, "inverse", -1), _CONST_BITS + _PASS1_BITS + 3, floor)
     return (samples + _CENTRE).clamp(0, 255)
 
 
@@ -267,8 +285,11 @@ def _colour_constants(dtype: torch.dtype, device: torch.device) -> dict[str, tor
 
 
 def _mix(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``matrix @ pixel`` for every pixel of ``(N, C, H, W)`` samples."""
-    return torch.einsum("oc,nchw->nohw", matrix, x)
+    """``matrix @ pixel`` for every pixel of ``(N, C, H, W)`` samples (written out term by term when compiled)."""
+    if not torch.compiler.is_compiling():
+        return torch.einsum("oc,nchw->nohw", matrix, x)
+    channels = x.unbind(1)
+    return torch.stack([sum(w * c for w, c in zip(row, channels)) for row in matrix.unbind(0)], 1)  # type: ignore[misc]
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
@@ -439,21 +460,35 @@ def round_trip(
     quality: int | Sequence[int] | torch.Tensor | None = None,
     tables: torch.Tensor | None = None,
     subsampling: str = "4:2:0",
+    compiled: bool = False,
 ) -> torch.Tensor:
     """
     :func:`decode` of :func:`encode`: exactly the pixels of Pillow's ``Image.save(buffer, "JPEG", quality=q)`` then
     ``Image.open(buffer)``, for uint8 ``(N, C, H, W)`` images on any device (same arguments as :func:`encode`).
     Large batches run in chunks of about :data:`CHUNK_PIXELS` pixels, which bounds the working memory.
+
+    :param compiled: Run the codec through ``torch.compile`` (opt-in: fused kernels, faster once compiled, at a
+        compilation of tens of seconds per image size and layout on first use; the pixels are the same).
     """
     per_image = _tables(images, quality, tables, subsampling)
+    code = _compiled_codec() if compiled else _codec
     step = max(1, CHUNK_PIXELS // max(1, images[0].numel()))
-    outputs = []
-    for start in range(0, images.shape[0], step):
-        part, part_tables = images[start : start + step].double(), per_image[start : start + step]
-        levels = encode_samples(part, part_tables, subsampling)
-        size = (part.shape[-2], part.shape[-1])
-        outputs.append(decode_samples(*levels, part_tables, size, subsampling).to(torch.uint8))
+    outputs = [
+        code(images[start : start + step], per_image[start : start + step], subsampling)
+        for start in range(0, images.shape[0], step)
+    ]
     return torch.cat(outputs)
+
+
+def _codec(images: torch.Tensor, tables: torch.Tensor, subsampling: str) -> torch.Tensor:
+    """The round trip of checked uint8 images with per-image float64 tables."""
+    levels = encode_samples(images.double(), tables, subsampling)
+    return decode_samples(*levels, tables, (images.shape[-2], images.shape[-1]), subsampling).to(torch.uint8)
+
+
+@functools.cache
+def _compiled_codec() -> Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]:
+    return torch.compile(_codec, dynamic=False)  # type: ignore[return-value]
 
 
 def _check_images(images: torch.Tensor) -> None:
