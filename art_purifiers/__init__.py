@@ -5,6 +5,7 @@ from art_purifiers.attacks import EOTPyTorchClassifier
 from art_purifiers.base import BPDA_MODES, PurifierPreprocessor
 from art_purifiers.defences import (
     CompressRestore,
+    JpegCompressionPyTorch,
     NeuralRepresentationPurifier,
     NNFavoredJpeg,
     QuantizeDistort,
@@ -17,6 +18,7 @@ __all__ = [
     "BPDA_MODES",
     "CompressRestore",
     "EOTPyTorchClassifier",
+    "JpegCompressionPyTorch",
     "NNFavoredJpeg",
     "NeuralRepresentationPurifier",
     "PurifierPreprocessor",

@@ -251,7 +251,7 @@ def listing() -> str:
     lines = [
         "Defences (--defence NAME[:option=value,...]):",
         f"  {'none':<29} the undefended classifier",
-        f"  {'jpeg':<29} ART's JpegCompression; options: quality (1-100, default 75)",
+        f"  {'jpeg':<29} ART's JpegCompression on tensors (JpegCompressionPyTorch); options: quality (1-100, 75)",
     ]
     for key, name in DEFENCES.items():
         own = [o for o in defence_options(key) if o not in PurifierPreprocessor.params]

@@ -19,6 +19,7 @@ def default_defences(seed: int) -> dict:
     """Every defence of the package with its defaults (shipped networks included), by class name."""
     from art_purifiers import (
         CompressRestore,
+        JpegCompressionPyTorch,
         NeuralRepresentationPurifier,
         NNFavoredJpeg,
         QuantizeDistort,
@@ -31,6 +32,7 @@ def default_defences(seed: int) -> dict:
         "CompressRestore": CompressRestore(seed=seed, device_type="cpu"),
         "SuperResolution": SuperResolution(device_type="cpu"),
         "NeuralRepresentationPurifier": NeuralRepresentationPurifier(seed=seed, device_type="cpu"),
+        "JpegCompressionPyTorch": JpegCompressionPyTorch(device_type="cpu"),  # the JPEG baseline, as ART's
     }
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from art_purifiers import (
     CompressRestore,
+    JpegCompressionPyTorch,
     NeuralRepresentationPurifier,
     NNFavoredJpeg,
     QuantizeDistort,
@@ -35,4 +36,5 @@ DEFENCES = [
     NeuralRepresentationPurifier,
     NNFavoredJpegFile,
     QuantizeDistortFile,
+    JpegCompressionPyTorch,
 ]

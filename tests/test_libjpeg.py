@@ -198,3 +198,24 @@ def test_the_table_defences_as_jpeg_files_have_useful_gradients() -> None:
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         assert x.grad is not None and float(x.grad.abs().mean()) > 1e-3
         x.grad = None
+
+
+@pytest.mark.parametrize("clip_values", [(0.0, 1.0), (0.0, 255.0)])
+def test_jpeg_compression_pytorch_equals_arts(clip_values: tuple[float, float]) -> None:
+    from art.defences.preprocessor import JpegCompression
+
+    from art_purifiers import JpegCompressionPyTorch
+
+    rng = np.random.default_rng(9)
+    x = rng.random((5, 3, 19, 23)).astype(np.float32) * clip_values[1]
+    eight_bit = np.round(x).astype(np.float32) if clip_values[1] == 255 else np.round(x * 255).astype(np.float32) / 255
+    for images in (x, eight_bit):
+        for quality in (10, 50, 95):
+            art, _ = JpegCompression(clip_values=clip_values, quality=quality, channels_first=True)(images)
+            ours, _ = JpegCompressionPyTorch(quality=quality, clip_values=clip_values)(images)
+            np.testing.assert_array_equal(ours, art.astype(np.float32))
+    grad = torch.ones(2, 3, 8, 8)
+    x_grad = torch.rand(2, 3, 8, 8, requires_grad=True)
+    out, _ = JpegCompressionPyTorch().forward(x_grad)
+    (out * grad).sum().backward()
+    assert torch.equal(x_grad.grad, grad)  # the identity in backward, as ART's estimate_gradient

@@ -1,6 +1,7 @@
 """One module per paper; each defence is a thin :class:`~art_purifiers.base.PurifierPreprocessor` subclass."""
 
 from art_purifiers.defences.compress_restore import CompressRestore
+from art_purifiers.defences.jpeg_compression import JpegCompressionPyTorch
 from art_purifiers.defences.nn_favored_jpeg import (
     NNFavoredJpeg,
     TableSearchResult,
@@ -14,6 +15,7 @@ from art_purifiers.defences.super_resolution import SuperResolution
 __all__ = [
     "CompressRestore",
     "FEATURE_DISTILLATION_TABLE",
+    "JpegCompressionPyTorch",
     "NNFavoredJpeg",
     "NeuralRepresentationPurifier",
     "QuantizeDistort",

@@ -134,7 +134,7 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
     ``SuperResolution[:denoise=False,upsampler='bicubic',output_size='upscaled',...]`` (its ablations);
     ``NeuralRepresentationPurifier[:network='runs/nrp-light/cifar10-nrp-light.pt',dynamic=True]``.
     """
-    from art.defences.preprocessor import JpegCompression
+    from art_purifiers import JpegCompressionPyTorch
 
     if _USER_DEFENCE.fullmatch(spec.strip()):
         return user_defences(spec.strip()), {"spec": spec, "note": "user defence (module:attribute)"}
@@ -142,9 +142,9 @@ def build_defences(spec: str, fit: FitData | None) -> tuple[list[Any], dict[str,
     info: dict[str, Any] = {"spec": spec}
     if key == "none":
         return [], info
-    if key == "jpeg":
-        info["note"] = "ART JpegCompression (PIL, truncates to 8 bits, BPDA = identity in backward)"
-        return [JpegCompression(clip_values=(0.0, 1.0), quality=options.get("quality", 75), channels_first=True)], info
+    if key == "jpeg":  # ART's JpegCompression, the same pixels on the run's device
+        info["note"] = "ART's JpegCompression on tensors (truncates to 8 bits, BPDA = identity in backward)"
+        return [JpegCompressionPyTorch(quality=options.get("quality", 75), device_type=fit_device(fit))], info
     table = options.pop("table", "default")
     defence = defence_class(key)(device_type=fit_device(fit), **options)
     if table == "search":
