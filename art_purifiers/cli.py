@@ -84,7 +84,6 @@ def _add_report_parser(commands: Any) -> argparse.ArgumentParser:
 
 def _add_evaluate_parser(commands: Any) -> argparse.ArgumentParser:
     from art_purifiers.evaluation import EvaluationConfig
-    from art_purifiers.evaluation.specs import PROTOCOLS
 
     default = {field.name: field.default for field in dataclasses.fields(EvaluationConfig)}
     evaluate = commands.add_parser(
@@ -97,6 +96,16 @@ def _add_evaluate_parser(commands: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = evaluate.add_argument
+    _add_spec_options(add, default)
+    _add_data_options(add, default)
+    _add_run_options(add, default)
+    return evaluate
+
+
+def _add_spec_options(add: Any, default: dict[str, Any]) -> None:
+    """What is attacked and how: defences, attacks, protocols, their budgets' unit, the models."""
+    from art_purifiers.evaluation.specs import PROTOCOLS
+
     add(
         "--defence",
         action="append",
@@ -124,9 +133,9 @@ def _add_evaluate_parser(commands: Any) -> argparse.ArgumentParser:
     add(
         "--eps-scale",
         type=float,
-        default=default["eps_scale"],
-        help="the unit of the budgets in attack specs: 255 gives them in 0-255 pixel units (eps=8 is 8/255); "
-        "default 1: images in [0, 1]",
+        default=1.0,
+        help="the unit of the budgets in your --attack specs: 255 gives them in 0-255 pixel units (eps=8 is "
+        "8/255); default 1: images in [0, 1] (the default attacks and --protocol are always in [0, 1] units)",
     )
     add(
         "--classifier",
@@ -140,7 +149,10 @@ def _add_evaluate_parser(commands: Any) -> argparse.ArgumentParser:
         f"purifier before its classifier: runs/nrp-attacker/purifier.pt+cifar10-surrogate "
         f"(default {default['surrogate']})",
     )
-    _add_data_options(add, default)
+
+
+def _add_run_options(add: Any, default: dict[str, Any]) -> None:
+    """Seeds, batches, devices and the output."""
     add(
         "--seed",
         type=int,
@@ -168,7 +180,6 @@ def _add_evaluate_parser(commands: Any) -> argparse.ArgumentParser:
     )
     add("--quiet", action="store_true", help="no progress bars")
     add("--output", type=Path, required=True, help="output directory (resumable)")
-    return evaluate
 
 
 def _add_data_options(add: Any, default: dict[str, Any]) -> None:
@@ -246,7 +257,7 @@ def listing() -> str:
         kind_options,
         parse_attack,
     )
-    from art_purifiers.evaluation.targets import DEFENCES, TABLE_CHOICES, defence_options
+    from art_purifiers.evaluation.targets import DEFENCES, SUITE_SETS, TABLE_CHOICES, defence_options
 
     lines = [
         "Defences (--defence NAME[:option=value,...]):",
@@ -257,7 +268,8 @@ def listing() -> str:
         own = [o for o in defence_options(key) if o not in PurifierPreprocessor.params]
         table = f" (table: {' or '.join(TABLE_CHOICES[key])})" if key in TABLE_CHOICES else ""
         lines.append(f"  {name:<29} options: {', '.join(own)}{table}")
-    lines += [f"  and every one of these also: {', '.join(PurifierPreprocessor.params)}",
+    shared = [name for name in PurifierPreprocessor.params if name not in SUITE_SETS]
+    lines += [f"  and every one of these also: {', '.join(shared)}",
               "  package.module:attribute      your own ART preprocessor, a list of them, or a function returning one",
               "", "Attacks (--attack KIND[:option=value,...]), each with its defaults:"]  # fmt: skip
     for kind in ATTACK_KINDS:
@@ -299,12 +311,13 @@ def _evaluation_config(args: argparse.Namespace, argv: Sequence[str] | None) -> 
     import shlex
 
     from art_purifiers.evaluation import DEFAULT_ATTACKS, EvaluationConfig
-    from art_purifiers.evaluation.specs import PROTOCOLS
+    from art_purifiers.evaluation.specs import PROTOCOLS, parse_attack
 
+    # the user's budgets in [0, 1] units (--eps-scale applies to their own specs, not to the defaults or protocols)
+    attacks = [parse_attack(spec, args.eps_scale).spec for spec in args.attacks] if args.attacks else DEFAULT_ATTACKS
     return EvaluationConfig(
         defences=args.defences,
-        attacks=(args.attacks or list(DEFAULT_ATTACKS))
-        + [a for name in args.protocol for a in PROTOCOLS[name]["attacks"]],
+        attacks=[*attacks, *(a for name in args.protocol for a in PROTOCOLS[name]["attacks"])],
         classifier=args.classifier,
         surrogate=args.surrogate,
         dataset=args.dataset,
@@ -320,7 +333,6 @@ def _evaluation_config(args: argparse.Namespace, argv: Sequence[str] | None) -> 
         fit_images=args.fit_images,
         sanity_checks=not args.no_sanity,
         device=args.device,
-        eps_scale=args.eps_scale,
         extend=args.extend,
         command="art-purifiers " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
         verbose=not args.quiet,

@@ -149,13 +149,16 @@ def jpeg_note(files: list[tuple[Path, int]]) -> str:
     """
     from PIL import Image
 
-    qualities = set()
+    qualities, others = set(), 0
     sample = [file for file, _ in files[:: max(1, len(files) // _NOTE_SAMPLE)]]
     for file in sample:
         with Image.open(file) as image:
-            if image.format != "JPEG":
-                return ""
-            qualities.add(_standard_quality(_quantization(image)))
+            if image.format == "JPEG":
+                qualities.add(_standard_quality(_quantization(image)))
+            else:
+                others += 1
+    if not qualities:
+        return ""
     if qualities == {None}:
         described = "with quantization tables of no standard quality"
     elif len(qualities) == 1:
@@ -163,10 +166,11 @@ def jpeg_note(files: list[tuple[Path, int]]) -> str:
     else:
         described = "at several qualities (" + ", ".join(str(q) if q else "non-standard" for q in sorted(
             qualities, key=lambda q: q or 0)) + ")"  # fmt: skip
+    which = "These images are" if not others else f"{len(sample) - others} of {len(sample)} sampled images are"
     return (
-        f"These images are stored as JPEG files {described}: they have been through a lossy codec already, and JPEG "
-        "at the same quality is nearly the identity on them and snaps small perturbations back onto its lattice, "
-        "so rows of a JPEG defence at that quality overstate robustness."
+        f"{which} stored as JPEG files {described}: they have been through a lossy codec already, and JPEG at the "
+        "same quality is nearly the identity on them and snaps small perturbations back onto its lattice, so rows of "
+        "a JPEG defence at that quality overstate robustness."
     )
 
 

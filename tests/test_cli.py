@@ -23,6 +23,7 @@ from art_purifiers.demo import (
     render_demo,
     wrap_lines,
 )
+from art_purifiers.evaluation.specs import parse_attack
 
 
 def test_demo_writes_a_labelled_side_by_side_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -163,7 +164,8 @@ def test_protocol_and_user_defence_reach_the_suite(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr("art_purifiers.evaluation.evaluate", fake_evaluate)
     arguments = ["evaluate", "--defence", "tests.test_cli:user_jpeg_defence", "--attack", "noise", "--protocol"]
     assert main([*arguments, "qiu2021", "--output", str(tmp_path / "o")]) == 0
-    assert seen["config"].attacks == ["noise", *PROTOCOLS["qiu2021"]["attacks"]]
+    # the user's own specs are recorded in their canonical form (budgets in [0, 1] units), the protocol's as written
+    assert seen["config"].attacks == [parse_attack("noise").spec, *PROTOCOLS["qiu2021"]["attacks"]]
     chain, info = build_defences("tests.test_cli:user_jpeg_defence", None)
     assert type(chain[0]).__name__ == "JpegCompression" and "user defence" in info["note"]
     with pytest.raises(TypeError, match="Preprocessor"):

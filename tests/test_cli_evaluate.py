@@ -200,3 +200,69 @@ def test_a_run_written_before_invocations_were_recorded_resumes_as_one_command(d
     file.write_text(json.dumps(old))
     results = evaluate(config, tmp_path / "out")
     assert [entry["command"] for entry in results["invocations"]] == ["only"]
+
+
+def test_the_budget_scale_applies_to_the_users_specs_alone() -> None:
+    parser, commands = cli.build_parser()
+    args = parser.parse_args(["evaluate", "--defence", "none", "--output", "x", "--eps-scale", "255",
+                              "--attack", "pgd:eps=8", "--protocol", "ferrari2022"])  # fmt: skip
+    attacks = [parse_attack(spec) for spec in cli._evaluation_config(args, None).attacks]
+    assert attacks[0] == parse_attack("pgd:eps=8/255") and attacks[1] == parse_attack("pgd:eps=8/255,steps=200,"
+                                                                                      "eps_step=0.001")  # fmt: skip
+    defaults = parser.parse_args(["evaluate", "--defence", "none", "--output", "x", "--eps-scale", "255"])
+    assert cli._evaluation_config(defaults, None).attacks == list(suite.DEFAULT_ATTACKS)
+    assert parse_attack("pgd:eps=0.0001").group == "Linf 0.0001"  # never shown as 0
+    with pytest.raises(ValueError, match="not both"):
+        parse_attack("square:steps=10,queries=20")
+
+
+def test_a_resumed_cascade_keeps_its_columns_when_attacks_were_added_since(dataset: str, tmp_path: Path) -> None:
+    cascade = "cascade:eps=6/255,steps=5,square=0,levels=0"
+    first = tiny_config(dataset, attacks=[cascade], num_images=20, command="1")
+    whole = evaluate(first, tmp_path / "out")["defences"]["none"]["robust"]["Linf 6/255"]["robust"]["accuracy"]
+    # a quick attack of the same threat model joins the output, then the cascade's merged state is lost (a run
+    # killed after its level chunks were saved): it resumes after a prior that is now one column wider
+    weak = tiny_config(dataset, attacks=["pgd:eps=6/255,steps=1,eps_step=1e-6"], num_images=20, command="2")
+    weak.extend = True
+    evaluate(weak, tmp_path / "out")
+    next((tmp_path / "out" / "state" / "none").glob("cascade*.npz")).unlink()
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results["defences"]["none"]["rows"] = {k: v for k, v in results["defences"]["none"]["rows"].items()
+                                           if not k.startswith("Cascade")}  # fmt: skip
+    (tmp_path / "out" / "results.json").write_text(json.dumps(results))
+    again = evaluate(first, tmp_path / "out")["defences"]["none"]
+    row = next(row for label, row in again["rows"].items() if label.startswith("Cascade"))
+    assert row["columns"][0].startswith("APGD")  # the cascade's own first attack is still its first column
+    assert again["robust"]["Linf 6/255"]["robust"]["accuracy"] <= whole
+
+
+def test_every_defence_of_a_command_runs_every_attack_of_the_output(dataset: str, tmp_path: Path) -> None:
+    two = tiny_config(dataset, attacks=["pgd:eps=6/255,steps=2", "pgd:eps=3/255,steps=2"], command="1")
+    evaluate(two, tmp_path / "out")
+    # a later command with a new defence and only one of the attacks: the new defence runs both
+    extend = tiny_config(dataset, defences=["NNFavoredJpeg"], attacks=["pgd:eps=6/255,steps=2"], command="2")
+    extend.extend = True
+    results = evaluate(extend, tmp_path / "out")
+    assert set(results["defences"]["NNFavoredJpeg"]["rows"]) == set(results["defences"]["none"]["rows"])
+    # an attack added later that an earlier defence has not run marks that defence's cell as an upper bound
+    more = tiny_config(dataset, defences=["NNFavoredJpeg"], attacks=["pgd:eps=6/255,steps=4"], command="3")
+    more.extend = True
+    results = evaluate(more, tmp_path / "out")
+    assert results["defences"]["none"]["robust"]["Linf 6/255"]["missing"] == ["PGD-BPDA Linf 6/255 (4 steps)"]
+    assert "missing" not in results["defences"]["NNFavoredJpeg"]["robust"]["Linf 6/255"]
+    report = (tmp_path / "out" / "results.md").read_text()
+    assert "| `none` | ≤ " in report and "(not run on it: PGD-BPDA Linf 6/255 (4 steps))" in report
+
+
+def test_merging_runs_keeps_each_commands_provenance(dataset: str, tmp_path: Path) -> None:
+    from art_purifiers.evaluation.report import merge
+
+    first = evaluate(tiny_config(dataset, command="A"), tmp_path / "a")
+    extend = tiny_config(dataset, defences=["NNFavoredJpeg"], command="B")
+    extend.extend = True
+    second = evaluate(extend, tmp_path / "a")
+    other = evaluate(tiny_config(dataset, defences=["QuantizeDistort:distort=False"], command="C"), tmp_path / "b")
+    merged = merge([second, other], ["a", "b"])  # the runs differ in `extend`: still one configuration
+    commands = {spec: [stamp["command"] for stamp in entry["provenance"]] for spec, entry in merged["defences"].items()}
+    assert commands == {"none": ["A"], "NNFavoredJpeg": ["B"], "QuantizeDistort:distort=False": ["C"]}
+    assert first["invocations"][0]["command"] == "A"

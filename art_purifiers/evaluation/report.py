@@ -224,7 +224,7 @@ def robust_table(results: dict[str, Any]) -> list[str]:
         "|---|" + "---|" * len(groups),
     ]
     unfinished = [spec for spec, entry in results["defences"].items() if not entry.get("robust")]
-    bounded = False
+    bounded = incomplete = False
     for spec, entry in results["defences"].items():
         if spec in unfinished:
             continue
@@ -240,7 +240,8 @@ def robust_table(results: dict[str, Any]) -> list[str]:
                 row for label, row in entry["rows"].items() if label in figures["attacks"] and "controller" in row
             ]
             capped = figures["robust"]["accuracy"] > 0 and bool(controlled) and not any(map(_converged, controlled))
-            weak = _upper_bound_only(entry, figures)
+            incomplete |= bool(figures.get("missing"))
+            weak = _upper_bound_only(entry, figures) or bool(figures.get("missing"))
             bounded |= weak
             cells.append(
                 "≤ " * weak + f"**{100 * figures['robust']['accuracy']:.1f}** [{low:.1f}, {high:.1f}]" + " ‡" * capped
@@ -250,7 +251,13 @@ def robust_table(results: dict[str, Any]) -> list[str]:
         lines += [
             "",
             "≤: no strong attack (the cascade, APGD, APGD-T or AutoAttack) ran for this threat model, so the cell is "
-            "only an upper bound from the weaker attacks listed below, not a worst case.",
+            "only an upper bound from the weaker attacks listed below, not a worst case."
+            + (
+                " The same mark: an attack of this threat model that this output holds has not run on the defence "
+                "(listed below)."
+                if incomplete
+                else ""
+            ),
         ]
     if unfinished:
         lines += [
@@ -263,7 +270,8 @@ def robust_table(results: dict[str, Any]) -> list[str]:
     lines += ["", "Attacks behind each cell (run in this order; cascades run only on the images still robust):", ""]
     for spec, entry in results["defences"].items():
         for group, figures in entry.get("robust", {}).items():
-            lines.append(f"- `{spec}`, {group}: " + "; ".join(figures["attacks"]))
+            missing = f" (not run on it: {'; '.join(figures['missing'])})" if figures.get("missing") else ""
+            lines.append(f"- `{spec}`, {group}: " + "; ".join(figures["attacks"]) + missing)
     return lines + [""]
 
 
@@ -619,25 +627,20 @@ def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
     """
     if not runs:
         raise ValueError("Nothing to merge.")
-    # sanity checks only add attacks (and their checks), like a longer attack list
-    ignored = ("command", "verbose", "defences", "attacks", "sanity_checks")
+    # sanity checks only add attacks (and their checks), like a longer attack list; options a version did not record
+    # yet (absent from one side) are not compared
+    ignored = ("command", "verbose", "defences", "attacks", "sanity_checks", "extend")
     first = runs[0]
     merged = {**first, "defences": {}, "merged_from": sources, "attacks": list(first["attacks"])}
     for source, run in zip(sources, runs):
-        same_config = {k: v for k, v in run["config"].items() if k not in ignored} == {
-            k: v for k, v in first["config"].items() if k not in ignored
-        }
+        shared = set(run["config"]) & set(first["config"]) - set(ignored)
+        same_config = all(run["config"][key] == first["config"][key] for key in shared)
         if not same_config or run["data"]["selected_indices"] != first["data"]["selected_indices"]:
             raise ValueError(f"{source} was run with another configuration or other images than {sources[0]}.")
         known = {a["label"] for a in merged["attacks"]}
         merged["attacks"] = merged["attacks"] + [a for a in run["attacks"] if a["label"] not in known]
-        stamp = {
-            "source": source,
-            "command": run["config"].get("command", ""),
-            "environment": run.get("environment", {}),
-        }
         for spec, entry in run["defences"].items():
-            entry = {**entry, "provenance": entry.get("provenance") or [stamp]}
+            entry = {**entry, "provenance": entry.get("provenance") or _stamps(run, source, spec)}
             earlier = merged["defences"].get(spec)
             merged["defences"][spec] = entry if earlier is None else _worst_over_runs(earlier, entry, source)
     merged["config"] = {
@@ -649,6 +652,15 @@ def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
         ),
     }
     return merged
+
+
+def _stamps(run: dict[str, Any], source: str, spec: str) -> list[dict[str, Any]]:
+    """The commands of a run that evaluated ``spec`` (every command of it, for runs that did not record them)."""
+    invocations = [entry for entry in run.get("invocations", []) if spec in entry.get("defences", [])]
+    if not invocations:
+        invocations = [{"command": run["config"].get("command", ""), "environment": run.get("environment", {})}]
+    return [{"source": source, "command": entry["command"], "environment": entry.get("environment") or {}}
+            for entry in invocations]  # fmt: skip
 
 
 def _worst_over_runs(earlier: dict[str, Any], later: dict[str, Any], source: str) -> dict[str, Any]:

@@ -69,6 +69,8 @@ def format_budget(eps: float) -> str:
     fraction = Fraction(eps).limit_denominator(1000)
     if abs(eps * 255 - round(eps * 255)) < 1e-6 and eps > 0:
         return f"{round(eps * 255)}/255"
+    if fraction == 0:  # a budget below 1/1000 would read as 0
+        return f"{eps:.3g}"
     return f"{float(fraction):.3g}"
 
 
@@ -383,6 +385,8 @@ def parse_attack(spec: str, eps_scale: float = 1.0) -> AttackSpec:
     automatic = kind in AUTOMATIC_EOT
     k = options.pop("k", 10 if kind == "pgd-eot" else 0 if automatic else 1)
     eot = 0 if automatic and k in ("auto", 0) else _checked(kind, "k", k, " or auto" * automatic)
+    if kind == "square" and "queries" in options and "steps" in options:
+        raise ValueError("Attack 'square': give its queries as steps or as queries, not both.")
     steps_name = "queries" if "queries" in options and kind == "square" else "steps"
     steps = _checked(kind, steps_name, options.pop(steps_name, _DEFAULT_STEPS[kind]))
     options = {name: _checked(kind, name, value) for name, value in options.items()}

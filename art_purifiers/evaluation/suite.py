@@ -92,9 +92,9 @@ class EvaluationConfig:
     :param eot_cap: Largest EOT k chosen automatically while the gradient consistency reaches 0.9 (10 on a CPU).
     :param consistency_images: Images of the gradient report that measures EOT consistency.
     :param chunk_size: Images per chunk: the unit of saved progress, of seeding and of sharing work among processes.
-    :param clean_images: Test images (in the seeded order) on which clean accuracy with and without each defence is
-        measured; ``None``: those classified to find ``num_images`` correct ones (at least), 0: the whole split.
-    :param eps_scale: The unit of the attack specs' budgets: 255 reads ``eps=8`` as 8/255.
+    :param clean_images: At least this many test images (in the seeded order) are classified, and clean accuracy
+        with and without each defence is measured on all the images classified (at least those needed to find
+        ``num_images`` correct ones; more when the last step of the search overshoots); 0: the whole split.
     :param extend: Let this run add defences or attacks to a run already in the output directory (each command keeps
         its own provenance); without it that is refused.
     """
@@ -118,19 +118,18 @@ class EvaluationConfig:
     consistency_images: int = 32
     device: str = "auto"
     clean_images: int | None = None
-    eps_scale: float = 1.0
     extend: bool = False
     command: str = ""
     verbose: bool = True
 
     def attack_specs(self) -> list[AttackSpec]:
         """The attacks asked for, parsed (budgets in [0, 1] units)."""
-        return [parse_attack(spec, self.eps_scale) for spec in self.attacks]
+        return [parse_attack(spec) for spec in self.attacks]
 
 
 #: Options that may differ between the commands of one output directory: they do not change any figure (``attacks``
-#: and ``defences`` are compared on their own, and ``eps_scale`` only changes how budgets are written).
-RESUMABLE_OPTIONS = ("command", "verbose", "defences", "attacks", "eps_scale", "extend")
+#: and ``defences`` are compared on their own).
+RESUMABLE_OPTIONS = ("command", "verbose", "defences", "attacks", "extend")
 
 
 def load_dataset(config: EvaluationConfig, split: str) -> ImageDataset:
@@ -216,8 +215,8 @@ class Suite:
         self.results: dict[str, Any] = json.loads(self.results_file.read_text()) if self.results_file.is_file() else {}
         held = self._check_output_reuse(requested)
         self.requested = _union(held, requested)  # what the tables stand on: this command's and earlier commands'
-        #: the attacks this command runs, and all that the tables of this output stand on (sanity attacks added)
-        self.attacks, self.recorded = self._with_sanity(requested), self._with_sanity(self.requested)
+        #: every attack of this output (sanity attacks added): each defence of this command runs all of them
+        self.recorded = self._with_sanity(self.requested)
 
     def _with_sanity(self, attacks: list[AttackSpec]) -> list[AttackSpec]:
         if not self.config.sanity_checks:
@@ -237,7 +236,8 @@ class Suite:
             details = ", ".join(f"{k}: {previous[k]!r} there, {getattr(self.config, k)!r} now" for k in differing)
             raise ValueError(f"{self.output} holds a run with another configuration ({details}); use a new --output.")
         held = [parse_attack(spec) for spec in previous.get("attacks", [])]
-        new_defences = [spec for spec in self.config.defences if spec not in previous.get("defences", [])]
+        held_defences = [*previous.get("defences", []), *self.results.get("defences", {})]
+        new_defences = [spec for spec in self.config.defences if spec not in held_defences]
         new_attacks = [a.label for a in requested if a.slug not in {b.slug for b in held}]
         if previous and (new_defences or new_attacks) and not self.config.extend:
             added = [f"defence(s) {', '.join(new_defences)}"] * bool(new_defences)
@@ -284,7 +284,7 @@ class Suite:
         self.model = load_classifier(config.classifier, self.device)
         test = self.world.main_first(lambda: load_dataset(config, "test"))  # rank 0 decodes and caches, others read
         self.input_shape = tuple(test.images.shape[1:])
-        for attack in self.attacks:
+        for attack in self.recorded:
             check_l2_budget(attack, int(np.prod(self.input_shape)))
         self.state.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():
@@ -338,9 +338,24 @@ class Suite:
         if self.world.is_main:
             from art_purifiers.evaluation.report import write_reports
 
+            self._mark_missing_attacks()
+            self._save()
             write_reports(self.results, self.output)
         self.world.barrier()
         return self.results
+
+    def _mark_missing_attacks(self) -> None:
+        """
+        Per defence and threat model, the attacks of this output (of any of its commands) that have not run on the
+        defence (``missing``): its cell is then only an upper bound, and the report says so.
+        """
+        for entry in self.results["defences"].values():
+            for group, figures in entry.get("robust", {}).items():
+                missing = [a.label for a in self.requested if a.group == group and a.label not in entry["rows"]]
+                if missing:
+                    figures["missing"] = missing
+                else:
+                    figures.pop("missing", None)
 
     def _check_same_config(self) -> None:
         """
@@ -370,10 +385,10 @@ class Suite:
             correct = int((predictions[order[:done]] == self.y_full[order[:done]]).sum())
             if correct >= self.config.num_images and done >= wanted:
                 break
-            # enough for the images still missing at the accuracy seen so far, and at least a chunk per process
+            # enough for the images still missing at the accuracy seen so far, and at least a chunk
             rate = max(correct / done if done else 0.9, 0.05)
             step = max(wanted - done, int(1.1 * (self.config.num_images - correct) / rate) + 1)
-            end = min(size, done + max(step, self.config.chunk_size * self.world.size))
+            end = min(size, done + max(step, self.config.chunk_size))  # not the process count: the same on any
             chunks = self._sharded(None, lambda start, stop: {"values": _predict_labels(
                 undefended, self.test.as_float(order[start:stop]), self.config.batch_size)},
                 "clean predictions", chunk_bounds(end - done, self.config.chunk_size, offset=done))  # fmt: skip
@@ -474,7 +489,7 @@ class Suite:
             entry["gradients"] = self.world.broadcast(report)
             self._save()
         self._gradients = entry["gradients"]
-        for attack in tqdm(self.attacks, desc=f"{spec}: attacks", disable=not self.verbose):
+        for attack in tqdm(self.recorded, desc=f"{spec}: attacks", disable=not self.verbose):
             # v2 rows refresh from their saved state; a finished ART row is kept while its per-image state is there
             # (without it the worst case would silently leave the attack out)
             finished = attack.label in entry["rows"] and attack.kind not in V2_KINDS
@@ -520,7 +535,10 @@ class Suite:
         return make_classifier(self.model, defences, self.input_shape, self.nb_classes, self.device, eot)
 
     def _clean_metrics(self, defences: list[Any], clean_correct: np.ndarray) -> dict[str, Any]:
-        """Accuracy on the whole split (shared among the processes), image quality and speed (rank 0, broadcast)."""
+        """
+        Accuracy on the examined test images (``full_split_accuracy``, a key kept from when they were always the whole
+        split; shared among the processes), image quality and speed (rank 0, broadcast).
+        """
 
         labels = self.y_full[self.examined]
         full = self._over_examined(
@@ -761,7 +779,7 @@ class Suite:
         levels: list[list[dict[str, Any]]] = []
 
         def run_level(level: int) -> float:
-            survivors = robust.robust_correct(prior if not levels else _gathered(levels[-1], "correct"))
+            survivors = robust.robust_correct(prior) if not levels else _survivors(levels[-1])
             costs = {
                 start: 1.0 + float(survivors[start:end].sum()) for start, end in self.chunks
             }  # only they are attacked
@@ -769,7 +787,7 @@ class Suite:
                                    lambda start, end: self._cascade_chunk(run, prior, folder, level, start, end),
                                    f"{attack.label} (level {level})", costs=costs)  # fmt: skip
             levels.append(chunks)
-            return float(robust.robust_correct(_gathered(chunks, "correct")).mean())
+            return float(_survivors(chunks).mean())
 
         if attack.kind == "cascade":
             row["controller"] = cascade.converge(run_level, len(self.x), int(attack.options.get("levels", 1)))
@@ -779,11 +797,13 @@ class Suite:
         for index, last in enumerate(levels[-1]):  # the last level's results, with every level's time and curves
             per_level = [level[index] for level in levels]
             curves = _merge_curves([str(chunk["curves"]) for chunk in per_level])
-            chunks.append({**last, "columns": last["correct"][:, prior.shape[1] :, :], "curves": curves,
+            # the cascade's own columns follow the prior the chunk was attacked after, which a resumed run with
+            # attacks added since (evaluate --extend) may have widened: each chunk is cut at its own prior
+            chunks.append({**last, "columns": last["correct"][:, _prior_width(last) :, :], "curves": curves,
                            "seconds": _total_seconds(per_level)})  # fmt: skip
         labels = [str(label) for label in levels[-1][0]["labels"]]
         attacked = np.sum([chunk["attacked"] for chunk in chunks], axis=0)
-        row["columns"], row["attacked"] = labels[prior.shape[1] :], [int(count) for count in attacked]
+        row["columns"], row["attacked"] = labels[_prior_width(levels[-1][0]) :], [int(count) for count in attacked]
         return chunks
 
     def _cascade_chunk(self, run: _V2Run, prior: np.ndarray, folder: Path, level: int, start: int,
@@ -955,6 +975,16 @@ def _differing_options(reference: dict[str, Any], config: dict[str, Any], ignore
     return sorted(
         key for key, value in config.items() if key not in ignored and key in reference and reference[key] != value
     )
+
+
+def _prior_width(chunk: dict[str, Any]) -> int:
+    """The prior columns a saved cascade chunk started from (labelled ``prior``)."""
+    return sum(str(label) == "prior" for label in chunk["labels"])
+
+
+def _survivors(chunks: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Per image, robust over every column of its chunk (chunks may differ in their number of prior columns)."""
+    return np.concatenate([robust.robust_correct(chunk["correct"]) for chunk in chunks])
 
 
 def _gathered(chunks: Sequence[dict[str, Any]], name: str, axis: int = 0) -> np.ndarray:

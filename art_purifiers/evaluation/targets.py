@@ -184,14 +184,19 @@ def defence_class(key: str) -> Any:
 def defence_options(key: str) -> list[str]:
     """
     The options a spec may give a defence: ``table`` where it is fitted, its own parameters, then those every defence
-    of ours shares (:class:`~art_purifiers.base.PurifierPreprocessor`'s ``params``).
+    of ours shares (:class:`~art_purifiers.base.PurifierPreprocessor`'s ``params``) but :data:`SUITE_SETS`.
     """
     if key == "none":
         return []
     if key == "jpeg":
         return ["quality"]
     own = [name for name in defence_class(key).params if name not in PurifierPreprocessor.params]
-    return list(dict.fromkeys([*(["table"] if key in TABLE_CHOICES else []), *own, *PurifierPreprocessor.params]))
+    shared = [name for name in PurifierPreprocessor.params if name not in SUITE_SETS]
+    return list(dict.fromkeys([*(["table"] if key in TABLE_CHOICES else []), *own, *shared]))
+
+
+#: Defence parameters the suite sets itself (its images are NCHW in [0, 1] on the run's device).
+SUITE_SETS = ("clip_values", "channels_first", "device_type")
 
 
 def _checked_names(spec: str) -> tuple[str, dict[str, Any]]:
