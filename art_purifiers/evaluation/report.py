@@ -200,6 +200,25 @@ def _sanity_groups(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _headline_cell(entry: dict[str, Any], figures: dict[str, Any] | None, marks: set[str]) -> str:
+    """
+    One cell of the headline table: robust accuracy and its interval, ‡ when capped, ≤ when only an upper bound
+    (``marks`` collects which upper-bound reasons occurred: ``weak`` or ``missing``).
+    """
+    if figures is None:
+        return "n/a"
+    low, high = (100 * v for v in figures["robust"]["ci95"])
+    # capped unless a cascade of this threat model converged (after a merge, any of the runs' cascades)
+    controlled = [row for label, row in entry["rows"].items() if label in figures["attacks"] and "controller" in row]
+    capped = figures["robust"]["accuracy"] > 0 and bool(controlled) and not any(map(_converged, controlled))
+    reasons = {"weak"} if _upper_bound_only(entry, figures) else set()
+    reasons |= {"missing"} if figures.get("missing") else set()
+    marks |= reasons
+    return (
+        "≤ " * bool(reasons) + f"**{100 * figures['robust']['accuracy']:.1f}** [{low:.1f}, {high:.1f}]" + " ‡" * capped
+    )
+
+
 def robust_table(results: dict[str, Any]) -> list[str]:
     """
     The headline: per defence and threat model, robust accuracy (correct under every attack of that norm and budget
@@ -224,41 +243,19 @@ def robust_table(results: dict[str, Any]) -> list[str]:
         "|---|" + "---|" * len(groups),
     ]
     unfinished = [spec for spec, entry in results["defences"].items() if not entry.get("robust")]
-    bounded = incomplete = False
+    marks: set[str] = set()
     for spec, entry in results["defences"].items():
-        if spec in unfinished:
-            continue
-        cells = []
-        for group in groups:
-            figures = entry.get("robust", {}).get(group)
-            if figures is None:
-                cells.append("n/a")
-                continue
-            low, high = (100 * v for v in figures["robust"]["ci95"])
-            # capped unless a cascade of this threat model converged (after a merge, any of the runs' cascades)
-            controlled = [
-                row for label, row in entry["rows"].items() if label in figures["attacks"] and "controller" in row
-            ]
-            capped = figures["robust"]["accuracy"] > 0 and bool(controlled) and not any(map(_converged, controlled))
-            incomplete |= bool(figures.get("missing"))
-            weak = _upper_bound_only(entry, figures) or bool(figures.get("missing"))
-            bounded |= weak
-            cells.append(
-                "≤ " * weak + f"**{100 * figures['robust']['accuracy']:.1f}** [{low:.1f}, {high:.1f}]" + " ‡" * capped
-            )
-        lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
-    if bounded:
+        if spec not in unfinished:
+            cells = [_headline_cell(entry, entry.get("robust", {}).get(group), marks) for group in groups]
+            lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
+    if marks:
         lines += [
             "",
             "≤: no strong attack (the cascade, APGD, APGD-T or AutoAttack) ran for this threat model, so the cell is "
             "only an upper bound from the weaker attacks listed below, not a worst case."
-            + (
-                " The same mark: an attack of this threat model that this output holds has not run on the defence "
-                "(listed below)."
-                if incomplete
-                else ""
-            ),
-        ]
+            + (" The same mark: an attack of this threat model that this output holds has not run on the defence "
+               "(listed below)." if "missing" in marks else ""),
+        ]  # fmt: skip
     if unfinished:
         lines += [
             "",
@@ -316,18 +313,7 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"![accuracy vs budget]({prefix}accuracy_vs_budget.png) "
               f"![accuracy vs iterations]({prefix}accuracy_vs_iterations.png)"]  # fmt: skip
-    failed = [(spec, c) for spec, e in results["defences"].items() for c in e.get("sanity", []) if not c["passed"]]
-    unchecked = [spec for spec, e in results["defences"].items() if not e.get("sanity")]
-    lines += ["", "## Sanity checks", ""]
-    if failed:
-        lines += [f"- ⚠️ **FAILED** `{spec}`: {c['name']}: {c['detail']}" for spec, c in failed]
-    elif len(unchecked) < len(results["defences"]):
-        lines.append("All sanity checks that ran passed (details per defence below).")
-    if unchecked:
-        lines.append("No sanity checks ran for " + ", ".join(f"`{spec}`" for spec in unchecked) + ".")
-    sanity_groups = _sanity_groups(results)
-    if sanity_groups:
-        lines += ["", "Threat models only the sanity checks attacked (not in the tables above):", "", *sanity_groups]
+    lines += _sanity_summary(results)
     for spec, entry in results["defences"].items():
         if "clean" not in entry:
             continue
@@ -377,6 +363,23 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
         f"- data: {data['source']}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _sanity_summary(results: dict[str, Any]) -> list[str]:
+    """The report's sanity-check section: failures first, then what ran, then the sanity-only threat models."""
+    failed = [(spec, c) for spec, e in results["defences"].items() for c in e.get("sanity", []) if not c["passed"]]
+    unchecked = [spec for spec, e in results["defences"].items() if not e.get("sanity")]
+    lines = ["", "## Sanity checks", ""]
+    if failed:
+        lines += [f"- ⚠️ **FAILED** `{spec}`: {c['name']}: {c['detail']}" for spec, c in failed]
+    elif len(unchecked) < len(results["defences"]):
+        lines.append("All sanity checks that ran passed (details per defence below).")
+    if unchecked:
+        lines.append("No sanity checks ran for " + ", ".join(f"`{spec}`" for spec in unchecked) + ".")
+    sanity_groups = _sanity_groups(results)
+    if sanity_groups:
+        lines += ["", "Threat models only the sanity checks attacked (not in the tables above):", "", *sanity_groups]
+    return lines
 
 
 def _clean_sample(data: dict[str, Any]) -> str:

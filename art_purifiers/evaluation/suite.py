@@ -298,6 +298,22 @@ class Suite:
         self.x, self.y = test.as_float(self.indices), self.y_full[self.indices]  # the selection only, not the split
         self.chunks = chunk_bounds(len(self.indices), config.chunk_size)
         self.fit = FitData(self._load_fit_images, undefended, self.state, config.seed, self.verbose)
+        self._record_run(test, clean_predictions)
+        self.results.setdefault("defences", {})
+        for spec in config.defences:
+            self._evaluate_defence(spec)
+        if self.world.is_main:
+            from art_purifiers.evaluation.report import write_reports
+
+            self._mark_missing_attacks()
+            self._save()
+            write_reports(self.results, self.output)
+        self.world.barrier()
+        return self.results
+
+    def _record_run(self, test: ImageDataset, clean_predictions: np.ndarray) -> None:
+        """What ``results.json`` says of the whole run: configuration, commands, environment, data and attacks."""
+        config = self.config
         requested = {a.slug for a in self.requested}
         examined = clean_predictions[self.examined]
         self.results.update(
@@ -332,17 +348,6 @@ class Suite:
                 ],
             }
         )
-        self.results.setdefault("defences", {})
-        for spec in config.defences:
-            self._evaluate_defence(spec)
-        if self.world.is_main:
-            from art_purifiers.evaluation.report import write_reports
-
-            self._mark_missing_attacks()
-            self._save()
-            write_reports(self.results, self.output)
-        self.world.barrier()
-        return self.results
 
     def _mark_missing_attacks(self) -> None:
         """
