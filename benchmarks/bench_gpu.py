@@ -24,7 +24,7 @@ from art_purifiers.base import PurifierPreprocessor
 from benchmarks.bench_dct_defences import images_per_second
 
 SETTINGS = ((224, 64), (32, 256))  # (image size, batch size)
-TARGETS = {"dct_vs_art_224": 50.0, "compress_restore_32": 1000.0}
+TARGETS = {"dct_vs_art_224": 50.0, "compress_restore_32": 1000.0, "compress_restore_224": 1500.0}
 
 
 def defences() -> dict[str, Callable[[], PurifierPreprocessor]]:
@@ -79,6 +79,9 @@ def run(repeats: int) -> tuple[list[str], list[str]]:
     rate = rates[(32, "CompressRestore()")]
     met = "met" if rate >= TARGETS["compress_restore_32"] else "NOT met"
     verdicts.append(f"- CompressRestore() forward at 32x32: {rate:,.0f} images/s (target 1,000): {met}")
+    rate = rates[(224, "CompressRestore()")]  # the JPEG on the GPU (the tensor codec)
+    met = "met" if rate >= TARGETS["compress_restore_224"] else "NOT met"
+    verdicts.append(f"- CompressRestore() forward at 224x224: {rate:,.0f} images/s (target 1,500): {met}")
     return rows, verdicts
 
 

@@ -217,9 +217,12 @@ Floor = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _descale(x: torch.Tensor, shift: torch.Tensor | float, floor: Floor = torch.floor) -> torch.Tensor:
-    """libjpeg's ``DESCALE``: ``floor((x + 2^(shift-1)) / 2^shift)`` (``x`` itself where ``shift`` is 0)."""
-    scale = torch.exp2(torch.as_tensor(shift, dtype=x.dtype, device=x.device))
-    return torch.where(scale > 1, floor((x + scale / 2) / scale), x)
+    """
+    libjpeg's ``DESCALE``: ``floor((x + 2^(shift-1)) / 2^shift)``, where ``shift`` is 0 ``floor(x)``, which is ``x``
+    for the integers the codec's steps hold. Dividing by a power of two is multiplying by its exact reciprocal.
+    """
+    shift = torch.as_tensor(shift, dtype=x.dtype, device=x.device)
+    return floor((x + torch.where(shift > 0, torch.exp2(shift - 1), 0.0)) * torch.exp2(-shift))
 
 
 def _along(blocks: torch.Tensor, name: str, dim: int) -> torch.Tensor:
@@ -296,14 +299,14 @@ def rgb_to_ycbcr(rgb: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     """``jccolor``'s conversion of float64 ``(N, 3, H, W)`` samples in [0, 255] (YCbCr in [0, 255])."""
     constants = _colour_constants(torch.float64, rgb.device)
     fixed = _mix(constants["to_ycbcr"], rgb) + constants["to_ycbcr_offset"][:, None, None]
-    return floor(fixed / (1 << _COLOUR_BITS))
+    return floor(fixed * 2.0**-_COLOUR_BITS)
 
 
 def ycbcr_to_rgb(ycbcr: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     """``jdcolor``'s conversion of float64 ``(N, 3, H, W)`` YCbCr samples (RGB saturated to [0, 255])."""
     # red and blue round their own term; green rounds the sum of its two (one ONE_HALF between them)
     differences = _mix(_colour_constants(torch.float64, ycbcr.device)["to_rgb"], ycbcr[:, 1:] - _CENTRE)
-    return (ycbcr[:, :1] + floor((differences + (1 << (_COLOUR_BITS - 1))) / (1 << _COLOUR_BITS))).clamp(0, 255)
+    return (ycbcr[:, :1] + floor((differences + (1 << (_COLOUR_BITS - 1))) * 2.0**-_COLOUR_BITS)).clamp(0, 255)
 
 
 # --- edges, chroma resampling and blocks -----------------------------------------------------------------------------
@@ -324,7 +327,7 @@ def downsample_h2v2(x: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor
     """``jcsample``'s 2x2 averaging of ``(N, C, H, W)`` samples, H and W even: bias 1, 2, 1, ... by column."""
     total = x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]
     bias = 1 + torch.arange(total.shape[-1], device=x.device, dtype=total.dtype) % 2
-    return floor((total + bias) / 4)
+    return floor((total + bias) * 0.25)
 
 
 def upsample_h2v2(x: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
@@ -339,7 +342,7 @@ def upsample_h2v2(x: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     rows = torch.stack([3 * x + above, 3 * x + below], dim=-2).flatten(-3, -2)  # (.., 2h, w) column sums
     left = torch.cat([rows[..., :1], rows[..., :-1]], dim=-1)
     right = torch.cat([rows[..., 1:], rows[..., -1:]], dim=-1)
-    return torch.stack([floor((3 * rows + left + 8) / 16), floor((3 * rows + right + 7) / 16)], dim=-1).flatten(-2)
+    return torch.stack([floor((3 * rows + left + 8) * 0.0625), floor((3 * rows + right + 7) * 0.0625)], -1).flatten(-2)
 
 
 def _to_blocks(x: torch.Tensor) -> torch.Tensor:
