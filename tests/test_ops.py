@@ -175,3 +175,15 @@ def test_distortion_statistics_count_pixels() -> None:
     # read: rows {0, 2, 3} of 4, columns {1, 2, 3, 4} of 5; in place: rows 0, 2, 3 and columns 1, 2, 3, 4
     assert stats["dropped"].item() == pytest.approx(1 - (3 / 4) * (4 / 5))
     assert stats["moved"].item() == pytest.approx(1 - (3 / 4) * (4 / 5))
+
+
+def test_floor_with_its_backward_variants() -> None:
+    from art_purifiers.ops.quantize import floor_with
+
+    x = torch.tensor([-1.75, -0.5, 0.0, 0.25, 2.9], requires_grad=True)
+    for rounding, expected in (("straight_through", torch.ones(5)), ("soft", 3 * (x.detach() % 1 - 0.5) ** 2)):
+        out = floor_with(x, rounding)
+        assert torch.equal(out.detach(), torch.floor(x.detach()))
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        torch.testing.assert_close(grad, expected)
+    assert torch.equal(floor_with(x.detach(), "hard"), torch.floor(x.detach()))

@@ -59,29 +59,6 @@ def round_with(x: torch.Tensor, rounding: Rounding) -> torch.Tensor:
     raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}.")
 
 
-class _FloorStraightThrough(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return torch.floor(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return grad
-
-
-class _FloorSoft(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        floored = torch.floor(x)
-        ctx.save_for_backward(x - floored - 0.5)
-        return floored
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (residual,) = ctx.saved_tensors
-        return grad * 3.0 * residual.square()
-
-
 def floor_with(x: torch.Tensor, rounding: Rounding) -> torch.Tensor:
     """
     ``torch.floor`` with the chosen backward: the rounding variants of :func:`round_with` shifted by a half (the soft
@@ -89,10 +66,11 @@ def floor_with(x: torch.Tensor, rounding: Rounding) -> torch.Tensor:
     """
     if rounding == "hard":
         return torch.floor(x)
+    floored = torch.floor(x.detach())
     if rounding == "straight_through":
-        return _FloorStraightThrough.apply(x)
+        return replace_gradient(floored, x)
     if rounding == "soft":
-        return _FloorSoft.apply(x)
+        return replace_gradient(floored, floored + 0.5 + (x - floored - 0.5) ** 3)
     raise ValueError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}.")
 
 
