@@ -1,10 +1,14 @@
 """The ART plumbing shared by every purifier: validation, layouts, scaling, chunking, seeding and BPDA modes.
 
 A :class:`PurifierPreprocessor` is an ART :class:`~art.defences.preprocessor.PreprocessorPyTorch`. ART's
-``PyTorchClassifier`` differentiates through :meth:`PurifierPreprocessor.forward` with autograd whenever every
-preprocessing step is a ``PreprocessorPyTorch``, so the backward chosen by ``bpda`` is carried by ``forward`` itself
-(autograd functions inside the defences), and the NumPy entry points :meth:`__call__` and
-:meth:`estimate_gradient` run the same code.
+``PyTorchClassifier`` (up to 1.20 at least, ART issue #1526) differentiates through
+:meth:`PurifierPreprocessor.forward` with autograd whenever every preprocessing step is a ``PreprocessorPyTorch``, so
+the backward chosen by ``bpda`` is carried by ``forward`` itself (autograd functions inside the defences), and the
+NumPy entry points :meth:`__call__` and :meth:`estimate_gradient` run the same code. An ART with the fix of #1526
+(:data:`ART_HAS_ESTIMATED_GRADIENTS`) asks a defence for its gradients through
+``forward_with_estimated_gradient`` instead: here one pass of ``forward`` again, whose graph already carries the
+``bpda`` backward (one draw of a randomized defence for value and gradient, nothing purified twice), and
+:meth:`PurifierPreprocessor.estimate_forward` is the ``bpda`` surrogate for callers of ART's API.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ _NETWORK_CHUNK_PIXELS = {"cpu": 1 << 18, "other": 1 << 24}
 _WIDE_RANGE = 10.0
 
 Randomness = dict[str, Any] | None
+#: Whether the installed ART takes the gradients of PyTorch defences from ``estimate_forward`` (the fix of ART issue
+#: #1526, which adds ``PreprocessorPyTorch.forward_with_estimated_gradient``); without it ART differentiates
+#: ``forward``, which carries the ``bpda`` backward for that reason.
+ART_HAS_ESTIMATED_GRADIENTS = hasattr(PreprocessorPyTorch, "forward_with_estimated_gradient")
 # identity mode never differentiates through the defence, so plain rounding suffices there
 _ROUNDING_FOR_BPDA: dict[str, Rounding] = {
     "straight_through": "straight_through",
@@ -248,6 +256,29 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         if not self.channels_first:
             out = out.permute(0, 2, 3, 1)
         return out, y
+
+    def estimate_forward(self, x: torch.Tensor, y: Any | None = None) -> torch.Tensor:
+        """
+        The differentiable estimate of the defence that ``bpda`` selects (ART's name for a BPDA surrogate): the
+        purified images carrying the ``bpda`` backward, or for ``bpda="identity"`` the input itself (resized to the
+        purified size when the defence changes it).
+
+        :param x: Images as in :meth:`forward`.
+        :param y: Labels, unused.
+        """
+        if self.bpda != "identity":
+            return self.forward(x, y)[0]
+        nchw = x if self.channels_first else x.permute(0, 3, 1, 2)
+        surrogate = self._identity_surrogate(nchw, self.purified_size(nchw.shape[2], nchw.shape[3]))
+        return surrogate if self.channels_first else surrogate.permute(0, 2, 3, 1)
+
+    def forward_with_estimated_gradient(self, x: torch.Tensor, y: Any | None = None) -> tuple[torch.Tensor, Any | None]:
+        """
+        What an ART with the fix of its issue #1526 calls where it needs gradients: :meth:`forward`, whose graph
+        already carries the ``bpda`` backward (ART's default would run ``forward`` and then :meth:`estimate_forward`,
+        purifying twice and, for a randomized defence, taking value and gradient from two different draws).
+        """
+        return self.forward(x, y)
 
     def __call__(self, x: np.ndarray, y: Any | None = None) -> tuple[np.ndarray, Any | None]:
         """

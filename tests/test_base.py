@@ -335,3 +335,43 @@ def test_chunk_sizes_suit_the_work() -> None:
     assert NNFavoredJpeg()._chunk_size(photo) == (1 << 19) // (3 * 224 * 224)  # cache-sized pixel chunks
     assert CompressRestore()._chunk_size(photo) == (1 << 18) // (224 * 224)  # activation-bounded network chunks
     assert CompressRestore(batch_size=2)._chunk_size(photo) == 2
+
+
+def _art_default_estimated_forward(defence: PurifierPreprocessor, x: torch.Tensor) -> torch.Tensor:
+    """What ART with the fix of its issue #1526 does for a defence without its own hook: the value of ``forward``,
+    the gradient of ``estimate_forward``."""
+    with torch.no_grad():
+        value = defence.forward(x)[0]
+    estimate = defence.estimate_forward(x)
+    return value + (estimate - estimate.detach())
+
+
+@pytest.mark.parametrize("defence_class", DEFENCES)
+@pytest.mark.parametrize("bpda", ["straight_through", "identity", "surrogate"])
+def test_the_hook_of_an_art_with_estimated_gradients_is_one_pass_of_forward(
+    defence_class: type[PurifierPreprocessor], bpda: str, images: np.ndarray
+) -> None:
+    grad = torch.from_numpy(np.random.default_rng(2).standard_normal(images.shape).astype(np.float32))
+    results = []
+    for run in ("forward", "hook", "art default"):
+        defence = defence_class(seed=7, bpda=bpda, device_type="cpu")
+        x = torch.from_numpy(images.copy()).requires_grad_(True)
+        if run == "forward":
+            out = defence.forward(x)[0]
+        elif run == "hook":
+            out = defence.forward_with_estimated_gradient(x)[0]
+        else:
+            out = _art_default_estimated_forward(defence, x)
+        if out.shape != x.shape:  # a defence that changes the size: take the gradient of a sum
+            out.sum().backward()
+        else:
+            out.backward(grad)
+        assert x.grad is not None
+        results.append((out.detach(), x.grad))
+    (value, gradient), (hook_value, hook_gradient), (art_value, art_gradient) = results
+    assert torch.equal(hook_value, value) and torch.equal(hook_gradient, gradient)
+    # estimate_forward is the bpda surrogate: ART's default recipe gives the same images and gradients (for a
+    # randomized defence only where the surrogate is the identity: a second draw differs otherwise)
+    assert torch.equal(art_value, value)
+    if bpda == "identity" or not defence_class(seed=7).randomized:
+        torch.testing.assert_close(art_gradient, gradient, rtol=1e-5, atol=1e-6)
