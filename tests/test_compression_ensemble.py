@@ -188,8 +188,8 @@ def test_a_one_member_search_is_the_defences_own_search() -> None:
 
 def test_the_shipped_ensemble_is_the_papers_five_models() -> None:
     from art_purifiers import zoo
+    from art_purifiers.classifiers import load_classifier
     from art_purifiers.estimators import ZHANG2021_MEMBERS
-    from art_purifiers.evaluation.targets import load_classifier
 
     ensemble = load_classifier("art_purifiers.estimators.compression_ensemble:zhang2021_ensemble")
     assert isinstance(ensemble, CompressionEnsemble) and ensemble.qualities == [None, 90, 70, 50, 30]

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from art_purifiers.evaluation import EvaluationConfig, evaluate, metrics, parse_attack, parse_spec, sanity
+from art_purifiers import metrics
+from art_purifiers.evaluation import EvaluationConfig, evaluate, parse_attack, parse_spec, sanity
 
 SIZE = 8
 # sign(w): half +1, half -1, so that the mid-grey base cancels in w . x

@@ -363,7 +363,7 @@ def test_the_suite_builds_the_defence_from_a_spec(tmp_path) -> None:
 
 def test_a_chain_spec_puts_an_attackers_purifier_before_its_surrogate(tmp_path) -> None:
     from art_purifiers import zoo
-    from art_purifiers.evaluation.targets import load_classifier
+    from art_purifiers.classifiers import load_classifier
 
     file, purifier = tmp_path / "attacker.pt", _purifier()
     card = {"data": "none", "resolution": 8, "metrics": {}, "command": "test"}

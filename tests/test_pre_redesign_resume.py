@@ -65,4 +65,17 @@ def test_a_run_interrupted_before_the_redesign_finishes_with_the_old_figures(dat
     resumed = evaluate(config_for(dataset), output)
     assert kept and all(path.stat().st_mtime_ns == stamp for path, stamp in kept.items())  # taken over, not redone
     expected = _without_timings(json.loads((FIXTURE / "expected.json").read_text()))
-    assert json.loads(json.dumps(figures(resumed, output))) == expected
+    resumed_figures = json.loads(json.dumps(figures(resumed, output)))
+    assert not _differences(resumed_figures, expected)
+
+
+def _differences(got: Any, expected: Any, path: str = "") -> list[str]:
+    """The paths where two JSON values differ, with both values. Loss curves (float32 means, a diagnostic drawn in
+    the plots) may differ in their last digits with the number of threads; every other value must be equal."""
+    if isinstance(got, dict) and isinstance(expected, dict):
+        return [difference for key in sorted(set(got) | set(expected), key=str)
+                for difference in _differences(got.get(key), expected.get(key), f"{path}/{key}")]  # fmt: skip
+    if "/loss_curves/" in path and isinstance(got, list) and isinstance(expected, list) and len(got) == len(expected):
+        if np.allclose(got, expected, rtol=1e-5, atol=0.0):
+            return []
+    return [] if got == expected else [f"{path}: {str(got)[:120]} != {str(expected)[:120]}"]

@@ -55,7 +55,7 @@ ZHANG2021_MEMBERS: tuple[tuple[str, int | None], ...] = (
 )
 
 #: The NN-favored table Algorithm 1 picked with the whole shipped ensemble as the classifier: 2 favoured
-#: anti-diagonals, QS_AF 61 (``benchmarks/results/cpu-nnfj-ensemble-table-search.md``: 7.8% on its PGD examples
+#: anti-diagonals, QS_AF 61 (``reproductions/results/cpu-nnfj-ensemble-table-search.md``: 7.8% on its PGD examples
 #: against 4.7% for the default table k=4, QS_AF=50, which the members were trained with; 96.9% clean against 97.3%).
 ZHANG2021_TABLE: dict[str, Any] = {"favored_diagonals": 2, "qs_af": 61.0}
 
@@ -158,7 +158,7 @@ def compression_ensemble_classifier(
     negative log of the ensemble's averaged probability of the label. ART's attacks, ``EOTPyTorchClassifier``-style
     wrappers and the evaluation suite (``--classifier module:attr``) then treat the ensemble as one model.
     """
-    from art_purifiers.evaluation.targets import make_classifier
+    from art_purifiers.classifiers import make_classifier
 
     return make_classifier(ensemble, [], input_shape, nb_classes, "cuda" if device_type == "gpu" else "cpu")
 

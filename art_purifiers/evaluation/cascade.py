@@ -21,6 +21,7 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import nn
 from tqdm.auto import tqdm
 
+from art_purifiers.evaluation import seeds
 from art_purifiers.evaluation.robust import NOT_RUN, robust_correct
 
 #: One attack of a cascade: (images, labels, seed) -> adversarial images, all on the images' device.
@@ -183,7 +184,7 @@ def run_batched(attack: CascadeAttack, x: torch.Tensor, y: torch.Tensor, norm: s
     with tqdm(total=len(x), desc=attack.label, leave=False, disable=not verbose) as progress:
         for begin in range(0, len(x), batch_size):
             batch, labels = x[begin : begin + batch_size], y[begin : begin + batch_size]
-            x_adv = round_to_8bit(batch, attack.run(batch, labels, seed + begin).detach(), norm, eps)
+            x_adv = round_to_8bit(batch, attack.run(batch, labels, seeds.batch(seed, begin)).detach(), norm, eps)
             check_budget(batch, x_adv, norm, eps, attack.label)
             examples.append(x_adv)
             progress.update(len(batch))
@@ -210,7 +211,9 @@ def run_cascade(
     """Run ``attacks`` in order, each on the survivors of the previous ones (see :func:`extend`)."""
     result = result if result is not None else start(x, score_fn(x, y))
     for number, attack in enumerate(attacks):
-        result = extend(result, attack, x, y, score_fn, norm, eps, seed + 1_000_003 * number, batch_size, verbose)
+        result = extend(
+            result, attack, x, y, score_fn, norm, eps, seeds.cascade_attack(seed, number), batch_size, verbose
+        )
     return result
 
 

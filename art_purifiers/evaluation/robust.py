@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from art_purifiers.evaluation.metrics import wilson_interval
+from art_purifiers.metrics import wilson_interval
 
 NOT_RUN = -1
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from art_purifiers.evaluation.metrics import binomial_standard_error
 from art_purifiers.evaluation.specs import AttackSpec
+from art_purifiers.metrics import binomial_standard_error
 
 #: Attacks that only follow gradients (AutoAttack and the cascade include Square, a black-box attack, so they are not
 #: compared with black-box attacks).

@@ -31,9 +31,12 @@ import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from tqdm.auto import tqdm
 
+from art_purifiers import metrics
+from art_purifiers.classifiers import load_classifier, make_classifier
 from art_purifiers.data import ImageDataset, load_cifar10, load_image_folder
-from art_purifiers.evaluation import adaptive, cascade, metrics, robust, sanity
+from art_purifiers.evaluation import adaptive, cascade, robust, sanity, seeds
 from art_purifiers.evaluation.distributed import World, chunk_bounds, init_world
+from art_purifiers.evaluation.seeds import RunSeeds, global_generators
 from art_purifiers.evaluation.specs import AUTOMATIC_EOT, V2_KINDS, AttackSpec, check_l2_budget, parse_attack
 from art_purifiers.evaluation.targets import (
     FitData,
@@ -41,9 +44,7 @@ from art_purifiers.evaluation.targets import (
     check_defence_spec,
     identity_copy,
     learned_bpda_chain,
-    load_classifier,
     make_attack,
-    make_classifier,
     randomized,
     reseed,
     with_bpda,
@@ -149,7 +150,7 @@ def select_clean_correct(predictions: np.ndarray, labels: np.ndarray, count: int
 
     :raises ValueError: if fewer than ``count`` images are classified correctly.
     """
-    order = np.random.default_rng(seed).permutation(len(labels))
+    order = np.random.default_rng(RunSeeds(seed).image_order).permutation(len(labels))
     correct_order = order[predictions[order] == labels[order]]
     if len(correct_order) < count:
         raise ValueError(f"Only {len(correct_order)} test images are classified correctly; asked for {count}.")
@@ -158,7 +159,7 @@ def select_clean_correct(predictions: np.ndarray, labels: np.ndarray, count: int
 
 def fit_image_indices(train_size: int, count: int, seed: int) -> np.ndarray:
     """The training images that table searches and other fitting steps use: ``count`` of them in a seeded order."""
-    return np.random.default_rng(seed + 1).permutation(train_size)[:count]
+    return np.random.default_rng(RunSeeds(seed).fit_image_order).permutation(train_size)[:count]
 
 
 def _predict_labels(classifier: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -207,6 +208,7 @@ class Suite:
         self.output = Path(output)
         self.state = self.output / "state"
         self.device = self.world.device(config.device)
+        self.seeds = RunSeeds(config.seed)
         self._sources: dict[str, Any] = {}  # transfer attacks' source models, by attack
         requested = config.attack_specs()  # every spec is checked before anything is loaded or written
         for spec in config.defences:
@@ -280,8 +282,8 @@ class Suite:
         if self.device.startswith("cuda:"):  # ART's estimators and preprocessors (and NCCL) use the current device
             torch.cuda.set_device(self.device)
         self._check_same_config()
-        torch.manual_seed(config.seed)
-        self.model = load_classifier(config.classifier, self.device)
+        with global_generators(self.seeds.run):  # a classifier spec may build its model with random weights
+            self.model = load_classifier(config.classifier, self.device)
         test = self.world.main_first(lambda: load_dataset(config, "test"))  # rank 0 decodes and caches, others read
         self.input_shape = tuple(test.images.shape[1:])
         for attack in self.recorded:
@@ -383,7 +385,7 @@ class Suite:
         cached = self.world.broadcast(np.load(file) if self.world.is_main and file.is_file() else None)
         size = len(self.test)
         predictions = cached if cached is not None and cached.shape == (size,) else np.full(size, -1)
-        order = np.random.default_rng(self.config.seed).permutation(size)
+        order = np.random.default_rng(self.seeds.image_order).permutation(size)
         wanted = size if self.config.clean_images == 0 else min(self.config.clean_images or 0, size)
         done = int(np.argmin(predictions[order] >= 0)) if (predictions < 0).any() else size
         while done < size:
@@ -514,17 +516,14 @@ class Suite:
                 print(f"WARNING [{spec}] sanity check failed: {check['name']}: {check['detail']}", file=sys.stderr)
         self._save()
 
-    def _draw_seeds(self, draws: int) -> list[int]:
-        return [self.config.seed + 7919 * (draw + 1) for draw in range(draws)]
-
     def _predict_draws(self, chain: list[Any], x: torch.Tensor, draws: int, start: int) -> np.ndarray:
         """
         (images, draws) labels predicted through ``chain`` for images of the chunk at ``start``: draw ``d`` re-seeds
         the defence from the draw's seed and the chunk, so a chunk's draws do not depend on the other chunks.
         """
         defended = cascade.DefendedModel(self.model, chain)
-        seeds = [seed + 1_000_003 * start for seed in self._draw_seeds(draws)]
-        return cascade.predict_draws(defended, lambda seed: reseed(chain, seed), x, seeds, self.config.batch_size)
+        draw_seeds = [self.seeds.draw(draw, start) for draw in range(draws)]
+        return cascade.predict_draws(defended, lambda seed: reseed(chain, seed), x, draw_seeds, self.config.batch_size)
 
     def _correct_over_draws(self, chain: list[Any], x: np.ndarray | torch.Tensor, y: np.ndarray, draws: int,
                             start: int) -> np.ndarray:  # fmt: skip
@@ -563,7 +562,7 @@ class Suite:
         }
         if defences:
             classifier = self._classifier(defences)
-            reseed(defences, config.seed)
+            reseed(defences, self.seeds.fitting)
             purified, _ = _apply_chain(classifier, self.x)
             result["quality"] = metrics.image_quality(self.x, purified)
             started = time.perf_counter()  # a second, warm pass for the throughput
@@ -614,12 +613,11 @@ class Suite:
                 x_adv = earlier["x_adv"][start:end]  # made before state was saved per chunk
             else:
                 # Seeds per chunk: a resumed or sharded run draws what an uninterrupted one would have drawn.
-                chunk_seed = config.seed * 1_000_003 + start
-                np.random.seed(chunk_seed % 2**32)
-                torch.manual_seed(chunk_seed)
+                chunk_seed = self.seeds.art_chunk(start)
                 reseed(chain, chunk_seed)
                 art_attack = make_attack(attack, classifier, config.batch_size)
-                x_adv = art_attack.generate(self.x[start:end], y=labels[start:end]).astype(np.float32)
+                with global_generators(chunk_seed):  # ART's attacks draw from the global generators
+                    x_adv = art_attack.generate(self.x[start:end], y=labels[start:end]).astype(np.float32)
             seconds = time.perf_counter() - started
             x_adv = self._rounded_within_budget(attack, self.x[start:end], x_adv)
             correct = self._correct_over_draws(defences, x_adv, self.y[start:end], len(clean_correct), start).T
@@ -719,7 +717,7 @@ class Suite:
         row: dict[str, Any] = {"kind": attack.kind, "eps": attack.eps, "norm": norm, "budget": eps}
         eot = self._eot(attack, is_random, row)
         row.update({"steps": attack.steps, "eot_requested": attack.eot, "eot": eot})
-        run = _V2Run(attack, chain, defended, norm, eps, eot, len(clean_correct), self.config.seed * 1_000_003 + 17)
+        run = _V2Run(attack, chain, defended, norm, eps, eot, len(clean_correct))
         folder = directory / f"{attack.slug}.chunks"
         wall_started = time.perf_counter()
         if attack.kind in ("cascade", "apgd-t"):
@@ -751,11 +749,10 @@ class Suite:
         x, y = self._chunk_tensors(start, end)
         curves: dict[str, list[torch.Tensor]] = {}
         function = self._v2_function(run, curves)
-        reseed(run.chain, run.seed + start)  # the defence's draws during the attack: the chunk's own
+        reseed(run.chain, self.seeds.adaptive_chunk(start))  # the defence's draws during the attack: the chunk's own
         started = time.perf_counter()
-        # batch b of the chunk gets seed + start + b * batch_size: the seeds of one pass over all images in batches
         x_adv = cascade.run_batched(cascade.CascadeAttack(run.attack.label, function), x, y, run.norm, run.eps,
-                                    run.seed + start, self.config.batch_size)  # fmt: skip
+                                    self.seeds.adaptive_chunk(start), self.config.batch_size)  # fmt: skip
         examples = x_adv.cpu().numpy()
         l2, linf = metrics.perturbation_norms(self.x[start:end], examples)
         arrays: dict[str, Any] = {
@@ -768,7 +765,8 @@ class Suite:
         }
         if run.attack.options.get("targeted"):
             batch = self.config.batch_size
-            targets = torch.cat([adaptive.random_targets(y[i : i + batch], self.nb_classes, run.seed + start + i)
+            targets = torch.cat([adaptive.random_targets(y[i : i + batch], self.nb_classes,
+                                                            seeds.batch(self.seeds.adaptive_chunk(start), i))
                                  for i in range(0, len(y), batch)])  # fmt: skip
             predicted = self._predict_draws(run.chain, x_adv, run.draws, start)
             arrays["target_hits"] = predicted == targets.cpu().numpy()[:, None]
@@ -840,7 +838,7 @@ class Suite:
             return self._correct_over_draws(run.chain, images, labels.cpu().numpy(), run.draws, start)
 
         started = time.perf_counter()
-        seed = run.seed + 1_000_000_007 * level + start  # per level and chunk: the same whichever process runs it
+        seed = self.seeds.cascade_level(level, start)
         reseed(run.chain, seed)
         result = cascade.run_cascade(attacks, x, y, score, run.norm, run.eps, seed, config.batch_size, result)
         l2, linf = metrics.perturbation_norms(self.x[start:end], result.x_worst.cpu().numpy())
@@ -870,7 +868,7 @@ class Suite:
         x = torch.as_tensor(self.x[:count], device=self.device)
         y = torch.as_tensor(self.y[:count], device=self.device)
         draws = tuple(k for k in (1, 2, 5, 10, 20, 30) if k <= max(30, self.config.eot_cap)) if is_random else (1,)
-        reseed(defences, self.config.seed + 101)
+        reseed(defences, self.seeds.gradient_report)
         report = cascade.gradient_report(cascade.DefendedModel(self.model, defences), x, y, draws)
         report["eot_choice"] = cascade.choose_eot(report["consistency"], cap=self.config.eot_cap)
         return report
@@ -957,7 +955,7 @@ class Suite:
 
 @dataclass
 class _V2Run:
-    """What every chunk of a v2 attack shares: the spec, the attacked chain as a module, the budget, EOT and seed."""
+    """What every chunk of a v2 attack shares: the spec, the attacked chain as a module, the budget and EOT."""
 
     attack: AttackSpec
     chain: list[Any]
@@ -966,7 +964,6 @@ class _V2Run:
     eps: float
     eot: int
     draws: int
-    seed: int
 
 
 def _union(first: Sequence[AttackSpec], second: Sequence[AttackSpec]) -> list[AttackSpec]:

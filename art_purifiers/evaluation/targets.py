@@ -14,56 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 from art.estimators.classification import PyTorchClassifier
-from torch import nn
 
-from art_purifiers import zoo
-from art_purifiers.attacks.eot import EOTPyTorchClassifier
 from art_purifiers.attacks.learned_bpda import Approximator, LearnedBPDA, train_approximator
 from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.evaluation import seeds
 from art_purifiers.evaluation.specs import CW_BINARY_SEARCH_STEPS, AttackSpec, parse_spec
-
-
-def load_classifier(spec: str, device: str | torch.device = "cpu") -> nn.Module:
-    """
-    The model to defend: a zoo name (``cifar10-reference``), a weight file in the zoo format, or
-    ``package.module:attribute`` naming an ``nn.Module`` or a function returning one (input NCHW in [0, 1]). A chain
-    ``first+second`` of such specs applies them in order, clamping each output but the last to [0, 1] as a defence
-    does: e.g. an attacker's own purifier before its surrogate, ``runs/nrp-attacker/purifier.pt+cifar10-surrogate``.
-    """
-    if "+" in spec and not Path(spec).is_file():
-        stages: list[nn.Module] = []
-        for part in spec.split("+"):
-            stages += [load_classifier(part, device), nn.Hardtanh(0.0, 1.0)]
-        return nn.Sequential(*stages[:-1]).to(device).eval()
-    if spec in zoo.names():
-        return zoo.load(spec, device=device)
-    if Path(spec).is_file():
-        return zoo.load_file(spec, device=device)
-    if ":" in spec:
-        module_name, _, attribute = spec.partition(":")
-        target = getattr(importlib.import_module(module_name), attribute)
-        model = target() if not isinstance(target, nn.Module) and callable(target) else target
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"{spec} gave a {type(model).__name__}, not a torch.nn.Module.")
-        return model.to(device).eval()
-    raise ValueError(f"Classifier {spec!r} is neither a zoo name ({zoo.names()}), a weight file, nor module:attribute.")
-
-
-def make_classifier(
-    model: nn.Module, defences: list[Any], input_shape: tuple[int, ...], nb_classes: int, device: str, eot: int = 1
-) -> PyTorchClassifier:
-    """An ART classifier on [0, 1] NCHW inputs; an :class:`EOTPyTorchClassifier` when ``eot > 1``."""
-    kwargs: dict[str, Any] = dict(
-        loss=nn.CrossEntropyLoss(),
-        input_shape=input_shape,
-        nb_classes=nb_classes,
-        clip_values=(0.0, 1.0),
-        preprocessing_defences=defences or None,
-        device_type="gpu" if device.startswith("cuda") else "cpu",
-    )
-    if eot > 1:
-        return EOTPyTorchClassifier(model, eot_samples=eot, **kwargs)
-    return PyTorchClassifier(model, **kwargs)
 
 
 @dataclass
@@ -102,7 +57,6 @@ class FitData:
         file = self.state_dir / f"fit-{kind}.npy"
         if file.is_file():
             return np.load(file)
-        np.random.seed(self.seed)
         if kind == "cw":
             attack = CarliniL2Method(
                 self.undefended,
@@ -118,7 +72,8 @@ class FitData:
             attack = ProjectedGradientDescent(
                 self.undefended, eps=8 / 255, eps_step=1 / 255, max_iter=20, batch_size=128, verbose=self.verbose
             )
-        x_adv = attack.generate(self.x, y=np.eye(self.undefended.nb_classes)[self.y]).astype(np.float32)
+        with seeds.global_generators(self.seed):  # ART's attacks draw from NumPy's global generator
+            x_adv = attack.generate(self.x, y=np.eye(self.undefended.nb_classes)[self.y]).astype(np.float32)
         file.parent.mkdir(parents=True, exist_ok=True)
         np.save(file, x_adv)
         return x_adv
@@ -306,7 +261,7 @@ def reseed(defences: list[Any], seed: int) -> None:
     for index, defence in enumerate(defences):
         defence = defence.defence if isinstance(defence, LearnedBPDA) else defence
         if isinstance(defence, PurifierPreprocessor):
-            defence.set_params(seed=seed * 1000 + index)
+            defence.set_params(seed=seeds.defence_in_chain(seed, index))
 
 
 def with_bpda(defences: list[Any], mode: str) -> list[Any]:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from art_purifiers import zoo
 from art_purifiers.data import load_cifar10
-from art_purifiers.evaluation.metrics import image_quality
+from art_purifiers.metrics import image_quality
 from art_purifiers.nets.edsr import EDSR
 from art_purifiers.training.common import (
     Preset,

@@ -8,7 +8,7 @@ compressed at quality ``q`` by :class:`~art_purifiers.NNFavoredJpeg`, plus Gauss
 compression, then noise). The paper uses ``xi = 0.9`` and SGD with learning rate 0.005 decayed by 6% per epoch. It
 does not give the noise level: ``noise_std`` is this module's parameter, in units of the [0, 1] pixel range, and the
 noisy image is clipped back to the classifier's ``clip_values``. The default of 0.03 is the largest level tried that
-costs under half a point of clean accuracy (``benchmarks/results/cpu-noisy-training-noise-level.md``). The
+costs under half a point of clean accuracy (``reproductions/results/cpu-noisy-training-noise-level.md``). The
 compression is preprocessing only: training needs no gradient through it.
 """
 
@@ -31,8 +31,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from art_purifiers.classifiers import load_classifier, make_classifier
 from art_purifiers.defences.nn_favored_jpeg import NNFavoredJpeg
-from art_purifiers.evaluation.targets import load_classifier, make_classifier
 from art_purifiers.training.common import load_checkpoint, save_checkpoint
 
 

@@ -44,7 +44,7 @@ from torch import nn
 from art_purifiers import zoo
 from art_purifiers.attacks.ssp import Features, layer_features, self_supervised_perturbation
 from art_purifiers.data import ImageDataset, load_cifar10
-from art_purifiers.evaluation.metrics import image_quality
+from art_purifiers.metrics import image_quality
 from art_purifiers.nets import ARCHITECTURES
 from art_purifiers.nets.nrp import RelativisticCritic
 from art_purifiers.training.classifier import accuracy

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from art_purifiers import zoo
 from art_purifiers.data import load_cifar10
-from art_purifiers.evaluation.metrics import image_quality
+from art_purifiers.metrics import image_quality
 from art_purifiers.nets.argan import PatchDiscriminator, RestorationGenerator
 from art_purifiers.ops.jpeg import jpeg_round_trip
 from art_purifiers.training.common import Preset, add_recipe_arguments, augment, load_checkpoint, save_checkpoint

@@ -10,8 +10,8 @@ images.
 
 Run from the repository root:
 
-    python -m benchmarks.ensemble_objectives runs/v2-ensemble runs/v2-ensemble-logit \\
-        --output benchmarks/results/cpu-ensemble-objectives.md
+    python -m reproductions.ensemble_objectives runs/v2-ensemble runs/v2-ensemble-logit \\
+        --output reproductions/results/cpu-ensemble-objectives.md
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from art_purifiers.evaluation.robust import describe_difference, paired_comparison, proportion
-from benchmarks.restoration_quality import emit
+from reproductions.restoration_quality import emit
 
 
 def load(run: Path) -> dict[str, Any]:
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("The runs attacked different images: their worst case per image is undefined.")
     names = [f"`{run['config']['classifier'].rpartition(':')[2]}`" for run in runs]
     lines = ["# Zhang & Gao's ensemble: robust accuracy over both attack objectives", "",
-             f"`python -m benchmarks.ensemble_objectives {shlex.join(sys.argv[1:] if argv is None else argv)}`", "",
+             f"`python -m reproductions.ensemble_objectives {shlex.join(sys.argv[1:] if argv is None else argv)}`", "",
              f"{len(runs[0]['data']['selected_indices'])} CIFAR-10 test images (the JPEG q75 copy) that the ensemble "
              "classifies correctly, the same in every run. Cells: robust accuracy (%, correct under every attack of "
              "the threat model), Wilson 95% interval. Runs: " + ", ".join(f"`{run}`" for run in args.runs) + ".", "",

@@ -1,7 +1,7 @@
 """Choosing the noise level of Zhang & Gao's noisy compression training (the paper does not give it).
 
-    python -m benchmarks.noisy_training_noise_level --data-dir path/to/cifar10 \
-        --output benchmarks/results/cpu-noisy-training-noise-level.md
+    python -m reproductions.noisy_training_noise_level --data-dir path/to/cifar10 \
+        --output reproductions/results/cpu-noisy-training-noise-level.md
 
 The reference classifier (M) is fine-tuned at one quality with each noise level, on a subset of the training split.
 Each result is scored on held-out training images: clean accuracy, accuracy after the compression, and accuracy on
@@ -23,9 +23,9 @@ from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
 from art_purifiers import NNFavoredJpeg
+from art_purifiers.classifiers import load_classifier, make_classifier
 from art_purifiers.data import load_cifar10
-from art_purifiers.evaluation.metrics import wilson_interval
-from art_purifiers.evaluation.targets import load_classifier, make_classifier
+from art_purifiers.metrics import wilson_interval
 from art_purifiers.training.noisy_compression import NoisyCompressionTrainer, held_out_split
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     lines = [
         "# Noise level of the noisy compression training",
         "",
-        f"Command: `python -m benchmarks.noisy_training_noise_level --quality {args.quality} --train-images "
+        f"Command: `python -m reproductions.noisy_training_noise_level --quality {args.quality} --train-images "
         f"{args.train_images} --validation-images {args.validation_images} --epochs {args.epochs}` (the CIFAR-10 copy "
         "re-encoded as JPEG q75). The reference classifier is fine-tuned at quality "
         f"{args.quality} with xi 0.9, SGD lr 0.005 and {args.epochs} epochs on {len(y_fit)} training images. It is "

@@ -4,8 +4,8 @@ classifier (:func:`art_purifiers.estimators.search_ensemble_table`), on the imag
 training images and their PGD (Linf 8/255, 20 steps) examples on the undefended classifier. Run from the repository
 root:
 
-    python -m benchmarks.nnfj_ensemble_table_search --data-dir path/to/cifar10 \\
-        --output benchmarks/results/cpu-nnfj-ensemble-table-search
+    python -m reproductions.nnfj_ensemble_table_search --data-dir path/to/cifar10 \\
+        --output reproductions/results/cpu-nnfj-ensemble-table-search
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from art_purifiers import NNFavoredJpeg, zoo
+from art_purifiers.classifiers import make_classifier
 from art_purifiers.data import load_cifar10
 from art_purifiers.defences.nn_favored_jpeg import DEFAULT_FAVORED_DIAGONALS
 from art_purifiers.estimators import search_ensemble_table, zhang2021_ensemble
 from art_purifiers.evaluation.suite import fit_image_indices
-from art_purifiers.evaluation.targets import FitData, make_classifier
+from art_purifiers.evaluation.targets import FitData
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, default=Path("runs/nnfj-ensemble-table-search"), help="cache directory")
     parser.add_argument("--output", type=Path, required=True, help="file stem of the .md and .json results")
     args = parser.parse_args(argv)
-    command = "python -m benchmarks.nnfj_ensemble_table_search " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m reproductions.nnfj_ensemble_table_search " + shlex.join(sys.argv[1:] if argv is None else argv)
     train = load_cifar10(args.data_dir, "train")
     indices = fit_image_indices(len(train), args.fit_images, args.seed)
     undefended = make_classifier(zoo.load("cifar10-reference"), [], (3, 32, 32), 10, "cpu")

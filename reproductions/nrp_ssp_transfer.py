@@ -12,8 +12,8 @@
 
 Run from the repository root (the CIFAR-10 copy here is JPEG q75):
 
-    python -m benchmarks.nrp_ssp_transfer --data-dir path/to/cifar10 --num-images 500 \\
-        --purifier runs/nrp-light/cifar10-nrp-light.pt --output benchmarks/results/cpu-nrp-ssp-transfer.md
+    python -m reproductions.nrp_ssp_transfer --data-dir path/to/cifar10 --num-images 500 \\
+        --purifier runs/nrp-light/cifar10-nrp-light.pt --output reproductions/results/cpu-nrp-ssp-transfer.md
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from art_purifiers.attacks.apgd import project
 from art_purifiers.attacks.ssp import layer_features, self_supervised_perturbation
 from art_purifiers.attacks.transfer import momentum_iterative
 from art_purifiers.data import load_cifar10
-from art_purifiers.evaluation.metrics import image_quality
 from art_purifiers.evaluation.robust import proportion
-from benchmarks.restoration_quality import emit
+from art_purifiers.metrics import image_quality
+from reproductions.restoration_quality import emit
 
 LAYERS = ("features.relu1_2", "features.relu2_2", "features.relu3_1", "features.relu3_3")
 Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     both = (predict(source, x_all) == y_all) & (predict(target, x_all) == y_all)
     x, y = x_all[both][: args.num_images], y_all[both][: args.num_images]
     lines = ["# SSP transfer and the NRP purifier (Naseer et al. 2020)", "",
-             f"`python -m benchmarks.nrp_ssp_transfer {shlex.join(sys.argv[1:] if argv is None else argv)}`", "",
+             f"`python -m reproductions.nrp_ssp_transfer {shlex.join(sys.argv[1:] if argv is None else argv)}`", "",
              f"{len(x)} CIFAR-10 test images (the JPEG q75 copy) that the feature network `{args.feature_network}` "
              "and the reference classifier both classify correctly. Cells: the reference classifier's fooling rate "
              "(%, Wilson 95% interval), and the feature network's own (white-box).", "",

@@ -10,8 +10,8 @@ original AutoAttack with its own batch size, which changes nothing but speed)::
     art-purifiers evaluate --defence none --attack original-autoattack:eps=4/255 \\
         --attack original-autoattack:eps=2/255 --num-images 500 --batch-size 500 --no-sanity \\
         --data-dir path/to/cifar10 --output runs/v2-autoattack
-    python -m benchmarks.autoattack_crosscheck runs/v2-autoattack runs/v2-undefended runs/v2-dct \\
-        --output benchmarks/results/cpu-autoattack-crosscheck.md
+    python -m reproductions.autoattack_crosscheck runs/v2-autoattack runs/v2-undefended runs/v2-dct \\
+        --output reproductions/results/cpu-autoattack-crosscheck.md
 
 prints, per budget, robust accuracy under each, the paired difference (Newcombe interval, McNemar p) and the images
 only one of them breaks.

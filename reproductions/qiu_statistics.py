@@ -6,7 +6,7 @@
   distance (root-mean-square over pixels, images in [0, 1], as the paper's Metrics paragraph defines it) and SSIM
   between them, averaged over images (paper: L2 0.22, SSIM 0.30 for their method on 1,000 ImageNet images).
 
-    python -m benchmarks.qiu_statistics [--size 224] [--trials 100]
+    python -m reproductions.qiu_statistics [--size 224] [--trials 100]
 """
 
 from __future__ import annotations

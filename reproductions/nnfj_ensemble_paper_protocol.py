@@ -10,7 +10,7 @@ The same clean-correct test images as ``art-purifiers evaluate --num-images N --
 classifier. Writes ``paper-protocol.md``, ``.json`` and the per-image correctness ``.npz`` to ``--output``. Run from
 the repository root:
 
-    python -m benchmarks.nnfj_ensemble_paper_protocol --data-dir path/to/cifar10 --num-images 200 \\
+    python -m reproductions.nnfj_ensemble_paper_protocol --data-dir path/to/cifar10 --num-images 200 \\
         --output runs/nnfj-ensemble-paper-protocol
 """
 
@@ -28,10 +28,10 @@ import numpy as np
 from art.defences.preprocessor import JpegCompression
 
 from art_purifiers import NNFavoredJpeg, zoo
+from art_purifiers.classifiers import make_classifier
 from art_purifiers.data import load_cifar10
 from art_purifiers.estimators import zhang2021_ensemble
 from art_purifiers.evaluation.suite import select_clean_correct
-from art_purifiers.evaluation.targets import make_classifier
 from art_purifiers.evaluation.unaware import Predictor, attack_unaware, markdown, predictor, zhang2021_attacks
 
 SCENARIOS = {
@@ -68,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--members", type=Path, help="directory of a trained model set (default: the shipped one)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    command = "python -m benchmarks.nnfj_ensemble_paper_protocol " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m reproductions.nnfj_ensemble_paper_protocol " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
     started = time.time()
     test = load_cifar10(args.data_dir, "test")
     x_all, labels = test.as_float(), test.labels.numpy()

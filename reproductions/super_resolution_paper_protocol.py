@@ -5,7 +5,7 @@ The same clean-correct test images as ``art-purifiers evaluate --num-images N --
 ``paper-protocol.json`` and the per-image correctness ``paper-protocol.npz`` (defence x attack x image) to
 ``--output``. Run from the repository root:
 
-    python -m benchmarks.super_resolution_paper_protocol --data-dir path/to/cifar10 --num-images 200 \\
+    python -m reproductions.super_resolution_paper_protocol --data-dir path/to/cifar10 --num-images 200 \\
         --output runs/sr-paper-protocol
 """
 
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from art_purifiers import SuperResolution, zoo
+from art_purifiers.classifiers import make_classifier
 from art_purifiers.data import load_cifar10
 from art_purifiers.evaluation.suite import select_clean_correct
-from art_purifiers.evaluation.targets import make_classifier
 from art_purifiers.evaluation.unaware import Predictor, attack_unaware, markdown, paper_attacks
 from art_purifiers.evaluation.unaware import predictor as unaware_predictor
 
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cw-search-steps", type=int, default=5, help="C&W binary-search steps")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    command = "python -m benchmarks.super_resolution_paper_protocol " + shlex.join(
+    command = "python -m reproductions.super_resolution_paper_protocol " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
     started = time.time()

@@ -2,11 +2,11 @@
 
 Inputs (run from the repository root, in this order):
 
-    python -m benchmarks.super_resolution_paper_protocol --data-dir path/to/cifar10 --num-images 200 \\
+    python -m reproductions.super_resolution_paper_protocol --data-dir path/to/cifar10 --num-images 200 \\
         --output runs/sr-paper-protocol
     art-purifiers evaluate ... --output runs/sr-eval        # the adaptive attacks on the default defence
     art-purifiers evaluate ... --output runs/sr-ablation    # PGD on the paper's ablations
-    python -m benchmarks.super_resolution_results --protocol runs/sr-paper-protocol --adaptive runs/sr-eval \\
+    python -m reproductions.super_resolution_results --protocol runs/sr-paper-protocol --adaptive runs/sr-eval \\
         --ablation runs/sr-ablation --plot docs/results/v1/super_resolution.png
 
 (the exact ``evaluate`` commands are in ``docs/results/v1/super_resolution.md``). Prints the Markdown tables: the
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from art_purifiers.evaluation import metrics
+from art_purifiers import metrics
 
 
 def cell(correct: np.ndarray) -> str:

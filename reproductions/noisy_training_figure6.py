@@ -1,7 +1,7 @@
 """Zhang & Gao's Figure 6 analogue: each noisy-trained member's accuracy on test images compressed at every quality.
 
-    python -m benchmarks.noisy_training_figure6 --data-dir path/to/cifar10 --members runs/noisy-set \
-        --output benchmarks/results/cpu-noisy-training-figure6
+    python -m reproductions.noisy_training_figure6 --data-dir path/to/cifar10 --members runs/noisy-set \
+        --output reproductions/results/cpu-noisy-training-figure6
 
 Trains the chain M90..M30 with :func:`~art_purifiers.training.noisy_compression.train_model_set` into ``--members``
 (resumable), unless it is already there. It then scores M and every member on the test split compressed by
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from art_purifiers import NNFavoredJpeg
+from art_purifiers.classifiers import load_classifier
 from art_purifiers.data import load_cifar10
 from art_purifiers.estimators import CompressionEnsemble
-from art_purifiers.evaluation.targets import load_classifier
 from art_purifiers.training.noisy_compression import PAPER_QUALITIES, held_out_split, train_model_set
 
 
@@ -61,7 +61,7 @@ def main() -> None:
     lines = [
         "# Noisy-trained members on compressed test images (Zhang & Gao, Figure 6 analogue)",
         "",
-        f"`python -m benchmarks.noisy_training_figure6 --epochs {args.epochs} --train-images {args.train_images}`. "
+        f"`python -m reproductions.noisy_training_figure6 --epochs {args.epochs} --train-images {args.train_images}`. "
         "Members are fine-tuned in a chain (M90 from M, each next from the previous one) with noise 0.03 and xi "
         "0.9. They are scored on the "
         f"{len(y)} test images of a CIFAR-10 copy re-encoded as JPEG q75, compressed by `NNFavoredJpeg` at "

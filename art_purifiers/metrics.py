@@ -1,4 +1,4 @@
-"""Metrics of the evaluation reports: binomial intervals, perturbation norms, image quality, randomness."""
+"""Metrics of the reports and the training scripts: binomial intervals, perturbation norms, image quality."""
 
 from __future__ import annotations
 

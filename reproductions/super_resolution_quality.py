@@ -9,7 +9,7 @@
 
 Run from the repository root:
 
-    python -m benchmarks.super_resolution_quality --data-dir path/to/cifar10 --images 2000
+    python -m reproductions.super_resolution_quality --data-dir path/to/cifar10 --images 2000
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from art_purifiers.data import load_cifar10
 from art_purifiers.demo import load_photos
 from art_purifiers.ops.wavelet import denoise_wavelet
 from art_purifiers.training.edsr import HELD_OUT_PHOTOS, grid_crops, load_photo, upscaling_quality
-from benchmarks.restoration_quality import accuracy, emit
+from reproductions.restoration_quality import accuracy, emit
 
 #: (label, SuperResolution arguments) of the accuracy table: the defence, then the paper's ablations.
 SETTINGS = (
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [
         f"# SuperResolution: upscaling quality and clean accuracy ({count} CIFAR-10 test images, a JPEG q75 copy)",
         "",
-        "`python -m benchmarks.super_resolution_quality " + shlex.join(sys.argv[1:] if argv is None else argv) + "`",
+        "`python -m reproductions.super_resolution_quality " + shlex.join(sys.argv[1:] if argv is None else argv) + "`",
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "",
         *quality_rows(images_uint8),

@@ -5,8 +5,8 @@ the real codec and restored by its generator; both are compared with the origina
 Then the reference classifier's clean accuracy undefended, behind JPEG-only (C&R)^3 (``restorers="none"``) and
 behind the full ``CompressRestore()`` (mean and spread over ``--draws`` seeds). Run from the repository root:
 
-    python -m benchmarks.restoration_quality --data-dir path/to/cifar10
-    python -m benchmarks.restoration_quality --data-dir path/to/cifar10 --images 500   # quicker
+    python -m reproductions.restoration_quality --data-dir path/to/cifar10
+    python -m reproductions.restoration_quality --data-dir path/to/cifar10 --images 500   # quicker
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from art_purifiers import CompressRestore, zoo
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.data import load_cifar10
 from art_purifiers.defences.compress_restore import DEFAULT_RESTORERS
-from art_purifiers.evaluation.metrics import image_quality
+from art_purifiers.metrics import image_quality
 from art_purifiers.training.restorer import restoration_quality
 
 
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [
         f"# Restoration quality and clean accuracy ({count} CIFAR-10 test images from {test.source})",
         "",
-        "`python -m benchmarks.restoration_quality " + shlex.join(sys.argv[1:] if argv is None else argv) + "`",
+        "`python -m reproductions.restoration_quality " + shlex.join(sys.argv[1:] if argv is None else argv) + "`",
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "",
         "| quality | JPEG PSNR (dB) | JPEG + generator PSNR (dB) | JPEG SSIM | JPEG + generator SSIM |",
