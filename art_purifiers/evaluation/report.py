@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from art_purifiers.evaluation.specs import AttackKind
+
 CSV_FIELDS = (
     "defence",
     "attack",
@@ -33,7 +35,13 @@ CSV_FIELDS = (
 
 #: Attack kinds strong enough to decide a headline cell: the cascade, our APGD family and AutoAttack. A cell made only
 #: of weaker attacks (PGD, transfer, noise, a paper's replay) is an upper bound and is shown as one.
-STRONG_KINDS = ("cascade", "apgd", "apgd-t", "original-autoattack", "autoattack")
+STRONG_KINDS = (
+    AttackKind.CASCADE,
+    AttackKind.APGD,
+    AttackKind.APGD_T,
+    AttackKind.ORIGINAL_AUTOATTACK,
+    AttackKind.AUTOATTACK,
+)
 
 
 def _percent(row: dict[str, Any], randomized: bool) -> str:
@@ -50,7 +58,7 @@ def _cell(label: str, entry: dict[str, Any], kind: str) -> str:
     if "accuracy" not in row:
         return row.get("skipped", "n/a")
     text = _percent(row, entry.get("randomized", False))
-    if kind in ("cw", "deepfool"):
+    if kind in (AttackKind.CW, AttackKind.DEEPFOOL):
         at_l2 = row.get("accuracy_at_l2", {})
         fixed = "".join(f"; {100 * value:.1f} at L2 <= {radius}" for radius, value in at_l2.items())
         text += f" (median L2 {row.get('median_l2', row['mean_l2']):.2f}{fixed})"
@@ -274,14 +282,31 @@ def robust_table(results: dict[str, Any]) -> list[str]:
 
 def markdown(results: dict[str, Any], prefix: str = "") -> str:
     """The Markdown report: the headline table, then details, sanity checks and provenance per defence."""
-    attacks = [a for a in results["attacks"] if not a["sanity_only"]]
     config, data = results["config"], results["data"]
-    n = config["num_images"]
+    lines = _introduction(results) + robust_table(results) + _per_attack_table(results)
+    lines += ["", f"![accuracy vs budget]({prefix}accuracy_vs_budget.png) "
+              f"![accuracy vs iterations]({prefix}accuracy_vs_iterations.png)"]  # fmt: skip
+    lines += _sanity_summary(results)
+    for spec, entry in results["defences"].items():
+        if "clean" in entry:
+            lines += _defence_details(spec, entry, results["attacks"])
+    lines += ["", "## Provenance", "", *_provenance_lines(results)]
+    lines += [
+        f"- seed {config['seed']}, {config['draws']} draws, fit images {config['fit_images']}, "
+        f"batch {config['batch_size']}",
+        f"- data: {data['source']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _introduction(results: dict[str, Any]) -> list[str]:
+    """The title, what was measured on which images, the data note and the runs merged."""
+    config, data = results["config"], results["data"]
     lines = [
         "# Robust accuracy (%) under adaptive attacks",
         "",
-        f"Classifier `{config['classifier']}` on {n} {config['dataset']} test images it classifies correctly "
-        f"(undefended clean accuracy on {_clean_sample(data)} test images: "
+        f"Classifier `{config['classifier']}` on {config['num_images']} {config['dataset']} test images it classifies "
+        f"correctly (undefended clean accuracy on {_clean_sample(data)} test images: "
         f"{100 * data['undefended_clean_accuracy']:.2f}%). Randomized defences: mean ± std over {config['draws']} "
         "defence draws. C&W and DeepFool cells give accuracy, the median L2 norm of the perturbations and the accuracy "
         "when only perturbations within a fixed L2 radius count. "
@@ -296,10 +321,15 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
             "images and seeds).",
             "",
         ]
-    lines += robust_table(results)
-    lines += ["## Accuracy (%) per attack", ""]
+    return lines
+
+
+def _per_attack_table(results: dict[str, Any]) -> list[str]:
+    """Accuracy under every attack (sanity-only attacks left out), a row per defence."""
+    attacks = [a for a in results["attacks"] if not a["sanity_only"]]
+    data, n = results["data"], results["config"]["num_images"]
     header = ["Defence", f"Clean ({_clean_sample(data)})", f"Clean ({n})"] + [a["label"] for a in attacks]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["## Accuracy (%) per attack", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for spec, entry in results["defences"].items():
         if "clean" not in entry:
             continue
@@ -311,58 +341,53 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
         ]
         cells += [_cell(a["label"], entry, a["kind"]) for a in attacks]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"![accuracy vs budget]({prefix}accuracy_vs_budget.png) "
-              f"![accuracy vs iterations]({prefix}accuracy_vs_iterations.png)"]  # fmt: skip
-    lines += _sanity_summary(results)
-    for spec, entry in results["defences"].items():
-        if "clean" not in entry:
-            continue
-        lines += ["", f"## `{spec}`", ""]
-        info = entry.get("info", {})
-        for key in ("note", "fitted", "table"):
-            if key in info:
-                lines.append(f"- {key}: `{json.dumps(info[key])}`")
-        clean = entry["clean"]
-        if "quality" in clean:
-            q = clean["quality"]
-            lines.append(f"- purified clean images vs clean: PSNR {q['psnr_db']:.2f} dB, SSIM {q['ssim']:.4f}")
-            lines.append(
-                f"- throughput: defence {clean['defence_images_per_second']:.0f} images/s, "
-                f"defended loss gradient {clean['gradient_images_per_second']:.0f} images/s"
-            )
-        if "randomness" in clean:
-            r = clean["randomness"]
-            lines.append(
-                f"- randomness (two purifications of one image, Qiu et al. Table 1): "
-                f"L2 (RMS) {r['l2_rms']:.4f}, SSIM {r['ssim']:.4f}"
-            )
-        lines += _v2_details(entry) + _cross_checks(entry)
-        lines += [
-            "",
-            "| Attack | Accuracy (%) | 95% CI | Success rate (%) | mean L2 | mean Linf | seconds | notes |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for attack in results["attacks"]:
-            row = entry["rows"].get(attack["label"])
-            if not row or "accuracy" not in row:
-                continue
-            name = attack["label"] + (" (sanity)" if attack["sanity_only"] else "")
-            lines.append(
-                f"| {name} | {_percent(row, entry.get('randomized', False))} | "
-                f"{100 * row['ci95'][0]:.1f}–{100 * row['ci95'][1]:.1f} | {100 * row['success_rate']:.1f} | "
-                f"{row['mean_l2']:.3f} | {row['mean_linf']:.4f} | {row['seconds']:.0f} | {'; '.join(row['notes'])} |"
-            )
-        lines += ["", "Sanity checks:", ""]
-        lines += [
-            f"- {'✅' if c['passed'] else '⚠️ FAILED'} {c['name']}: {c['detail']}" for c in entry.get("sanity", [])
-        ]
-    lines += ["", "## Provenance", "", *_provenance_lines(results)]
+    return lines
+
+
+def _defence_details(spec: str, entry: dict[str, Any], attacks: list[dict[str, Any]]) -> list[str]:
+    """A defence's section: what was fitted, clean quality, speed and randomness, every attack's row, its checks."""
+    lines = ["", f"## `{spec}`", ""]
+    info = entry.get("info", {})
+    lines += [f"- {key}: `{json.dumps(info[key])}`" for key in ("note", "fitted", "table") if key in info]
+    lines += _clean_details(entry["clean"])
+    lines += _v2_details(entry) + _cross_checks(entry)
     lines += [
-        f"- seed {config['seed']}, {config['draws']} draws, fit images {config['fit_images']}, "
-        f"batch {config['batch_size']}",
-        f"- data: {data['source']}",
+        "",
+        "| Attack | Accuracy (%) | 95% CI | Success rate (%) | mean L2 | mean Linf | seconds | notes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    return "\n".join(lines) + "\n"
+    for attack in attacks:
+        row = entry["rows"].get(attack["label"])
+        if not row or "accuracy" not in row:
+            continue
+        name = attack["label"] + (" (sanity)" if attack["sanity_only"] else "")
+        lines.append(
+            f"| {name} | {_percent(row, entry.get('randomized', False))} | "
+            f"{100 * row['ci95'][0]:.1f}–{100 * row['ci95'][1]:.1f} | {100 * row['success_rate']:.1f} | "
+            f"{row['mean_l2']:.3f} | {row['mean_linf']:.4f} | {row['seconds']:.0f} | {'; '.join(row['notes'])} |"
+        )
+    lines += ["", "Sanity checks:", ""]
+    lines += [f"- {'✅' if c['passed'] else '⚠️ FAILED'} {c['name']}: {c['detail']}" for c in entry.get("sanity", [])]
+    return lines
+
+
+def _clean_details(clean: dict[str, Any]) -> list[str]:
+    """Purified clean images against the originals, the defence's throughput and its randomness."""
+    lines = []
+    if "quality" in clean:
+        q = clean["quality"]
+        lines.append(f"- purified clean images vs clean: PSNR {q['psnr_db']:.2f} dB, SSIM {q['ssim']:.4f}")
+        lines.append(
+            f"- throughput: defence {clean['defence_images_per_second']:.0f} images/s, "
+            f"defended loss gradient {clean['gradient_images_per_second']:.0f} images/s"
+        )
+    if "randomness" in clean:
+        r = clean["randomness"]
+        lines.append(
+            f"- randomness (two purifications of one image, Qiu et al. Table 1): "
+            f"L2 (RMS) {r['l2_rms']:.4f}, SSIM {r['ssim']:.4f}"
+        )
+    return lines
 
 
 def _sanity_summary(results: dict[str, Any]) -> list[str]:

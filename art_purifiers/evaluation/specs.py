@@ -19,6 +19,7 @@ import ast
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from fractions import Fraction
 from typing import Any
 
@@ -80,28 +81,59 @@ def _exact_budget(value: float) -> str:
     return f"{levels}/255" if isinstance(value, float) and levels > 0 and levels / 255 == value else repr(value)
 
 
-ATTACK_KINDS = (
-    "pgd",
-    "pgd-l2",
-    "pgd-eot",
-    "pgd-identity",
-    "autoattack",
-    "cw",
-    "deepfool",
-    "square",
-    "transfer",
-    "learned-bpda",
-    "apgd",
-    "cascade",
-    "original-autoattack",
-    "noise",
-    "apgd-t",
-)
-#: The attacks of the v2 engine (our APGD, the original AutoAttack, the surrogate); the rest run through ART.
-V2_KINDS = ("apgd", "cascade", "original-autoattack", "noise", "transfer", "apgd-t")
+class AttackKind(str, Enum):
+    """
+    The kinds of attack spec (``kind:option=value,...``). A member is its spec name: it equals, hashes and formats
+    as that string (``repr`` too), so kinds read back from a results file (plain strings) compare and look up
+    the same.
+    """
+
+    PGD = "pgd"
+    PGD_L2 = "pgd-l2"
+    PGD_EOT = "pgd-eot"
+    PGD_IDENTITY = "pgd-identity"
+    AUTOATTACK = "autoattack"
+    CW = "cw"
+    DEEPFOOL = "deepfool"
+    SQUARE = "square"
+    TRANSFER = "transfer"
+    LEARNED_BPDA = "learned-bpda"
+    APGD = "apgd"
+    CASCADE = "cascade"
+    ORIGINAL_AUTOATTACK = "original-autoattack"
+    NOISE = "noise"
+    APGD_T = "apgd-t"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, format_spec: str) -> str:
+        return format(str(self.value), format_spec)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __repr__(self) -> str:  # messages quote the spec name, as the user wrote it
+        return repr(str(self.value))
+
+
+class Engine(Enum):
+    """What runs an attack."""
+
+    #: ART's evasion attacks on a ``PyTorchClassifier``, through the defences' BPDA backward.
+    ART = "art"
+    #: The adaptive engine: our APGD (with EOT), the cascade, the original AutoAttack, the noise and transfer floors.
+    ADAPTIVE = "adaptive"
+
+
+ATTACK_KINDS: tuple[AttackKind, ...] = tuple(AttackKind)
+_ADAPTIVE = (AttackKind.APGD, AttackKind.CASCADE, AttackKind.ORIGINAL_AUTOATTACK, AttackKind.NOISE,
+             AttackKind.TRANSFER, AttackKind.APGD_T)  # fmt: skip
+#: The engine of every kind.
+ENGINES: dict[AttackKind, Engine] = {kind: Engine.ADAPTIVE if kind in _ADAPTIVE else Engine.ART for kind in AttackKind}
 
 #: Kinds whose EOT draw count may be chosen from the gradient report (``k=auto``, their default).
-AUTOMATIC_EOT = ("apgd", "cascade", "apgd-t")
+AUTOMATIC_EOT = (AttackKind.APGD, AttackKind.CASCADE, AttackKind.APGD_T)
 
 #: Options each kind accepts besides eps, steps (or queries) and k.
 KIND_OPTIONS: dict[str, set[str]] = {
@@ -221,7 +253,7 @@ class AttackSpec:
     """
     One attack with its budget, resolved to defaults.
 
-    :param kind: One of :data:`ATTACK_KINDS`.
+    :param kind: The attack's :class:`AttackKind` (or its name).
     :param eps: Budget (Linf, or L2 for ``pgd-l2``; ``None`` for the minimum-norm attacks C&W and DeepFool).
     :param steps: Iterations (PGD family), or queries (Square).
     :param eot: EOT draws k per gradient (1 = plain BPDA; randomized defences only; 0 = chosen from the measured
@@ -229,11 +261,19 @@ class AttackSpec:
     :param options: Extra options passed on (e.g. ``restarts``).
     """
 
-    kind: str
+    kind: AttackKind
     eps: float | None = None
     steps: int = 50
     eot: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", AttackKind(self.kind))  # a plain name (e.g. read from a file) as the kind
+
+    @property
+    def engine(self) -> Engine:
+        """What runs the attack."""
+        return ENGINES[self.kind]
 
     @property
     def label(self) -> str:
@@ -372,10 +412,12 @@ def parse_attack(spec: str, eps_scale: float = 1.0) -> AttackSpec:
     :param eps_scale: The unit of the budgets given (``eps`` and ``eps_step``): 255 reads ``eps=8`` as 8/255.
     :raises ValueError: naming the attack, the option, what it accepts and the value given.
     """
-    kind, options = parse_spec(spec)
-    kind = kind.lower()
-    if kind not in ATTACK_KINDS:
-        raise ValueError(f"Unknown attack {kind!r}; known: {', '.join(ATTACK_KINDS)} (art-purifiers list shows them).")
+    name, options = parse_spec(spec)
+    if name.lower() not in ATTACK_KINDS:
+        raise ValueError(
+            f"Unknown attack {name.lower()!r}; known: {', '.join(ATTACK_KINDS)} (art-purifiers list shows them)."
+        )
+    kind = AttackKind(name.lower())
     if isinstance(eps_scale, bool) or not isinstance(eps_scale, (int, float)) or not eps_scale > 0:
         raise ValueError(f"The budget scale must be a number > 0 (255 for budgets in 0-255 units), got {eps_scale!r}.")
     allowed = kind_options(kind)
@@ -391,7 +433,7 @@ def parse_attack(spec: str, eps_scale: float = 1.0) -> AttackSpec:
     steps = _checked(kind, steps_name, options.pop(steps_name, _DEFAULT_STEPS[kind]))
     options = {name: _checked(kind, name, value) for name, value in options.items()}
     eps = options.pop("eps", None)
-    if kind in ("cw", "deepfool"):
+    if kind in (AttackKind.CW, AttackKind.DEEPFOOL):
         if eps is not None:
             raise ValueError(f"{kind} is a minimum-norm attack and takes no eps.")
     elif eps is None:
@@ -408,7 +450,7 @@ def parse_attack(spec: str, eps_scale: float = 1.0) -> AttackSpec:
 
 def kind_options(kind: str) -> list[str]:
     """The options an attack kind takes, in the order ``art-purifiers list`` shows them."""
-    common = [] if kind in ("cw", "deepfool") else ["eps"]
+    common = [] if kind in (AttackKind.CW, AttackKind.DEEPFOOL) else ["eps"]
     return common + ["steps", *(["queries"] if kind == "square" else []), "k", *sorted(KIND_OPTIONS[kind])]
 
 

@@ -37,7 +37,7 @@ from art_purifiers.data import ImageDataset, load_cifar10, load_image_folder
 from art_purifiers.evaluation import adaptive, cascade, robust, sanity, seeds
 from art_purifiers.evaluation.distributed import World, chunk_bounds, init_world
 from art_purifiers.evaluation.seeds import RunSeeds, global_generators
-from art_purifiers.evaluation.specs import AUTOMATIC_EOT, V2_KINDS, AttackSpec, check_l2_budget, parse_attack
+from art_purifiers.evaluation.specs import AUTOMATIC_EOT, AttackKind, AttackSpec, Engine, check_l2_budget, parse_attack
 from art_purifiers.evaluation.targets import (
     FitData,
     build_defences,
@@ -499,7 +499,7 @@ class Suite:
         for attack in tqdm(self.recorded, desc=f"{spec}: attacks", disable=not self.verbose):
             # v2 rows refresh from their saved state; a finished ART row is kept while its per-image state is there
             # (without it the worst case would silently leave the attack out)
-            finished = attack.label in entry["rows"] and attack.kind not in V2_KINDS
+            finished = attack.label in entry["rows"] and attack.engine is Engine.ART
             if finished and self.world.broadcast(self._read(directory / f"{attack.slug}.npz") is not None):
                 continue
             row = self._run_attack(attack, defences, directory, clean_correct, is_random)
@@ -581,27 +581,41 @@ class Suite:
     def _run_attack(
         self, attack: AttackSpec, defences: list[Any], directory: Path, clean_correct: np.ndarray, is_random: bool
     ) -> dict[str, Any] | None:
-        config = self.config
-        if attack.kind in V2_KINDS:
+        """One attack's row for a defence, from the engine of its kind (``None``: the attack is not run)."""
+        if attack.engine is Engine.ADAPTIVE:
             return self._run_v2(attack, defences, directory, clean_correct, is_random)
+        return self._run_art(attack, defences, directory, clean_correct, is_random)
+
+    def _art_chain(
+        self, attack: AttackSpec, defences: list[Any], directory: Path, is_random: bool
+    ) -> tuple[list[Any], int, list[str]] | None:
+        """The chain an ART attack differentiates, its EOT k and the notes on both (``None``: not run)."""
         notes = []
         eot = attack.eot
         if eot > 1 and not is_random:
             eot, notes = 1, ["deterministic defence: every EOT draw is the same, so k=1 was run"]
-        if attack.kind == "autoattack" and is_random and eot == 1:
+        if attack.kind == AttackKind.AUTOATTACK and is_random and eot == 1:
             notes.append("randomized defence attacked without EOT (add k=... for the EOT version)")
-        if not defences and attack.kind in ("pgd-identity", "learned-bpda", "transfer", "pgd-eot"):
+        if not defences and attack.kind in (AttackKind.PGD_IDENTITY, AttackKind.LEARNED_BPDA, AttackKind.PGD_EOT):
             return None  # identical to plain PGD without a defence
-        if attack.kind == "pgd-identity":
+        if attack.kind == AttackKind.PGD_IDENTITY:
             chain = identity_copy(defences)
-        elif attack.kind == "transfer":
-            chain = []
-        elif attack.kind == "learned-bpda":
+        elif attack.kind == AttackKind.LEARNED_BPDA:
             chain = self.world.main_first(lambda: learned_bpda_chain(defences, self.fit, directory))
         else:
             chain = defences
         if eot > 1 and not all(isinstance(d, PreprocessorPyTorch) for d in chain):
             eot, notes = 1, notes + ["ART NumPy defence: EOT not available, k=1 was run"]
+        return chain, eot, notes
+
+    def _run_art(
+        self, attack: AttackSpec, defences: list[Any], directory: Path, clean_correct: np.ndarray, is_random: bool
+    ) -> dict[str, Any] | None:
+        """An attack of ART's engine, chunk by chunk, scored over the draws of the defence."""
+        setup = self._art_chain(attack, defences, directory, is_random)
+        if setup is None:
+            return None
+        chain, eot, notes = setup
         classifier = self._classifier(chain, eot)
         file = directory / f"{attack.slug}.npz"
         earlier = self._single_file_progress(file)
@@ -615,7 +629,7 @@ class Suite:
                 # Seeds per chunk: a resumed or sharded run draws what an uninterrupted one would have drawn.
                 chunk_seed = self.seeds.art_chunk(start)
                 reseed(chain, chunk_seed)
-                art_attack = make_attack(attack, classifier, config.batch_size)
+                art_attack = make_attack(attack, classifier, self.config.batch_size)
                 with global_generators(chunk_seed):  # ART's attacks draw from the global generators
                     x_adv = art_attack.generate(self.x[start:end], y=labels[start:end]).astype(np.float32)
             seconds = time.perf_counter() - started
@@ -633,27 +647,9 @@ class Suite:
             _save_atomic(
                 file, done=len(self.x), seconds=seconds, correct=correct, l2=l2, linf=linf, indices=self.indices
             )
-        success = [(c & ~a).sum() / max(c.sum(), 1) for c, a in zip(clean_correct, correct)]
-        if attack.eps is None:  # minimum-norm attacks: an example only counts within a fixed L2 radius
-            notes.append(f"accuracy at L2 <= {FIXED_L2}: {100 * float((correct | (l2 > FIXED_L2)).mean()):.1f}%")
-        return {
-            "accuracy_at_l2": {str(FIXED_L2): float((correct | (l2 > FIXED_L2)).mean())} if attack.eps is None else {},
-            "kind": attack.kind,
-            "eps": attack.eps,
-            "steps": attack.steps,
-            "eot_requested": attack.eot,
-            "eot": eot,
-            **_summary(correct),
-            "success_rate": float(np.mean(success)),
-            "mean_l2": float(l2.mean()),
-            "median_l2": float(np.median(l2)),
-            "mean_linf": float(linf.mean()),
-            "max_linf": float(linf.max()),
-            "seconds": seconds,
-            "wall_seconds": time.perf_counter() - wall_started,
-            "images_per_second": len(self.x) / max(seconds, 1e-9),
-            "notes": notes,
-        }
+        row = _art_row(attack, eot, correct, l2, linf, clean_correct, notes)
+        return {**row, "seconds": seconds, "wall_seconds": time.perf_counter() - wall_started,
+                "images_per_second": len(self.x) / max(seconds, 1e-9), "notes": notes}  # fmt: skip
 
     def _single_file_progress(self, file: Path) -> dict[str, np.ndarray] | None:
         """
@@ -703,7 +699,11 @@ class Suite:
         self, attack: AttackSpec, defences: list[Any], directory: Path, clean_correct: np.ndarray, is_random: bool
     ) -> dict[str, Any] | None:
         """Our APGD, the cascade, the original AutoAttack, transfer and noise (see :mod:`.adaptive`)."""
-        if not defences and attack.kind == "transfer" and self.config.classifier == self._transfer_source(attack):
+        if (
+            not defences
+            and attack.kind == AttackKind.TRANSFER
+            and self.config.classifier == self._transfer_source(attack)
+        ):
             return None
         file = directory / f"{attack.slug}.npz"
         saved = self._read(file)
@@ -720,7 +720,7 @@ class Suite:
         run = _V2Run(attack, chain, defended, norm, eps, eot, len(clean_correct))
         folder = directory / f"{attack.slug}.chunks"
         wall_started = time.perf_counter()
-        if attack.kind in ("cascade", "apgd-t"):
+        if attack.kind in (AttackKind.CASCADE, AttackKind.APGD_T):
             chunks = self._run_cascade(run, self._group_columns(attack.group, directory), folder, row)
         else:
             chunks = self._sharded(folder, lambda start, end: self._v2_chunk(run, start, end), attack.label)
@@ -792,7 +792,7 @@ class Suite:
             levels.append(chunks)
             return float(_survivors(chunks).mean())
 
-        if attack.kind == "cascade":
+        if attack.kind == AttackKind.CASCADE:
             row["controller"] = cascade.converge(run_level, len(self.x), int(attack.options.get("levels", 1)))
         else:
             run_level(0)
@@ -825,7 +825,7 @@ class Suite:
                                            [int(count) for count in before["attacked"]])  # fmt: skip
         curves: dict[str, list[torch.Tensor]] = {}
         restarts = int(attack.options.get("restarts", 1))
-        if attack.kind == "apgd-t":
+        if attack.kind == AttackKind.APGD_T:
             targets = min(int(attack.options.get("targets", 9)), self.nb_classes - 1)
             attacks = adaptive.targeted_attacks(run.defended, run.norm, run.eps, attack.steps, restarts, run.eot,
                                                 targets, curves)  # fmt: skip
@@ -876,16 +876,16 @@ class Suite:
     def _v2_function(self, run: _V2Run, curves: dict[str, list[torch.Tensor]]) -> cascade.AttackFunction:
         attack, defended, norm, eps, eot = run.attack, run.defended, run.norm, run.eps, run.eot
         options = attack.options
-        if attack.kind == "apgd":
+        if attack.kind == AttackKind.APGD:
             classes = self.nb_classes if options.get("targeted") else None
             return adaptive.apgd_attack(defended, norm, eps, attack.steps, int(options.get("restarts", 1)),
                                         str(options.get("loss", "ce")), eot, classes, curves, attack.label)  # fmt: skip
-        if attack.kind == "original-autoattack":
+        if attack.kind == AttackKind.ORIGINAL_AUTOATTACK:
             version = str(options.get("version", "auto"))
             if version == "auto":
                 version = "rand" if randomized(defended.defences) else "standard"
             return adaptive.original_autoattack(defended, norm, eps, version, self.config.batch_size, self.nb_classes)
-        if attack.kind == "transfer":
+        if attack.kind == AttackKind.TRANSFER:
             if attack.slug not in self._sources:  # loaded once per attack, not once per chunk
                 self._sources[attack.slug] = load_classifier(self._transfer_source(attack), self.device)
             return adaptive.transfer_attack(
@@ -964,6 +964,29 @@ class _V2Run:
     eps: float
     eot: int
     draws: int
+
+
+def _art_row(attack: AttackSpec, eot: int, correct: np.ndarray, l2: np.ndarray, linf: np.ndarray,
+             clean_correct: np.ndarray, notes: list[str]) -> dict[str, Any]:  # fmt: skip
+    """The figures of an ART attack's row (``correct[draw, image]``); a minimum-norm attack adds a note to ``notes``."""
+    success = [(c & ~a).sum() / max(c.sum(), 1) for c, a in zip(clean_correct, correct)]
+    within_l2 = float((correct | (l2 > FIXED_L2)).mean())  # minimum-norm attacks: only examples within a fixed L2 count
+    if attack.eps is None:
+        notes.append(f"accuracy at L2 <= {FIXED_L2}: {100 * within_l2:.1f}%")
+    return {
+        "accuracy_at_l2": {str(FIXED_L2): within_l2} if attack.eps is None else {},
+        "kind": attack.kind,
+        "eps": attack.eps,
+        "steps": attack.steps,
+        "eot_requested": attack.eot,
+        "eot": eot,
+        **_summary(correct),
+        "success_rate": float(np.mean(success)),
+        "mean_l2": float(l2.mean()),
+        "median_l2": float(np.median(l2)),
+        "mean_linf": float(linf.mean()),
+        "max_linf": float(linf.max()),
+    }
 
 
 def _union(first: Sequence[AttackSpec], second: Sequence[AttackSpec]) -> list[AttackSpec]:

@@ -18,7 +18,7 @@ from art.estimators.classification import PyTorchClassifier
 from art_purifiers.attacks.learned_bpda import Approximator, LearnedBPDA, train_approximator
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.evaluation import seeds
-from art_purifiers.evaluation.specs import CW_BINARY_SEARCH_STEPS, AttackSpec, parse_spec
+from art_purifiers.evaluation.specs import CW_BINARY_SEARCH_STEPS, AttackKind, AttackSpec, parse_spec
 
 
 @dataclass
@@ -278,88 +278,87 @@ def identity_copy(defences: list[Any]) -> list[Any]:
     return with_bpda(defences, "identity")
 
 
-def make_attack(spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int) -> Any:
-    """The ART attack of a spec, with its budget resolved to ART's parameters."""
-    from art.attacks.evasion import (
-        AutoAttack,
-        AutoProjectedGradientDescent,
-        CarliniL2Method,
-        DeepFool,
-        ProjectedGradientDescent,
-        SquareAttack,
+def _pgd(spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int) -> Any:
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    eps = float(spec.eps or 0.0)
+    return ProjectedGradientDescent(
+        classifier,
+        norm=2 if spec.kind == AttackKind.PGD_L2 else np.inf,
+        eps=eps,
+        # Madry et al.'s step: 2.5 * eps / steps lets PGD travel the ball's diameter within the budget
+        eps_step=float(spec.options.get("eps_step", 2.5 * eps / spec.steps)),
+        max_iter=spec.steps,
+        num_random_init=int(spec.options.get("restarts", 1)),
+        batch_size=batch_size,
+        verbose=False,
     )
 
-    options = dict(spec.options)
-    eps = float(spec.eps) if spec.eps is not None else 0.0
-    if spec.kind in ("pgd", "pgd-l2", "pgd-eot", "pgd-identity", "transfer", "learned-bpda"):
-        # Madry et al.'s step: 2.5 * eps / steps lets PGD travel the ball's diameter within the budget
-        eps_step = float(options.pop("eps_step", 2.5 * eps / spec.steps))
-        return ProjectedGradientDescent(
-            classifier,
-            norm=2 if spec.kind == "pgd-l2" else np.inf,
-            eps=eps,
-            eps_step=eps_step,
-            max_iter=spec.steps,
-            num_random_init=int(options.pop("restarts", 1)),
-            batch_size=batch_size,
-            verbose=False,
-        )
-    if spec.kind == "autoattack":
-        queries = int(options.pop("queries", 1000))
-        apgd = [
-            AutoProjectedGradientDescent(
-                classifier,
-                norm=np.inf,
-                eps=eps,
-                eps_step=2 * eps,
-                max_iter=spec.steps,
-                nb_random_init=1,
-                batch_size=batch_size,
-                loss_type=loss,
-                verbose=False,
-            )
-            for loss in ("cross_entropy", "difference_logits_ratio")
-        ]
-        square = SquareAttack(
-            classifier,
-            norm=np.inf,
-            eps=eps,
-            max_iter=queries,
-            p_init=0.8,
-            nb_restarts=1,
-            batch_size=batch_size,
-            verbose=False,
-        )
-        return AutoAttack(
-            classifier, norm=np.inf, eps=eps, eps_step=2 * eps, attacks=[*apgd, square], batch_size=batch_size
-        )
-    if spec.kind == "cw":
-        return CarliniL2Method(
-            classifier,
-            confidence=0.0,
-            learning_rate=float(options.pop("lr", 0.01)),
-            binary_search_steps=int(options.pop("binary_search_steps", CW_BINARY_SEARCH_STEPS)),
-            max_iter=spec.steps,
-            initial_const=float(options.pop("initial_const", 0.1)),
-            batch_size=batch_size,
-            verbose=False,
-        )
-    if spec.kind == "deepfool":
-        return DeepFool(
-            classifier, max_iter=spec.steps, epsilon=0.02, nb_grads=10, batch_size=batch_size, verbose=False
-        )
-    if spec.kind == "square":
-        return SquareAttack(
-            classifier,
-            norm=np.inf,
-            eps=eps,
-            max_iter=spec.steps,
-            p_init=0.8,
-            nb_restarts=int(options.pop("restarts", 1)),
-            batch_size=batch_size,
-            verbose=False,
-        )
-    raise ValueError(f"No ART attack for {spec.kind!r}.")
+
+def _autoattack(spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int) -> Any:
+    """ART's AutoAttack with the standard version's attacks: APGD-CE, APGD-DLR and Square."""
+    from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent
+
+    eps = float(spec.eps or 0.0)
+    apgd = [
+        AutoProjectedGradientDescent(classifier, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=spec.steps,
+                                     nb_random_init=1, batch_size=batch_size, loss_type=loss, verbose=False)
+        for loss in ("cross_entropy", "difference_logits_ratio")
+    ]  # fmt: skip
+    square = _square(AttackSpec(AttackKind.SQUARE, eps, int(spec.options.get("queries", 1000))), classifier, batch_size)
+    return AutoAttack(classifier, norm=np.inf, eps=eps, eps_step=2 * eps, attacks=[*apgd, square],
+                      batch_size=batch_size)  # fmt: skip
+
+
+def _carlini_wagner(spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int) -> Any:
+    from art.attacks.evasion import CarliniL2Method
+
+    return CarliniL2Method(
+        classifier,
+        confidence=0.0,
+        learning_rate=float(spec.options.get("lr", 0.01)),
+        binary_search_steps=int(spec.options.get("binary_search_steps", CW_BINARY_SEARCH_STEPS)),
+        max_iter=spec.steps,
+        initial_const=float(spec.options.get("initial_const", 0.1)),
+        batch_size=batch_size,
+        verbose=False,
+    )
+
+
+def _deepfool(spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int) -> Any:
+    from art.attacks.evasion import DeepFool
+
+    return DeepFool(classifier, max_iter=spec.steps, epsilon=0.02, nb_grads=10, batch_size=batch_size, verbose=False)
+
+
+def _square(spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int) -> Any:
+    from art.attacks.evasion import SquareAttack
+
+    restarts = int(spec.options.get("restarts", 1))
+    return SquareAttack(classifier, norm=np.inf, eps=float(spec.eps or 0.0), max_iter=spec.steps, p_init=0.8,
+                        nb_restarts=restarts, batch_size=batch_size, verbose=False)  # fmt: skip
+
+
+#: The ART attack of every kind that ART's engine runs (:data:`~.specs.ENGINES`): the one place where such a spec
+#: becomes an attack. The PGD variants differ in the chain they attack (see ``Suite``), not in the attack.
+ART_ATTACKS: dict[AttackKind, Callable[[AttackSpec, PyTorchClassifier, int], Any]] = {
+    AttackKind.PGD: _pgd,
+    AttackKind.PGD_L2: _pgd,
+    AttackKind.PGD_EOT: _pgd,
+    AttackKind.PGD_IDENTITY: _pgd,
+    AttackKind.LEARNED_BPDA: _pgd,
+    AttackKind.AUTOATTACK: _autoattack,
+    AttackKind.CW: _carlini_wagner,
+    AttackKind.DEEPFOOL: _deepfool,
+    AttackKind.SQUARE: _square,
+}
+
+
+def make_attack(spec: AttackSpec, classifier: PyTorchClassifier, batch_size: int) -> Any:
+    """The ART attack of a spec, with its budget resolved to ART's parameters."""
+    if spec.kind not in ART_ATTACKS:
+        raise ValueError(f"No ART attack for {spec.kind!r}: the adaptive engine runs it.")
+    return ART_ATTACKS[spec.kind](spec, classifier, batch_size)
 
 
 def learned_bpda_chain(defences: list[Any], fit: FitData, directory: Path, steps: int = 400) -> list[Any]:
