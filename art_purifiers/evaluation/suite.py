@@ -20,7 +20,6 @@ import json
 import platform
 import sys
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,13 @@ from art_purifiers import metrics
 from art_purifiers.classifiers import load_classifier, make_classifier
 from art_purifiers.data import ImageDataset, load_cifar10, load_image_folder
 from art_purifiers.evaluation import adaptive, cascade, robust, sanity, seeds
+from art_purifiers.evaluation.chunks import (
+    ChunkStore,
+    gathered,
+    load_state,
+    save_atomic,
+    total_seconds,
+)
 from art_purifiers.evaluation.distributed import World, chunk_bounds, init_world
 from art_purifiers.evaluation.seeds import RunSeeds, global_generators
 from art_purifiers.evaluation.specs import AUTOMATIC_EOT, AttackKind, AttackSpec, Engine, check_l2_budget, parse_attack
@@ -166,33 +172,6 @@ def _predict_labels(classifier: Any, x: np.ndarray, batch_size: int) -> np.ndarr
     return np.asarray(classifier.predict(x, batch_size=batch_size)).argmax(1)
 
 
-def _save_atomic(file: Path, **arrays: Any) -> None:
-    temporary = file.with_name(file.name + ".tmp.npz")
-    np.savez_compressed(temporary, **arrays)
-    temporary.replace(file)
-
-
-def _load_state(file: Path, set_aside: bool = True) -> dict[str, np.ndarray] | None:
-    """
-    A saved state file's arrays, or ``None`` when there is none. A file that cannot be read (a copy cut short, a disk
-    that filled up) is set aside as ``NAME.unreadable`` with a warning, and its work is done again rather than lost.
-
-    :param set_aside: Move an unreadable file aside (only the process that writes the state does).
-    """
-    if not file.is_file():
-        return None
-    try:
-        with np.load(file) as saved:
-            return {name: saved[name] for name in saved.files}  # reads every member once: a truncated one fails here
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        if not set_aside:
-            return None
-        aside = file.with_name(file.name + ".unreadable")
-        file.replace(aside)
-        print(f"warning: {file} could not be read ({error}); moved to {aside.name}, redoing its work", file=sys.stderr)
-        return None
-
-
 class Suite:
     """
     One evaluation run (see the module docstring); :func:`evaluate` is the entry point.
@@ -209,6 +188,7 @@ class Suite:
         self.state = self.output / "state"
         self.device = self.world.device(config.device)
         self.seeds = RunSeeds(config.seed)
+        self.store = ChunkStore(self.world, self.verbose)
         self._sources: dict[str, Any] = {}  # transfer attacks' source models, by attack
         requested = config.attack_specs()  # every spec is checked before anything is loaded or written
         for spec in config.defences:
@@ -396,10 +376,10 @@ class Suite:
             rate = max(correct / done if done else 0.9, 0.05)
             step = max(wanted - done, int(1.1 * (self.config.num_images - correct) / rate) + 1)
             end = min(size, done + max(step, self.config.chunk_size))  # not the process count: the same on any
-            chunks = self._sharded(None, lambda start, stop: {"values": _predict_labels(
+            chunks = self._chunked(None, lambda start, stop: {"values": _predict_labels(
                 undefended, self.test.as_float(order[start:stop]), self.config.batch_size)},
                 "clean predictions", chunk_bounds(end - done, self.config.chunk_size, offset=done))  # fmt: skip
-            predictions[order[done:end]] = _gathered(chunks, "values")
+            predictions[order[done:end]] = gathered(chunks, "values")
             done = end
         if self.world.is_main:
             np.save(file, predictions)
@@ -410,15 +390,15 @@ class Suite:
         ``compute(images, start, end)`` over the examined test images (positions ``[start, end)`` of
         ``self.examined``), chunk by chunk (shared among the processes).
         """
-        chunks = self._sharded(
+        chunks = self._chunked(
             None,
             lambda start, end: {"values": compute(self.test.as_float(self.examined[start:end]), start, end)},
             desc,
             chunk_bounds(len(self.examined), self.config.chunk_size),
         )
-        return _gathered(chunks, "values")
+        return gathered(chunks, "values")
 
-    def _sharded(
+    def _chunked(
         self,
         folder: Path | None,
         compute: Callable[[int, int], dict[str, Any]],
@@ -426,46 +406,8 @@ class Suite:
         chunks: Sequence[tuple[int, int]] | None = None,
         costs: dict[int, float] | None = None,
     ) -> list[dict[str, Any]]:
-        """
-        Every chunk's arrays, in chunk order, on every process. The chunks not yet saved in ``folder`` are shared
-        round-robin among the processes, and each is saved (``folder/<start>.npz``) as soon as it is done, so a crash
-        loses only the chunks under way; saved ones are read back. Arrays named ``x_*`` (examples) stay in the files.
-
-        :param folder: Where chunks are saved; ``None`` computes every chunk and saves nothing.
-        :param compute: ``(start, end) -> arrays`` of the images ``[start, end)``.
-        :param chunks: ``[start, end)`` bounds (default: the selected images in chunks of ``chunk_size``).
-        :param costs: Expected cost per chunk start, to balance uneven chunks (default: their sizes, round-robin).
-        """
-        chunks = self.chunks if chunks is None else chunks
-        files = {start: None if folder is None else folder / f"{start:08d}.npz" for start, _ in chunks}
-        if folder is not None and self.world.is_main:
-            folder.mkdir(parents=True, exist_ok=True)
-        readable: dict[int, dict[str, Any]] = {}  # what rank 0 read while checking, reused for its own share
-        if self.world.is_main:
-            for start, file in files.items():
-                stored = None if file is None else _load_state(file)
-                if stored is not None:
-                    readable[start] = _without_examples(stored)
-        saved = self.world.broadcast(list(readable) if self.world.is_main else None)
-        missing = [(start, end) for start, end in chunks if start not in saved]
-        todo = self.world.share(missing, None if costs is None else [costs[start] for start, _ in missing])
-        mine: dict[int, dict[str, Any]] = {}
-        with tqdm(
-            total=sum(end - start for start, end in todo), desc=desc, leave=False, disable=not self.verbose
-        ) as bar:
-            for start, end in todo:
-                arrays = compute(start, end)
-                if files[start] is not None:
-                    _save_atomic(files[start], **arrays)  # type: ignore[arg-type]
-                mine[start] = _without_examples(arrays)
-                bar.update(end - start)
-        for start in self.world.share(saved):
-            stored = readable.get(start) or _load_state(files[start], set_aside=False)  # type: ignore[arg-type]
-            if stored is None:
-                raise RuntimeError(f"{files[start]} was readable a moment ago and is not now; is another run using it?")
-            mine[start] = _without_examples(stored)
-        merged = {start: arrays for part in self.world.all_gather(mine) for start, arrays in part.items()}
-        return [merged[start] for start, _ in chunks]
+        """:meth:`.ChunkStore.run` over the selected images' chunks unless ``chunks`` are given."""
+        return self.store.run(folder, compute, desc, self.chunks if chunks is None else chunks, costs)
 
     def _load_fit_images(self) -> tuple[np.ndarray, np.ndarray]:
         train = load_dataset(self.config, "train")
@@ -484,7 +426,7 @@ class Suite:
         entry["randomized"] = is_random
         draws = config.draws if is_random else 1
         # per-draw correctness on the clean images: the clean row and every attack's success rate use it
-        clean_correct = _gathered(self._sharded(None, lambda start, end: {
+        clean_correct = gathered(self._chunked(None, lambda start, end: {
             "correct": self._correct_over_draws(defences, self.x[start:end], self.y[start:end], draws, start).T
         }, "clean"), "correct", axis=1).astype(bool)  # fmt: skip
         self._clean_columns = clean_correct.T[:, None, :].astype(np.int8)
@@ -533,7 +475,7 @@ class Suite:
 
     def _read(self, file: Path) -> dict[str, np.ndarray] | None:
         """A state file's arrays (:func:`_load_state`); only rank 0 sets an unreadable file aside."""
-        return _load_state(file, set_aside=self.world.is_main)
+        return load_state(file, set_aside=self.world.is_main)
 
     def _classifier(self, defences: list[Any], eot: int = 1) -> Any:
         return make_classifier(self.model, defences, self.input_shape, self.nb_classes, self.device, eot)
@@ -639,12 +581,12 @@ class Suite:
             return {"x_adv": x_adv, "correct": correct, "l2": l2, "linf": linf, "seconds": seconds}
 
         wall_started = time.perf_counter()
-        chunks = self._sharded(directory / f"{attack.slug}.chunks", attack_chunk, attack.label)
-        correct = _gathered(chunks, "correct", axis=1).astype(bool)
-        l2, linf = _gathered(chunks, "l2"), _gathered(chunks, "linf")
-        seconds = _total_seconds(chunks) + (0.0 if earlier is None else float(earlier["seconds"]))
+        chunks = self._chunked(directory / f"{attack.slug}.chunks", attack_chunk, attack.label)
+        correct = gathered(chunks, "correct", axis=1).astype(bool)
+        l2, linf = gathered(chunks, "l2"), gathered(chunks, "linf")
+        seconds = total_seconds(chunks) + (0.0 if earlier is None else float(earlier["seconds"]))
         if self.world.is_main:
-            _save_atomic(
+            save_atomic(
                 file, done=len(self.x), seconds=seconds, correct=correct, l2=l2, linf=linf, indices=self.indices
             )
         row = _art_row(attack, eot, correct, l2, linf, clean_correct, notes)
@@ -674,9 +616,9 @@ class Suite:
             tensor = np.concatenate([columns for _, columns in found], axis=1)
             labels = [label for label, columns in found for _ in range(columns.shape[1])]
             file = directory / ("correctness-" + "".join(c if c.isalnum() else "_" for c in group) + ".npz")
-            saved = _load_state(file)
+            saved = load_state(file)
             if saved is None or not np.array_equal(saved["correct"], tensor):
-                _save_atomic(file, correct=tensor, columns=np.array(labels), indices=self.indices)
+                save_atomic(file, correct=tensor, columns=np.array(labels), indices=self.indices)
             per_image = robust.robust_correct(tensor).astype(int).tolist()
             groups[group] = {
                 **robust.summarise(tensor),
@@ -723,21 +665,21 @@ class Suite:
         if attack.kind in (AttackKind.CASCADE, AttackKind.APGD_T):
             chunks = self._run_cascade(run, self._group_columns(attack.group, directory), folder, row)
         else:
-            chunks = self._sharded(folder, lambda start, end: self._v2_chunk(run, start, end), attack.label)
+            chunks = self._chunked(folder, lambda start, end: self._v2_chunk(run, start, end), attack.label)
             row["columns"] = [attack.label]
             if attack.options.get("targeted"):
-                hits = _gathered(chunks, "target_hits")
+                hits = gathered(chunks, "target_hits")
                 # the target in at least one draw
                 row["targeted_success"] = robust.proportion(np.asarray(hits.any(axis=1)))
                 row["targeted_success_mean"] = float(hits.mean())  # over draws, as a single-draw attack rate
-        columns, l2, linf = (_gathered(chunks, name) for name in ("columns", "l2", "linf"))
-        row.update(self._v2_summary(columns, l2, linf, _total_seconds(chunks)))
+        columns, l2, linf = (gathered(chunks, name) for name in ("columns", "l2", "linf"))
+        row.update(self._v2_summary(columns, l2, linf, total_seconds(chunks)))
         # per APGD run, the mean over batches of the best loss so far at every iteration (weighted equally per batch)
         curves = json.loads(_merge_curves([str(chunk["curves"]) for chunk in chunks]))
         row["loss_curves"] = {label: np.mean(runs, axis=0).tolist() for label, runs in curves.items()}
         row["wall_seconds"] = time.perf_counter() - wall_started
         if self.world.is_main:
-            _save_atomic(file, columns=columns, l2=l2, linf=linf, indices=self.indices, row=json.dumps(row))
+            save_atomic(file, columns=columns, l2=l2, linf=linf, indices=self.indices, row=json.dumps(row))
         return row
 
     def _chunk_tensors(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -786,7 +728,7 @@ class Suite:
             costs = {
                 start: 1.0 + float(survivors[start:end].sum()) for start, end in self.chunks
             }  # only they are attacked
-            chunks = self._sharded(folder / f"level{level}",
+            chunks = self._chunked(folder / f"level{level}",
                                    lambda start, end: self._cascade_chunk(run, prior, folder, level, start, end),
                                    f"{attack.label} (level {level})", costs=costs)  # fmt: skip
             levels.append(chunks)
@@ -803,7 +745,7 @@ class Suite:
             # the cascade's own columns follow the prior the chunk was attacked after, which a resumed run with
             # attacks added since (evaluate --extend) may have widened: each chunk is cut at its own prior
             chunks.append({**last, "columns": last["correct"][:, _prior_width(last) :, :], "curves": curves,
-                           "seconds": _total_seconds(per_level)})  # fmt: skip
+                           "seconds": total_seconds(per_level)})  # fmt: skip
         labels = [str(label) for label in levels[-1][0]["labels"]]
         attacked = np.sum([chunk["attacked"] for chunk in chunks], axis=0)
         row["columns"], row["attacked"] = labels[_prior_width(levels[-1][0]) :], [int(count) for count in attacked]
@@ -1010,20 +952,6 @@ def _prior_width(chunk: dict[str, Any]) -> int:
 def _survivors(chunks: Sequence[dict[str, Any]]) -> np.ndarray:
     """Per image, robust over every column of its chunk (chunks may differ in their number of prior columns)."""
     return np.concatenate([robust.robust_correct(chunk["correct"]) for chunk in chunks])
-
-
-def _gathered(chunks: Sequence[dict[str, Any]], name: str, axis: int = 0) -> np.ndarray:
-    """One array of every chunk's ``name``, in chunk order."""
-    return np.concatenate([chunk[name] for chunk in chunks], axis=axis)
-
-
-def _total_seconds(chunks: Sequence[dict[str, Any]]) -> float:
-    return float(sum(float(chunk["seconds"]) for chunk in chunks))
-
-
-def _without_examples(arrays: dict[str, Any]) -> dict[str, Any]:
-    """A chunk's arrays without its examples (``x_*``), which stay in its file."""
-    return {name: value for name, value in arrays.items() if not name.startswith("x_")}
 
 
 def _curves_json(curves: dict[str, list[torch.Tensor]]) -> str:
