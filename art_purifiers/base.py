@@ -53,6 +53,11 @@ _ROUNDING_FOR_BPDA: dict[str, Rounding] = {
 }
 
 
+def needs_gradient(x: torch.Tensor) -> bool:
+    """Whether autograd will differentiate through ``x`` here: then the ``bpda`` backward applies."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 class PurifierPreprocessor(PreprocessorPyTorch):
     """
     Base class of the input-purification defences: a batched, device-agnostic ``PreprocessorPyTorch``.
@@ -116,7 +121,9 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         self.batch_size = batch_size
         self.device_type = device_type
         self._networks = NetworkCache()
+        self._network_sources_loaded: dict[Hashable, Any] = {}
         self._check_params()
+        self._load_networks()
         self._generator = torch.Generator()
         self._reseed()
 
@@ -179,6 +186,32 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         budget = _NETWORK_CHUNK_PIXELS["cpu" if x.device.type == "cpu" else "other"]
         return int(min(self.batch_size, max(1, budget // (x.shape[2] * x.shape[3]))))
 
+    def _network_sources(self) -> dict[Hashable, Any]:
+        """
+        The networks the defence runs with its current parameters, as ``key -> source`` (a zoo name, a weight file,
+        a module, ...): :meth:`_load_networks` loads each source with :meth:`_load_network`. None by default.
+        """
+        return {}
+
+    def _load_network(self, key: Hashable, source: Any) -> nn.Module:
+        """The network of one source of :meth:`_network_sources`."""
+        raise NotImplementedError(f"{type(self).__name__} names network sources but does not load them.")
+
+    def _load_networks(self) -> None:
+        """
+        The one place where a defence's networks are loaded (after its parameters are checked, at construction and
+        in :meth:`set_params`): the sources that changed are loaded, all or none (a failing load changes nothing),
+        and the networks no longer named are forgotten.
+        """
+        wanted, loaded = self._network_sources(), self._network_sources_loaded
+        changed = {key: source for key, source in wanted.items() if key not in loaded or loaded[key] != source}
+        networks = {key: self._load_network(key, source) for key, source in changed.items()}
+        for key, network in networks.items():
+            self._set_network(key, network)
+        for key in set(loaded) - set(wanted):
+            self._networks.discard(key)
+        self._network_sources_loaded = dict(wanted)
+
     def _set_network(self, key: Hashable, network: nn.Module) -> None:
         """Register a network under ``key`` (see :class:`NetworkCache`: a frozen eval-mode copy is kept)."""
         self._networks.set(key, network)
@@ -237,7 +270,7 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         nchw = x if self.channels_first else x.permute(0, 3, 1, 2).contiguous()
         randomness = self._draw(nchw.shape[0], nchw.shape[2], nchw.shape[3])
         chunk = self._chunk_size(nchw)
-        needs_grad = torch.is_grad_enabled() and x.requires_grad
+        needs_grad = needs_gradient(x)
         parts: list[torch.Tensor] = []
         out: torch.Tensor | None = None
         for start in range(0, nchw.shape[0], chunk):
@@ -347,6 +380,7 @@ class PurifierPreprocessor(PreprocessorPyTorch):
             setattr(self, key, value)
         try:
             self._check_params()
+            self._load_networks()
         except (TypeError, ValueError):
             for key, value in previous.items():
                 setattr(self, key, value)
@@ -407,7 +441,7 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         """
         low, high = self.clip_values
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        needs_grad = torch.is_grad_enabled() and x.requires_grad
+        needs_grad = needs_gradient(x)
         with full_precision(x.device):
             # a correctly rounded division, not a product with the rounded reciprocal: k in (0, 255) then maps to the
             # very float of k / 255 in (0, 1), so the DCT rounding ties of 8-bit images fall the same way in any range;

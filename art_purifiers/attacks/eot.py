@@ -27,6 +27,8 @@ import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from art.estimators.classification import PyTorchClassifier
 
+from art_purifiers.base import needs_gradient
+
 
 class EOTRepeat(PreprocessorPyTorch):
     """
@@ -45,7 +47,7 @@ class EOTRepeat(PreprocessorPyTorch):
 
     def active(self, x: torch.Tensor) -> bool:
         """Whether a batch is repeated: only on ART's gradient paths."""
-        return self.samples > 1 and torch.is_grad_enabled() and x.requires_grad
+        return self.samples > 1 and needs_gradient(x)
 
     def forward(self, x: torch.Tensor, y: Any | None = None) -> tuple[torch.Tensor, Any | None]:
         if not self.active(x):

@@ -17,7 +17,7 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import nn
 from tqdm.auto import tqdm
 
-from art_purifiers.base import NetworkCache
+from art_purifiers.base import NetworkCache, needs_gradient
 from art_purifiers.ops.device import full_precision
 from art_purifiers.ops.quantize import replace_gradient
 
@@ -116,7 +116,7 @@ class LearnedBPDA(PreprocessorPyTorch):
     def forward(self, x: torch.Tensor, y: Any | None = None) -> tuple[torch.Tensor, Any | None]:
         with torch.no_grad():
             purified, y = self.defence.forward(x, y)
-        if not (torch.is_grad_enabled() and x.requires_grad):
+        if not needs_gradient(x):
             return purified, y
         with full_precision(x.device):
             approximation = self._networks.get("approximator", x.device)(x.float()).to(x.dtype)

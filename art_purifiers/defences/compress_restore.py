@@ -18,7 +18,7 @@ instead of the identity. The forward is always the real codec.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from art_purifiers import zoo
-from art_purifiers.base import PurifierPreprocessor, Randomness
+from art_purifiers.base import PurifierPreprocessor, Randomness, needs_gradient
 from art_purifiers.nets import run_image_network
 from art_purifiers.ops.codec import BACKENDS
 from art_purifiers.ops.groups import map_groups
@@ -111,14 +111,12 @@ class CompressRestore(PurifierPreprocessor):
             raise ValueError(f"jpeg_backend must be one of {BACKENDS}, got {self.jpeg_backend!r}.")
         if not self.restorers or not all(isinstance(q, int) and 1 <= q <= 100 for q in self.restorers):
             raise ValueError(f"restorers must map integer qualities in [1, 100] to restorers, got {self.restorers!r}.")
-        loaded = getattr(self, "_sources", {})
-        changed = {q: source for q, source in self.restorers.items() if q not in loaded or loaded[q] != source}
-        networks = {quality: _load_restorer(source) for quality, source in changed.items()}  # all or nothing
-        for quality, network in networks.items():
-            self._set_network(quality, network)
-        for quality in set(loaded) - set(self.restorers):
-            self._networks.discard(quality)
-        self._sources = dict(self.restorers)
+
+    def _network_sources(self) -> dict[Hashable, Any]:
+        return {quality: source for quality, source in self.restorers.items()}  # one restorer per JPEG quality
+
+    def _load_network(self, key: Hashable, source: Any) -> nn.Module:
+        return _load_restorer(source)
 
     def _draw(self, num_images: int, height: int, width: int) -> Randomness:
         low, high = self.qf_range
@@ -135,7 +133,7 @@ class CompressRestore(PurifierPreprocessor):
 
     def _jpeg(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
         compressed = jpeg_round_trip(x, quality, backend=self.jpeg_backend)
-        if not (torch.is_grad_enabled() and x.requires_grad):
+        if not needs_gradient(x):
             return compressed
         return replace_gradient(compressed, jpeg_differentiable(x, quality) if self.bpda == "surrogate" else x)
 

@@ -16,6 +16,7 @@ Backward (``bpda``): the purifier is a network and the noise step is differentia
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,12 @@ class NeuralRepresentationPurifier(PurifierPreprocessor):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 raise ValueError(f"{name} must be a non-negative finite number, got {value!r}.")
-        if getattr(self, "_loaded_network", None) != self.network:
-            self._set_network("purifier", load_purifier(self.network))
-            self._loaded_network = self.network
+
+    def _network_sources(self) -> dict[Hashable, Any]:
+        return {"purifier": self.network}
+
+    def _load_network(self, key: Hashable, source: Any) -> nn.Module:
+        return load_purifier(source)
 
     def _is_randomized(self) -> bool:
         return self.dynamic and self.noise_std > 0 and self.dynamic_eps > 0

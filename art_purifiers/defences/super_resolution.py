@@ -17,6 +17,7 @@ the identity with ``upsampler="none"``).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +116,12 @@ class SuperResolution(PurifierPreprocessor):
             raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {self.upsampler!r}.")
         if self.output_size not in OUTPUT_SIZES:
             raise ValueError(f"output_size must be one of {OUTPUT_SIZES}, got {self.output_size!r}.")
-        if self.upsampler == "edsr" and getattr(self, "_loaded_network", None) != self.network:
-            self._set_network("edsr", zoo.resolve(self.network, train_command="python -m art_purifiers.training.edsr"))
-            self._loaded_network = self.network
+
+    def _network_sources(self) -> dict[Hashable, Any]:
+        return {"edsr": self.network} if self.upsampler == "edsr" else {}  # interpolations need no network
+
+    def _load_network(self, key: Hashable, source: Any) -> nn.Module:
+        return zoo.resolve(source, train_command="python -m art_purifiers.training.edsr")
 
     def _chunk_size(self, x: torch.Tensor) -> int:
         return self._network_chunk_size(x) if self.upsampler == "edsr" else super()._chunk_size(x)
