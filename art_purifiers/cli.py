@@ -341,7 +341,7 @@ def _evaluation_config(args: argparse.Namespace, argv: Sequence[str] | None) -> 
 
 def _mergeable_groups(runs: list[dict[str, Any]], sources: list[str]) -> list[dict[str, Any]]:
     """The runs merged into as few groups as their configurations allow, in order of first appearance."""
-    from art_purifiers.evaluation.report import merge
+    from art_purifiers.evaluation.results import merge
 
     groups: list[tuple[list[dict[str, Any]], list[str]]] = []
     for run, source in zip(runs, sources):
@@ -361,13 +361,14 @@ def _mergeable_groups(runs: list[dict[str, Any]], sources: list[str]) -> list[di
 def _run_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import json
 
-    from art_purifiers.evaluation.report import merge, write_pages, write_reports
+    from art_purifiers.evaluation.report import write_pages, write_reports
+    from art_purifiers.evaluation.results import load_results, merge
 
     files = [run / "results.json" if run.is_dir() else run for run in args.runs]
     missing = [str(file) for file in files if not file.is_file()]
     if missing:
         parser.error(f"no results.json at {', '.join(missing)}")
-    runs, sources = [json.loads(file.read_text()) for file in files], [str(file.parent) for file in files]
+    runs, sources = [load_results(file) for file in files], [str(file.parent) for file in files]
     args.output.mkdir(parents=True, exist_ok=True)
     if args.pages:  # runs that cannot be merged (other image counts) get their own section of the summary
         pages = write_pages(_mergeable_groups(runs, sources), args.output, args.notes_dir)

@@ -255,7 +255,7 @@ def test_every_defence_of_a_command_runs_every_attack_of_the_output(dataset: str
 
 
 def test_merging_runs_keeps_each_commands_provenance(dataset: str, tmp_path: Path) -> None:
-    from art_purifiers.evaluation.report import merge
+    from art_purifiers.evaluation.results import merge
 
     first = evaluate(tiny_config(dataset, command="A"), tmp_path / "a")
     extend = tiny_config(dataset, defences=["NNFavoredJpeg"], command="B")

@@ -314,7 +314,7 @@ def _run_with(spec: str, label: str, per_image: list[int]) -> dict:
 
 
 def test_merging_one_defence_from_two_runs_keeps_the_worst_case_per_image() -> None:
-    from art_purifiers.evaluation.report import merge
+    from art_purifiers.evaluation.results import merge
 
     first = _run_with("D", "attack A", [1, 1, 0, 1, 1])
     second = _run_with("D", "attack B", [1, 0, 1, 1, 1])  # each run alone: 80%; together 3 of 5 images survive
@@ -330,7 +330,7 @@ def test_merging_one_defence_from_two_runs_keeps_the_worst_case_per_image() -> N
 
 
 def test_a_run_without_sanity_checks_merges_and_keeps_the_others_checks() -> None:
-    from art_purifiers.evaluation.report import merge
+    from art_purifiers.evaluation.results import merge
 
     first = _run_with("D", "attack A", [1, 1, 0, 1, 1])
     first["config"]["sanity_checks"] = True

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from art_purifiers.evaluation.results import converged, headline, upper_bound_only, with_headline
 from art_purifiers.evaluation.specs import AttackKind
 
 CSV_FIELDS = (
@@ -30,17 +31,6 @@ CSV_FIELDS = (
     "sanity_only",
     "threat_model",
     "robust_accuracy",
-)
-
-
-#: Attack kinds strong enough to decide a headline cell: the cascade, our APGD family and AutoAttack. A cell made only
-#: of weaker attacks (PGD, transfer, noise, a paper's replay) is an upper bound and is shown as one.
-STRONG_KINDS = (
-    AttackKind.CASCADE,
-    AttackKind.APGD,
-    AttackKind.APGD_T,
-    AttackKind.ORIGINAL_AUTOATTACK,
-    AttackKind.AUTOATTACK,
 )
 
 
@@ -85,7 +75,7 @@ def _v2_details(entry: dict[str, Any]) -> list[str]:
         if "controller" in row:
             control = row["controller"]
             levels = " -> ".join(f"{100 * a:.1f}" for a in control["accuracy_by_level"])
-            done = _converged(row)
+            done = converged(row)
             state = "converged" if done else "‡ still falling when the levels ran out (capped)"
             parts.append(f"controller levels {levels}: {state}; images attacked per step {row.get('attacked')}")
         if "targeted_success" in row:
@@ -101,7 +91,7 @@ def paired_lines(results: dict[str, Any], baseline: str = "none") -> list[str]:
     """Per defence and threat model, robust accuracy compared with the undefended row on the same images (McNemar)."""
     from art_purifiers.evaluation.robust import describe_difference, paired_comparison
 
-    results = _with_headline(results)
+    results = with_headline(results)
     reference = results["defences"].get(baseline, {}).get("robust", {})
     lines = []
     for spec, entry in results["defences"].items():
@@ -110,7 +100,7 @@ def paired_lines(results: dict[str, Any], baseline: str = "none") -> list[str]:
                 continue
             comparison = paired_comparison(np.asarray(figures["per_image"]), np.asarray(reference[group]["per_image"]))
             line = f"- {group}: " + describe_difference(comparison, f"`{spec}`", f"`{baseline}`")
-            if _upper_bound_only(entry, figures):  # a gain over a worst case measured against an upper bound
+            if upper_bound_only(entry, figures):  # a gain over a worst case measured against an upper bound
                 line += f" (≤: no strong attack ran for `{spec}` here, so this difference is not a measured gain)"
             lines.append(line)
     return ["## Paired comparisons with the undefended classifier", "", *lines, ""] if lines else []
@@ -145,21 +135,6 @@ def _cross_checks(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _converged(row: dict[str, Any]) -> bool:
-    """
-    Whether a cascade row's last level stopped falling, judged by today's criterion (runs made under the older,
-    unpaired one are re-judged from their recorded levels).
-    """
-    from art_purifiers.evaluation.cascade import stopped_falling
-
-    levels = row["controller"]["accuracy_by_level"]
-    if levels[-1] == 0:
-        return True
-    if len(levels) < 2:
-        return bool(row["controller"]["converged"])
-    return stopped_falling(levels[-2], levels[-1], int(row["n"]))
-
-
 def _group_order(group: str) -> tuple[str, float]:
     """Threat models by norm, then budget (``Linf 4/255`` before ``Linf 16/255``)."""
     norm, _, budget = group.partition(" ")
@@ -168,32 +143,6 @@ def _group_order(group: str) -> tuple[str, float]:
         return norm, float(numerator) / float(denominator or 1)
     except ValueError:
         return norm, 0.0
-
-
-def _upper_bound_only(entry: dict[str, Any], figures: dict[str, Any]) -> bool:
-    """Whether a cell above 0% comes from weak attacks alone (no kind of :data:`STRONG_KINDS` ran for it)."""
-    kinds = {entry["rows"].get(label, {}).get("kind") for label in figures["attacks"]}
-    return figures["robust"]["accuracy"] > 0 and not kinds & set(STRONG_KINDS)
-
-
-def _sanity_only(results: dict[str, Any]) -> set[str]:
-    return {attack["label"] for attack in results["attacks"] if attack.get("sanity_only")}
-
-
-def headline(results: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-    """
-    A defence's robust accuracy per threat model that the user asked for: a threat model that only the sanity checks'
-    attacks reached (the large-budget PGD) stays out of the tables and plots (it is reported with the checks).
-    """
-    sanity_only = _sanity_only(results)
-    return {group: figures for group, figures in entry.get("robust", {}).items()
-            if set(figures["attacks"]) - sanity_only}  # fmt: skip
-
-
-def _with_headline(results: dict[str, Any]) -> dict[str, Any]:
-    """The results with every defence's ``robust`` reduced to :func:`headline`."""
-    defences = {spec: {**entry, "robust": headline(results, entry)} for spec, entry in results["defences"].items()}
-    return {**results, "defences": defences}
 
 
 def _sanity_groups(results: dict[str, Any]) -> list[str]:
@@ -218,8 +167,8 @@ def _headline_cell(entry: dict[str, Any], figures: dict[str, Any] | None, marks:
     low, high = (100 * v for v in figures["robust"]["ci95"])
     # capped unless a cascade of this threat model converged (after a merge, any of the runs' cascades)
     controlled = [row for label, row in entry["rows"].items() if label in figures["attacks"] and "controller" in row]
-    capped = figures["robust"]["accuracy"] > 0 and bool(controlled) and not any(map(_converged, controlled))
-    reasons = {"weak"} if _upper_bound_only(entry, figures) else set()
+    capped = figures["robust"]["accuracy"] > 0 and bool(controlled) and not any(map(converged, controlled))
+    reasons = {"weak"} if upper_bound_only(entry, figures) else set()
     reasons |= {"missing"} if figures.get("missing") else set()
     marks |= reasons
     return (
@@ -233,7 +182,7 @@ def robust_table(results: dict[str, Any]) -> list[str]:
     in every draw) with its Wilson 95% interval; ‡ marks a cell whose convergence check ran out of budget, ≤ a cell
     that no strong attack decided (an upper bound). Threat models that only sanity attacks reached stay out.
     """
-    results = _with_headline(results)
+    results = with_headline(results)
     groups = sorted(
         dict.fromkeys(g for entry in results["defences"].values() for g in entry.get("robust", {})), key=_group_order
     )
@@ -524,7 +473,7 @@ def plot(results: dict[str, Any], output: Path, prefix: str = "") -> list[Path]:
     import matplotlib.pyplot as plt
 
     n = results["config"]["num_images"]
-    results = _with_headline(results)
+    results = with_headline(results)
     files = []
     for name, points_of, xlabel, title in (
         ("accuracy_vs_budget.png", _budget_points, "Linf budget (x/255; 0 = clean)",
@@ -641,77 +590,3 @@ def _summary_section(results: dict[str, Any], stems: dict[str, str]) -> list[str
     if data.get("note"):
         lines += [f"**Data:** {data['note']}", ""]
     return lines + robust_table(results) + paired_lines(results)
-
-
-def merge(runs: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
-    """
-    Combine the results of runs that differ only in their defences, attacks or sanity checks (e.g. run in parallel)
-    into one.
-    Attacks a defence was not run with show as n/a. A defence in several runs keeps every run's rows (the last run's
-    row where two share a label), and its robust accuracy per threat model becomes the per-image worst case over all
-    of those runs' attacks: the strongest attack decides, whichever run it was in.
-
-    :raises ValueError: if the runs used different classifiers, data, images or seeds.
-    """
-    if not runs:
-        raise ValueError("Nothing to merge.")
-    # sanity checks only add attacks (and their checks), like a longer attack list; options a version did not record
-    # yet (absent from one side) are not compared
-    ignored = ("command", "verbose", "defences", "attacks", "sanity_checks", "extend")
-    first = runs[0]
-    merged = {**first, "defences": {}, "merged_from": sources, "attacks": list(first["attacks"])}
-    for source, run in zip(sources, runs):
-        shared = set(run["config"]) & set(first["config"]) - set(ignored)
-        same_config = all(run["config"][key] == first["config"][key] for key in shared)
-        if not same_config or run["data"]["selected_indices"] != first["data"]["selected_indices"]:
-            raise ValueError(f"{source} was run with another configuration or other images than {sources[0]}.")
-        known = {a["label"] for a in merged["attacks"]}
-        merged["attacks"] = merged["attacks"] + [a for a in run["attacks"] if a["label"] not in known]
-        for spec, entry in run["defences"].items():
-            entry = {**entry, "provenance": entry.get("provenance") or _stamps(run, source, spec)}
-            earlier = merged["defences"].get(spec)
-            merged["defences"][spec] = entry if earlier is None else _worst_over_runs(earlier, entry, source)
-    merged["config"] = {
-        **first["config"],
-        "defences": list(merged["defences"]),
-        # each command once: a page's JSON already holds its group's commands (re-rendering merges pages again)
-        "command": " ; ".join(
-            dict.fromkeys(part for run in runs for part in run["config"].get("command", "").split(" ; "))
-        ),
-    }
-    return merged
-
-
-def _stamps(run: dict[str, Any], source: str, spec: str) -> list[dict[str, Any]]:
-    """The commands of a run that evaluated ``spec`` (every command of it, for runs that did not record them)."""
-    invocations = [entry for entry in run.get("invocations", []) if spec in entry.get("defences", [])]
-    if not invocations:
-        invocations = [{"command": run["config"].get("command", ""), "environment": run.get("environment", {})}]
-    return [{"source": source, "command": entry["command"], "environment": entry.get("environment") or {}}
-            for entry in invocations]  # fmt: skip
-
-
-def _worst_over_runs(earlier: dict[str, Any], later: dict[str, Any], source: str) -> dict[str, Any]:
-    """One defence's results from two runs on the same images: all rows, robust per image = correct in both."""
-    from art_purifiers.evaluation.robust import proportion
-
-    combined = {**later, "rows": {**earlier.get("rows", {}), **later.get("rows", {})}}
-    # a run without sanity checks keeps the other's
-    combined["sanity"] = later.get("sanity") or earlier.get("sanity", [])
-    combined["provenance"] = [*earlier.get("provenance", []), *later.get("provenance", [])]
-    groups: dict[str, Any] = {**earlier.get("robust", {}), **later.get("robust", {})}
-    for group in set(earlier.get("robust", {})) & set(later.get("robust", {})):
-        first, second = earlier["robust"][group], later["robust"][group]
-        if "per_image" not in first or "per_image" not in second:
-            raise ValueError(f"{source}: {group} has no per-image results to combine with the other run's.")
-        per_image = np.minimum(np.asarray(first["per_image"]), np.asarray(second["per_image"]))
-        groups[group] = {
-            "robust": proportion(per_image),
-            "per_image": per_image.astype(int).tolist(),
-            "attacks": list(dict.fromkeys([*first["attacks"], *second["attacks"]])),
-            "draws": max(first.get("draws", 1), second.get("draws", 1)),
-            "note": "worst case per image over the attacks of several runs; expected and majority figures stay "
-            "per run",
-        }
-    combined["robust"] = groups
-    return combined

@@ -42,6 +42,7 @@ from art_purifiers.evaluation.chunks import (
     total_seconds,
 )
 from art_purifiers.evaluation.distributed import World, chunk_bounds, init_world
+from art_purifiers.evaluation.results import SCHEMA_VERSION, load_results
 from art_purifiers.evaluation.seeds import RunSeeds, global_generators
 from art_purifiers.evaluation.specs import AUTOMATIC_EOT, AttackKind, AttackSpec, Engine, check_l2_budget, parse_attack
 from art_purifiers.evaluation.targets import (
@@ -194,7 +195,7 @@ class Suite:
         for spec in config.defences:
             check_defence_spec(spec)
         self.results_file = self.output / "results.json"
-        self.results: dict[str, Any] = json.loads(self.results_file.read_text()) if self.results_file.is_file() else {}
+        self.results: dict[str, Any] = load_results(self.results_file) if self.results_file.is_file() else {}
         held = self._check_output_reuse(requested)
         self.requested = _union(held, requested)  # what the tables stand on: this command's and earlier commands'
         #: every attack of this output (sanity attacks added): each defence of this command runs all of them
@@ -891,7 +892,9 @@ class Suite:
         if not self.world.is_main:  # rank 0 alone writes results.json
             return
         temporary = self.results_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.results, indent=1, default=_jsonable))
+        temporary.write_text(
+            json.dumps({"schema_version": SCHEMA_VERSION, **self.results}, indent=1, default=_jsonable)
+        )
         temporary.replace(self.results_file)
 
 
