@@ -58,7 +58,19 @@ def needs_gradient(x: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and x.requires_grad
 
 
-class PurifierPreprocessor(PreprocessorPyTorch):
+class _CheckedAfterInit(type(PreprocessorPyTorch)):  # type: ignore[misc]
+    """
+    Runs a defence's :meth:`PurifierPreprocessor._after_init` when its construction is complete, so that a subclass
+    sets its own attributes after ``super().__init__()``, as ART's defences do, and they are checked all the same.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        defence = super().__call__(*args, **kwargs)
+        defence._after_init()
+        return defence
+
+
+class PurifierPreprocessor(PreprocessorPyTorch, metaclass=_CheckedAfterInit):
     """
     Base class of the input-purification defences: a batched, device-agnostic ``PreprocessorPyTorch``.
 
@@ -122,9 +134,12 @@ class PurifierPreprocessor(PreprocessorPyTorch):
         self.device_type = device_type
         self._networks = NetworkCache()
         self._network_sources_loaded: dict[Hashable, Any] = {}
+        self._generator = torch.Generator()
+
+    def _after_init(self) -> None:
+        """When the whole ``__init__`` (a subclass's too) has run: check the parameters, load the networks, seed."""
         self._check_params()
         self._load_networks()
-        self._generator = torch.Generator()
         self._reseed()
 
     # ------------------------------------------------------------------ subclass hooks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from typing import Any
 
 import numpy as np
 import pytest
@@ -375,3 +376,34 @@ def test_the_hook_of_an_art_with_estimated_gradients_is_one_pass_of_forward(
     assert torch.equal(art_value, value)
     if bpda == "identity" or not defence_class(seed=7).randomized:
         torch.testing.assert_close(art_gradient, gradient, rtol=1e-5, atol=1e-6)
+
+
+class _Scaled(PurifierPreprocessor):
+    """A toy defence written as ART writes its defences: its own attributes set after ``super().__init__()``."""
+
+    params = PurifierPreprocessor.params + ["factor"]
+
+    def __init__(self, factor: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not 0 < self.factor <= 1:
+            raise ValueError(f"factor must be in (0, 1], got {self.factor!r}.")
+
+    def _purify(self, x: torch.Tensor, randomness: object) -> torch.Tensor:
+        return x * self.factor
+
+
+def test_attributes_set_after_the_base_constructor_are_checked() -> None:
+    with pytest.raises(ValueError, match="factor must be in"):
+        _Scaled(factor=2.0)
+    with pytest.raises(ValueError, match="bpda must be one of"):
+        _Scaled(bpda="none")
+    defence = _Scaled(factor=0.25)
+    out, _ = defence.forward(torch.ones(1, 3, 4, 4))
+    assert torch.allclose(out, torch.full((1, 3, 4, 4), 0.25))
+    with pytest.raises(ValueError, match="factor must be in"):
+        defence.set_params(factor=0.0)
+    assert defence.factor == 0.25

@@ -83,11 +83,11 @@ class CompressRestore(PurifierPreprocessor):
                              TorchCodec); ``"nvjpeg"`` codes on the GPU with nvJPEG (inexact).
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor`.
         """
+        super().__init__(**kwargs)
         self.qf_range = qf_range
         self.n_iter = n_iter
         self.restorers = dict(DEFAULT_RESTORERS if restorers is None else restorers)
         self.jpeg_backend = jpeg_backend
-        super().__init__(**kwargs)
         self._warned_size = False
 
     def _is_randomized(self) -> bool:

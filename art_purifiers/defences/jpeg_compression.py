@@ -33,8 +33,8 @@ class JpegCompressionPyTorch(PurifierPreprocessor):
         :param quality: JPEG quality in ``[1, 100]`` (ART's default 50).
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor`.
         """
-        self.quality = quality
         super().__init__(**kwargs)
+        self.quality = quality
 
     def _check_params(self) -> None:
         super()._check_params()

@@ -135,12 +135,12 @@ class NNFavoredJpeg(PurifierPreprocessor):
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor` (``clip_values``,
                        ``channels_first``, ``bpda``, ``batch_size``, ...).
         """
+        super().__init__(**kwargs)
         self.favored_diagonals = favored_diagonals
         self.qs_of = qs_of
         self.qs_af = qs_af
         self.quality = quality
         self.codec = codec
-        super().__init__(**kwargs)
 
     @property
     def table(self) -> np.ndarray:

@@ -76,11 +76,11 @@ class NeuralRepresentationPurifier(PurifierPreprocessor):
         :param dynamic_eps: Linf radius the noisy input is projected to, on the [0, 1] scale (authors: 16/255).
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor`.
         """
+        super().__init__(**kwargs)
         self.network = network
         self.dynamic = dynamic
         self.noise_std = noise_std
         self.dynamic_eps = dynamic_eps
-        super().__init__(**kwargs)
 
     def _check_params(self) -> None:
         super()._check_params()

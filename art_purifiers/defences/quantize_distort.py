@@ -84,6 +84,7 @@ class QuantizeDistort(PurifierPreprocessor):
                       :func:`~art_purifiers.ops.jpeg.quantize_with_table`.
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor`.
         """
+        super().__init__(**kwargs)
         self.table = FEATURE_DISTILLATION_TABLE.copy() if table is None else table
         self.distortion_limit = distortion_limit
         self.num_cells = num_cells
@@ -91,7 +92,6 @@ class QuantizeDistort(PurifierPreprocessor):
         self.quantize = quantize
         self.distort = distort
         self.codec = codec
-        super().__init__(**kwargs)
 
     def _is_randomized(self) -> bool:
         """Random unless the distortion is off or ``distortion_limit`` is 0."""

@@ -91,6 +91,7 @@ class SuperResolution(PurifierPreprocessor):
                             classifier trained at the input size loses much there: 44.3%).
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor`.
         """
+        super().__init__(**kwargs)
         self.sigma = sigma
         self.wavelet = wavelet
         self.levels = levels
@@ -99,7 +100,6 @@ class SuperResolution(PurifierPreprocessor):
         self.upsampler = upsampler
         self.network = network
         self.output_size = output_size
-        super().__init__(**kwargs)
 
     def purified_size(self, height: int, width: int) -> tuple[int, int]:
         if self.output_size == "upscaled" and self.upsampler != "none":
