@@ -315,4 +315,7 @@ def test_straight_through_mode_passes_gradients_through_the_restorers_output_cla
         gradients[bpda] = float(x.grad.abs().sum())
     assert gradients["straight_through"] > 0
     assert gradients["surrogate"] == 0  # the exact clamp, as before
-    assert generator.straight_through_clamp is False  # training and other modes keep the exact clamp
+    # outside the defence (training) the restorer's clamp is exact: no gradient past white
+    x = torch.full((1, 3, 8, 8), 0.8, requires_grad=True)
+    generator(x).sum().backward()
+    assert x.grad is not None and float(x.grad.abs().max()) < 1e-12

@@ -187,3 +187,22 @@ def test_floor_with_its_backward_variants() -> None:
         (grad,) = torch.autograd.grad(out.sum(), x)
         torch.testing.assert_close(grad, expected)
     assert torch.equal(floor_with(x.detach(), "hard"), torch.floor(x.detach()))
+
+
+def test_straight_through_clamps_apply_inside_their_block_only() -> None:
+    from art_purifiers.ops.quantize import clamp, straight_through_clamps
+
+    def gradient() -> float:
+        x = torch.tensor([1.5, 0.5], requires_grad=True)
+        clamp(x, 0.0, 1.0).sum().backward()
+        assert x.grad is not None
+        return float(x.grad[0])
+
+    assert gradient() < 0.5  # exact clamp: no gradient past the bound
+    with straight_through_clamps():
+        assert gradient() > 0.5
+        with straight_through_clamps(False):
+            assert gradient() < 0.5
+        assert gradient() > 0.5
+    assert gradient() < 0.5
+    assert torch.equal(clamp(torch.tensor([1.5, -2.0]), 0.0, 1.0), torch.tensor([1.0, 0.0]))

@@ -31,7 +31,7 @@ from art_purifiers.nets import run_image_network
 from art_purifiers.ops.codec import BACKENDS
 from art_purifiers.ops.groups import map_groups
 from art_purifiers.ops.jpeg import jpeg_differentiable, jpeg_round_trip
-from art_purifiers.ops.quantize import replace_gradient
+from art_purifiers.ops.quantize import replace_gradient, straight_through_clamps
 
 #: The shipped restorers, by the quality they were trained for.
 DEFAULT_RESTORERS: dict[int, str] = {20: "cifar10-restorer-q20", 40: "cifar10-restorer-q40", 60: "cifar10-restorer-q60"}
@@ -146,10 +146,9 @@ class CompressRestore(PurifierPreprocessor):
         network = self._network(quality, x.device)
         # in straight-through mode every clamp, the restorer's output clamp included, passes gradients through, so a
         # pixel the restorer pushes past white or black keeps its gradient (saturation masks nothing)
-        if hasattr(network, "straight_through_clamp"):
-            setattr(network, "straight_through_clamp", self.bpda == "straight_through")  # noqa: B010 - nn.Module typing
         try:
-            return run_image_network(network, x)
+            with straight_through_clamps(self.bpda == "straight_through"):
+                return run_image_network(network, x)
         except ValueError as error:
             raise ValueError(f"The restorer for quality {quality}: {error}") from error
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from art_purifiers.nets import register_architecture
-from art_purifiers.ops.quantize import clamp_straight_through
+from art_purifiers.ops.quantize import clamp
 
 
 class _ResidualBlock(nn.Module):
@@ -61,8 +61,6 @@ class RestorationGenerator(nn.Module):
         self.blocks = nn.Sequential(*(_ResidualBlock(features) for _ in range(blocks)))
         self.trunk_out = nn.Sequential(nn.Conv2d(features, features, 3, padding=1), nn.BatchNorm2d(features))
         self.upsample = nn.Sequential(nn.Conv2d(features, 4 * features, 3, padding=1), nn.PixelShuffle(2), nn.ReLU())
-        #: Whether the output clamp passes gradients straight through (set by the defence per call; training: False).
-        self.straight_through_clamp = False
         # start as the identity (zero residual): training then only has to learn the correction
         self.tail = nn.Conv2d(features, channels, 1)
         with torch.no_grad():
@@ -78,8 +76,9 @@ class RestorationGenerator(nn.Module):
         features = features + self.trunk_out(self.blocks(features))
         residual = torch.tanh(self.tail(self.upsample(features)))
         restored = signed + residual
-        # straight-through on request (CompressRestore's bpda="straight_through"): overshooting pixels keep a gradient
-        restored = clamp_straight_through(restored, -1, 1) if self.straight_through_clamp else restored.clamp(-1, 1)
+        # straight-through inside straight_through_clamps() (CompressRestore's bpda="straight_through"): overshooting
+        # pixels keep a gradient; exact otherwise (training)
+        restored = clamp(restored, -1, 1)
         return ((restored + 1) / 2)[..., :height, :width]
 
 

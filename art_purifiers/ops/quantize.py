@@ -9,6 +9,9 @@ Rounding variants (the forward value is always the exact ``torch.round``):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
@@ -79,6 +82,28 @@ def clamp_straight_through(x: torch.Tensor, low: float, high: float) -> torch.Te
     Clamp to ``[low, high]`` in forward, identity in backward (so saturated pixels keep their gradient).
     """
     return replace_gradient(x.detach().clamp(low, high), x)
+
+
+_STRAIGHT_THROUGH_CLAMPS: ContextVar[bool] = ContextVar("straight_through_clamps", default=False)
+
+
+@contextlib.contextmanager
+def straight_through_clamps(enabled: bool = True) -> Iterator[None]:
+    """
+    Within the block, :func:`clamp` is :func:`clamp_straight_through` (when ``enabled``): a defence in
+    ``bpda="straight_through"`` mode runs a network this way, so the network's own output clamp keeps gradients,
+    without changing the (shared, cached) network.
+    """
+    token = _STRAIGHT_THROUGH_CLAMPS.set(enabled)
+    try:
+        yield
+    finally:
+        _STRAIGHT_THROUGH_CLAMPS.reset(token)
+
+
+def clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """A network's output clamp: exact, or straight-through inside :func:`straight_through_clamps`."""
+    return clamp_straight_through(x, low, high) if _STRAIGHT_THROUGH_CLAMPS.get() else x.clamp(low, high)
 
 
 class _ReplaceGradient(torch.autograd.Function):
