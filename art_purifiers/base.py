@@ -14,6 +14,7 @@ NumPy entry points :meth:`__call__` and :meth:`estimate_gradient` run the same c
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import secrets
 import warnings
@@ -63,6 +64,12 @@ class _CheckedAfterInit(type(PreprocessorPyTorch)):  # type: ignore[misc]
     Runs a defence's :meth:`PurifierPreprocessor._after_init` when its construction is complete, so that a subclass
     sets its own attributes after ``super().__init__()``, as ART's defences do, and they are checked all the same.
     """
+
+    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(name, bases, namespace, **kwargs)
+        # help(), inspect and Sphinx show the constructor's parameters, not this __call__'s (*args, **kwargs)
+        signature = inspect.signature(cls.__init__)  # type: ignore[misc]
+        cls.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         defence = super().__call__(*args, **kwargs)
@@ -134,13 +141,16 @@ class PurifierPreprocessor(PreprocessorPyTorch, metaclass=_CheckedAfterInit):
         self.device_type = device_type
         self._networks = NetworkCache()
         self._network_sources_loaded: dict[Hashable, Any] = {}
+        # the base's own parameters are checked and the generator seeded here, so that a subclass may already draw
+        # from it in its __init__; the subclass's parameters are checked when its whole __init__ has run
+        PurifierPreprocessor._check_params(self)
         self._generator = torch.Generator()
+        self._reseed()
 
     def _after_init(self) -> None:
-        """When the whole ``__init__`` (a subclass's too) has run: check the parameters, load the networks, seed."""
+        """When the whole ``__init__`` (a subclass's too) has run: check every parameter, load the networks."""
         self._check_params()
         self._load_networks()
-        self._reseed()
 
     # ------------------------------------------------------------------ subclass hooks
 
@@ -218,9 +228,15 @@ class PurifierPreprocessor(PreprocessorPyTorch, metaclass=_CheckedAfterInit):
         in :meth:`set_params`): the sources that changed are loaded, all or none (a failing load changes nothing),
         and the networks no longer named are forgotten.
         """
-        wanted, loaded = self._network_sources(), self._network_sources_loaded
+        wanted = self._network_sources()
+        # a defence pickled by an earlier version: the networks it holds came from its current sources
+        loaded = getattr(self, "_network_sources_loaded", None)
+        if loaded is None:
+            loaded = {key: source for key, source in wanted.items() if key in self._networks.keys()}
         changed = {key: source for key, source in wanted.items() if key not in loaded or loaded[key] != source}
         networks = {key: self._load_network(key, source) for key, source in changed.items()}
+        if networks or set(loaded) - set(wanted):
+            self._networks = self._networks.copy()  # a shallow copy of the defence keeps the networks it had
         for key, network in networks.items():
             self._set_network(key, network)
         for key in set(loaded) - set(wanted):
@@ -565,6 +581,12 @@ class NetworkCache:
     def __init__(self) -> None:
         self._networks: dict[Hashable, nn.Module] = {}
         self._copies: dict[tuple[Hashable, torch.device, torch.dtype], nn.Module] = {}
+
+    def copy(self) -> NetworkCache:
+        """A cache of the same networks and copies (the modules shared), to change without changing this one."""
+        twin = NetworkCache()
+        twin._networks, twin._copies = dict(self._networks), dict(self._copies)
+        return twin
 
     def set(self, key: Hashable, network: nn.Module) -> None:
         """Register a frozen eval-mode copy of ``network`` under ``key`` (replacing an earlier one)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import pickle
 from typing import Any
 
@@ -407,3 +408,48 @@ def test_attributes_set_after_the_base_constructor_are_checked() -> None:
     with pytest.raises(ValueError, match="factor must be in"):
         defence.set_params(factor=0.0)
     assert defence.factor == 0.25
+
+
+class _DrawsInInit(PurifierPreprocessor):
+    """A defence written the older way (its attributes first) that draws from its generator in ``__init__``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.factor = 0.5
+        super().__init__(**kwargs)
+        self.first_draw = torch.rand(4, generator=self._generator)
+
+    def _purify(self, x: torch.Tensor, randomness: object) -> torch.Tensor:
+        return x * self.factor
+
+
+def test_the_generator_is_seeded_before_a_subclass_draws_in_its_constructor() -> None:
+    for seed in (1, 2):
+        expected = torch.rand(4, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(_DrawsInInit(seed=seed).first_draw, expected)
+    with pytest.raises(ValueError, match="bpda must be one of"):
+        _DrawsInInit(bpda="none")
+
+
+def test_constructor_signatures_are_the_defences_own() -> None:
+    assert "qf_range" in inspect.signature(CompressRestore).parameters
+    assert "favored_diagonals" in inspect.signature(NNFavoredJpeg).parameters
+    assert "factor" in inspect.signature(_Scaled).parameters
+
+
+def test_a_defence_pickled_before_network_sources_were_recorded_still_takes_new_parameters() -> None:
+    defence = CompressRestore(seed=0, device_type="cpu")
+    del defence.__dict__["_network_sources_loaded"]  # what an earlier version's pickle holds
+    restored = pickle.loads(pickle.dumps(defence))
+    restored.set_params(seed=1, n_iter=1)
+    assert sorted(restored._networks.keys()) == sorted(restored.restorers)
+    restored.forward(torch.rand(1, 3, 8, 8))
+
+
+def test_a_shallow_copy_that_drops_a_network_leaves_the_original_its_own() -> None:
+    from art_purifiers import SuperResolution
+
+    original = SuperResolution(upsampler="edsr", device_type="cpu")
+    twin = copy.copy(original)
+    twin.set_params(upsampler="bicubic")
+    assert list(original._networks.keys()) == ["edsr"] and not list(twin._networks.keys())
+    original.forward(torch.rand(1, 3, 8, 8))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 import torch
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
-from art_purifiers.evaluation.seeds import RunSeeds, cascade_attack, global_generators
+from art_purifiers.evaluation.seeds import RunSeeds, cascade_attack
 from art_purifiers.evaluation.specs import ATTACK_KINDS, ENGINES, AttackKind, AttackSpec, Engine, parse_attack
 
 
@@ -29,17 +31,36 @@ def test_the_seeds_of_chunks_draws_and_levels_do_not_collide() -> None:
     assert RunSeeds(3) == seeds and RunSeeds(4).draw(0, 0) != seeds.draw(0, 0)
 
 
-def test_global_generators_are_seeded_inside_and_restored_after() -> None:
-    np.random.seed(123)
-    torch.manual_seed(123)
-    expected_outside = (np.random.random(), torch.rand(1).item())
-    np.random.seed(123)
-    torch.manual_seed(123)
-    with global_generators(7):
-        inside = (np.random.random(), torch.rand(1).item())
-    assert (np.random.random(), torch.rand(1).item()) == expected_outside
-    with global_generators(7):
-        assert (np.random.random(), torch.rand(1).item()) == inside
+class GlobalNoise(PreprocessorPyTorch):
+    """A user's randomized defence that draws from torch's global generator (as ART's own defences may)."""
+
+    randomized = True  # how the suite learns that a user's defence is random (its draws are then scored)
+
+    def __init__(self) -> None:
+        super().__init__(device_type="cpu", apply_fit=False, apply_predict=True)
+
+    def forward(self, x: torch.Tensor, y: Any = None) -> tuple[torch.Tensor, Any]:
+        return (x + 0.06 * torch.randn_like(x)).clamp(0, 1), y
+
+
+def test_a_run_seeds_what_user_defences_draw_from_the_global_generators(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from art_purifiers.evaluation import evaluate
+    from tests.test_evaluation import tiny_config, write_dataset
+
+    monkeypatch.setenv("ART_PURIFIERS_CACHE", str(tmp_path / "cache"))
+    write_dataset(tmp_path / "data")
+    spec = "tests.test_seeds_and_kinds:GlobalNoise"
+    config = tiny_config(f"imagefolder:{tmp_path / 'data'}", defences=[spec], draws=3, num_images=12, chunk_size=4,
+                         attacks=["pgd:eps=6/255,steps=2", "apgd:eps=6/255,steps=2"])  # fmt: skip
+    figures = []
+    for run in ("first", "second"):
+        torch.manual_seed(len(run))  # whatever ran before in this process
+        entry = evaluate(config, tmp_path / run)["defences"][spec]
+        figures.append([entry["clean"]["per_draw"], {label: row["per_draw"] for label, row in entry["rows"].items()}])
+    assert figures[0] == figures[1]
+    assert len(set(figures[0][0])) > 1 or any(len(set(draws)) > 1 for draws in figures[0][1].values())
 
 
 def test_a_kind_is_its_spec_name() -> None:

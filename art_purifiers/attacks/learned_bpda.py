@@ -66,9 +66,8 @@ def train_approximator(
         raise ValueError(f"images must be a non-empty NCHW batch, got shape {images.shape}.")
     generator = torch.Generator().manual_seed(seed)
     target_device = torch.device(device if device is not None else getattr(defence, "device", "cpu"))
-    with torch.random.fork_rng(devices=[]):  # the initial weights from the seed, the caller's generator untouched
-        torch.manual_seed(seed)
-        approximator = Approximator(images.shape[1], width, depth).to(target_device)
+    torch.manual_seed(seed)  # the initial weights (and what draws from torch's generator next) from the seed
+    approximator = Approximator(images.shape[1], width, depth).to(target_device)
     optimizer = torch.optim.Adam(approximator.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     data = torch.from_numpy(np.asarray(images, dtype=np.float32))

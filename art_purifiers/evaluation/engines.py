@@ -31,7 +31,7 @@ from art_purifiers.evaluation.chunks import (
     save_atomic,
     total_seconds,
 )
-from art_purifiers.evaluation.seeds import global_generators
+from art_purifiers.evaluation.seeds import seed_global_generators
 from art_purifiers.evaluation.specs import AUTOMATIC_EOT, AttackKind, AttackSpec, Engine
 from art_purifiers.evaluation.targets import (
     identity_copy,
@@ -94,10 +94,10 @@ class ArtEngine:
             else:
                 # Seeds per chunk: a resumed or sharded run draws what an uninterrupted one would have drawn.
                 chunk_seed = self.suite.seeds.art_chunk(start)
+                seed_global_generators(chunk_seed)  # ART's attacks draw from the global generators
                 reseed(chain, chunk_seed)
                 art_attack = make_attack(attack, classifier, self.suite.config.batch_size)
-                with global_generators(chunk_seed):  # ART's attacks draw from the global generators
-                    x_adv = art_attack.generate(self.suite.x[start:end], y=labels[start:end]).astype(np.float32)
+                x_adv = art_attack.generate(self.suite.x[start:end], y=labels[start:end]).astype(np.float32)
             seconds = time.perf_counter() - started
             x_adv = self._rounded_within_budget(attack, self.suite.x[start:end], x_adv)
             correct = self.suite._correct_over_draws(

@@ -8,8 +8,6 @@ multipliers keep the seeds of different chunks, draws and levels apart.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,17 +79,14 @@ def defence_in_chain(seed: int, index: int) -> int:
     return seed * _DEFENCES_PER_CHAIN + index
 
 
-@contextlib.contextmanager
-def global_generators(seed: int) -> Iterator[None]:
+def seed_global_generators(seed: int, generators: tuple[str, ...] = ("numpy", "torch")) -> None:
     """
-    NumPy's and torch's global generators seeded with ``seed`` inside the block (ART's attacks draw from them), and
-    restored after it, so that nothing outside depends on what ran inside.
+    Seed NumPy's and/or torch's global generators (torch's seeds its CUDA generators too). ART's attacks draw from
+    them, and so may a user's defence or model: a run seeds torch's at its start (:attr:`RunSeeds.run`), each ART
+    attack chunk both (:meth:`RunSeeds.art_chunk`) and the fitting examples NumPy's, so that a run is reproducible
+    whatever draws from them. They are not restored afterwards, as in every earlier run (whose figures this keeps).
     """
-    numpy_state, torch_state = np.random.get_state(), torch.random.get_rng_state()
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(numpy_state)
-        torch.random.set_rng_state(torch_state)
+    if "numpy" in generators:
+        np.random.seed(seed % 2**32)
+    if "torch" in generators:
+        torch.manual_seed(seed)

@@ -42,7 +42,7 @@ from art_purifiers.evaluation.chunks import (
 from art_purifiers.evaluation.distributed import World, chunk_bounds, init_world
 from art_purifiers.evaluation.engines import ENGINES, accuracy_summary
 from art_purifiers.evaluation.results import SCHEMA_VERSION, load_results
-from art_purifiers.evaluation.seeds import RunSeeds, global_generators
+from art_purifiers.evaluation.seeds import RunSeeds, seed_global_generators
 from art_purifiers.evaluation.specs import AttackSpec, Engine, check_l2_budget, parse_attack
 from art_purifiers.evaluation.targets import (
     FitData,
@@ -256,8 +256,8 @@ class Suite:
         if self.device.startswith("cuda:"):  # ART's estimators and preprocessors (and NCCL) use the current device
             torch.cuda.set_device(self.device)
         self._check_same_config()
-        with global_generators(self.seeds.run):  # a classifier spec may build its model with random weights
-            self.model = load_classifier(config.classifier, self.device)
+        seed_global_generators(self.seeds.run, ("torch",))  # for models built with random weights, user defences
+        self.model = load_classifier(config.classifier, self.device)
         test = self.world.main_first(lambda: load_dataset(config, "test"))  # rank 0 decodes and caches, others read
         self.input_shape = tuple(test.images.shape[1:])
         for attack in self.recorded:
@@ -468,7 +468,7 @@ class Suite:
         return (labels == np.asarray(y)[:, None]).astype(np.int8)
 
     def _read(self, file: Path) -> dict[str, np.ndarray] | None:
-        """A state file's arrays (:func:`_load_state`); only rank 0 sets an unreadable file aside."""
+        """A state file's arrays (:func:`.chunks.load_state`); only rank 0 sets an unreadable file aside."""
         return load_state(file, set_aside=self.world.is_main)
 
     def _classifier(self, defences: list[Any], eot: int = 1) -> Any:

@@ -72,8 +72,8 @@ class FitData:
             attack = ProjectedGradientDescent(
                 self.undefended, eps=8 / 255, eps_step=1 / 255, max_iter=20, batch_size=128, verbose=self.verbose
             )
-        with seeds.global_generators(self.seed):  # ART's attacks draw from NumPy's global generator
-            x_adv = attack.generate(self.x, y=np.eye(self.undefended.nb_classes)[self.y]).astype(np.float32)
+        seeds.seed_global_generators(self.seed, ("numpy",))  # ART's attacks draw from NumPy's global generator
+        x_adv = attack.generate(self.x, y=np.eye(self.undefended.nb_classes)[self.y]).astype(np.float32)
         file.parent.mkdir(parents=True, exist_ok=True)
         np.save(file, x_adv)
         return x_adv
