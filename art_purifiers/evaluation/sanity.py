@@ -67,32 +67,28 @@ def _large_budgets(pgd: Done) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _no_rise(name: str, before: dict[str, Any], after: dict[str, Any], n: int) -> dict[str, Any]:
+    """A stronger attack (row ``after``) leaves no more accuracy than a weaker one (``before``), beyond noise."""
+    tolerance = _tolerance(before["accuracy"], n)
+    return _check(name, after["accuracy"] <= before["accuracy"] + tolerance,
+                  f"{before['accuracy']:.3f} -> {after['accuracy']:.3f} (tolerance {tolerance:.3f})")  # fmt: skip
+
+
 def _more_iterations(by_eps: dict[float, Done], n: int) -> list[dict[str, Any]]:
     """More PGD steps at one budget do not raise the accuracy (beyond sampling noise)."""
-    checks = []
-    for _, group in sorted(by_eps.items()):
-        for (fewer, row_fewer), (more, row_more) in zip(group, group[1:]):
-            tolerance = _tolerance(row_fewer["accuracy"], n)
-            checks.append(_check(
-                f"iterations ({fewer.steps} -> {more.steps} steps at {fewer.label.split(' (')[0]})",
-                row_more["accuracy"] <= row_fewer["accuracy"] + tolerance,
-                f"{row_fewer['accuracy']:.3f} -> {row_more['accuracy']:.3f} (tolerance {tolerance:.3f})",
-            ))  # fmt: skip
-    return checks
+    return [
+        _no_rise(f"iterations ({fewer.steps} -> {more.steps} steps at {fewer.label.split(' (')[0]})", row_fewer,
+                 row_more, n)
+        for _, group in sorted(by_eps.items())
+        for (fewer, row_fewer), (more, row_more) in zip(group, group[1:])
+    ]  # fmt: skip
 
 
 def _larger_budgets(by_eps: dict[float, Done], n: int) -> list[dict[str, Any]]:
     """A larger budget (each budget's longest PGD) does not raise the accuracy."""
     budgets = [group[-1] for _, group in sorted(by_eps.items())]
-    checks = []
-    for (small, row_small), (big, row_big) in zip(budgets, budgets[1:]):
-        tolerance = _tolerance(row_small["accuracy"], n)
-        checks.append(_check(
-            f"budget ({small.label} -> {big.label})",
-            row_big["accuracy"] <= row_small["accuracy"] + tolerance,
-            f"{row_small['accuracy']:.3f} -> {row_big['accuracy']:.3f} (tolerance {tolerance:.3f})",
-        ))  # fmt: skip
-    return checks
+    return [_no_rise(f"budget ({small.label} -> {big.label})", row_small, row_big, n)
+            for (small, row_small), (big, row_big) in zip(budgets, budgets[1:])]  # fmt: skip
 
 
 def _white_vs_black(done: Done, n: int) -> list[dict[str, Any]]:
