@@ -12,8 +12,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.error import URLError
+
+if TYPE_CHECKING:
+    from art_purifiers.evaluation.results import Results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -339,11 +342,11 @@ def _evaluation_config(args: argparse.Namespace, argv: Sequence[str] | None) -> 
     )
 
 
-def _mergeable_groups(runs: list[dict[str, Any]], sources: list[str]) -> list[dict[str, Any]]:
+def _mergeable_groups(runs: list[Results], sources: list[str]) -> list[Results]:
     """The runs merged into as few groups as their configurations allow, in order of first appearance."""
     from art_purifiers.evaluation.results import merge
 
-    groups: list[tuple[list[dict[str, Any]], list[str]]] = []
+    groups: list[tuple[list[Results], list[str]]] = []
     for run, source in zip(runs, sources):
         for members, names in groups:
             try:
@@ -378,7 +381,7 @@ def _run_report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         results = merge(runs, sources)
     except ValueError as error:
         parser.error(str(error))
-    (args.output / "results.json").write_text(json.dumps(results, indent=1))
+    (args.output / "results.json").write_text(json.dumps(results.to_json(), indent=1))
     write_reports(results, args.output)
     if args.notes is not None:
         if not args.notes.is_file():

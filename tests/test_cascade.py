@@ -318,19 +318,22 @@ def test_report_pages_give_each_defence_its_page_and_a_summary(dataset: str, tmp
 
 def test_the_autoattack_cross_check_compares_with_our_worst_case_before_it() -> None:
     from art_purifiers.evaluation.report import _cross_checks
+    from art_purifiers.evaluation.results import DefenceResult
 
     def row(kind: str, per_image: list[int]) -> dict:
         return {"kind": kind, "eps": 4 / 255, "norm": "Linf", "robust_per_image": per_image}
 
-    entry = {
-        "rows": {
-            "noise": row("noise", [1, 1, 1, 1, 0, 1, 1, 1]),
-            "cascade": row("cascade", [1, 1, 0, 1, 0, 1, 1, 1]),
-            "AA": row("original-autoattack", [1, 0, 0, 1, 0, 1, 1, 1]),
-            "after": row("apgd-t", [0, 0, 0, 0, 0, 0, 0, 0]),  # ran on AA's survivors: not part of "ours"
-            "other budget": {**row("cascade", [0] * 8), "eps": 8 / 255},
+    entry = DefenceResult.from_json(
+        {
+            "rows": {
+                "noise": row("noise", [1, 1, 1, 1, 0, 1, 1, 1]),
+                "cascade": row("cascade", [1, 1, 0, 1, 0, 1, 1, 1]),
+                "AA": row("original-autoattack", [1, 0, 0, 1, 0, 1, 1, 1]),
+                "after": row("apgd-t", [0, 0, 0, 0, 0, 0, 0, 0]),  # ran on AA's survivors: not part of "ours"
+                "other budget": {**row("cascade", [0] * 8), "eps": 8 / 255},
+            }
         }
-    }
+    )
     (line,) = _cross_checks(entry)
     assert "our 2 attacks before it (noise, cascade)" in line and "after" not in line
     # ours leave 6 of 8 images, AA 5 of 8 (one image only AA breaks): too few images to tell them apart

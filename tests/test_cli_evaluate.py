@@ -263,6 +263,6 @@ def test_merging_runs_keeps_each_commands_provenance(dataset: str, tmp_path: Pat
     second = evaluate(extend, tmp_path / "a")
     other = evaluate(tiny_config(dataset, defences=["QuantizeDistort:distort=False"], command="C"), tmp_path / "b")
     merged = merge([second, other], ["a", "b"])  # the runs differ in `extend`: still one configuration
-    commands = {spec: [stamp["command"] for stamp in entry["provenance"]] for spec, entry in merged["defences"].items()}
+    commands = {spec: [stamp["command"] for stamp in entry.provenance or []] for spec, entry in merged.defences.items()}
     assert commands == {"none": ["A"], "NNFavoredJpeg": ["B"], "QuantizeDistort:distort=False": ["C"]}
     assert first["invocations"][0]["command"] == "A"

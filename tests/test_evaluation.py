@@ -13,6 +13,7 @@ from torch import nn
 
 from art_purifiers import metrics
 from art_purifiers.evaluation import EvaluationConfig, evaluate, parse_attack, parse_spec, sanity
+from art_purifiers.evaluation.results import DefenceResult, Row
 
 SIZE = 8
 # sign(w): half +1, half -1, so that the mid-grey base cancels in w . x
@@ -210,11 +211,11 @@ def test_a_changed_configuration_is_refused_in_the_same_directory(dataset: str, 
         evaluate(tiny_config(dataset, seed=1), tmp_path / "out")
 
 
-ROW = {"accuracy": 0.0, "std": 0.0, "ci95": [0, 0]}
+ROW = {"kind": "pgd", "eps": None, "steps": None, "eot_requested": 1, "eot": 1, "std": 0.0, "ci95": [0, 0]}
 
 
-def _entry(values: dict[str, float]) -> dict:
-    return {"rows": {label: {**ROW, "accuracy": value} for label, value in values.items()}}
+def _entry(values: dict[str, float]) -> DefenceResult:
+    return DefenceResult(rows={label: Row.from_json({**ROW, "accuracy": value}) for label, value in values.items()})
 
 
 def test_sanity_checks_fire_on_contradictions() -> None:
@@ -230,16 +231,16 @@ def test_sanity_checks_fire_on_contradictions() -> None:
     ]
     labels = [a.label for a in attacks]
     healthy = _entry(dict(zip(labels, [0.30, 0.25, 0.0, 0.6, 0.5])))
-    assert all(c["passed"] for c in sanity.run_checks(healthy, attacks, 500))
+    assert all(c.passed for c in sanity.run_checks(healthy, attacks, 500))
     broken = _entry(dict(zip(labels, [0.30, 0.45, 0.40, 0.10, 0.2])))
-    failed = {c["name"].split(" (")[0] for c in sanity.run_checks(broken, attacks, 500) if not c["passed"]}
+    failed = {c.name.split(" (")[0] for c in sanity.run_checks(broken, attacks, 500) if not c.passed}
     assert failed == {"large budget", "iterations", "budget", "white-box vs black-box"}
 
 
 def test_sanity_tolerance_absorbs_binomial_noise() -> None:
     attacks = [parse_attack("pgd:eps=8/255,steps=10"), parse_attack("pgd:eps=8/255,steps=50")]
     noisy = _entry({attacks[0].label: 0.30, attacks[1].label: 0.31})  # one image out of 100
-    assert all(c["passed"] for c in sanity.run_checks(noisy, attacks, 100))
+    assert all(c.passed for c in sanity.run_checks(noisy, attacks, 100))
 
 
 def test_specs_parse_budgets_and_reject_nonsense() -> None:
@@ -303,10 +304,10 @@ def _run_with(spec: str, label: str, per_image: list[int]) -> dict:
     return {
         "config": {"seed": 0, "num_images": len(per_image)},
         "data": {"selected_indices": list(range(len(per_image)))},
-        "attacks": [{"label": label, "sanity_only": False}],
+        "attacks": [{"label": label, "kind": "cascade", "eps": 4 / 255, "steps": 100, "eot": 1, "sanity_only": False}],
         "defences": {
             spec: {
-                "rows": {label: {"accuracy": float(np.mean(per_image)), "kind": "cascade"}},
+                "rows": {label: {**ROW, "accuracy": float(np.mean(per_image)), "kind": "cascade"}},
                 "robust": {"Linf 4/255": group},
             }
         },
@@ -319,11 +320,11 @@ def test_merging_one_defence_from_two_runs_keeps_the_worst_case_per_image() -> N
     first = _run_with("D", "attack A", [1, 1, 0, 1, 1])
     second = _run_with("D", "attack B", [1, 0, 1, 1, 1])  # each run alone: 80%; together 3 of 5 images survive
     merged = merge([first, second], ["cpu", "gpu"])
-    figures = merged["defences"]["D"]["robust"]["Linf 4/255"]
-    assert figures["per_image"] == [1, 0, 0, 1, 1] and figures["attacks"] == ["attack A", "attack B"]
-    assert figures["robust"]["accuracy"] == pytest.approx(0.6)
-    assert figures["robust"]["ci95"] == pytest.approx(list(metrics.wilson_interval(0.6, 5)))
-    assert set(merged["defences"]["D"]["rows"]) == {"attack A", "attack B"}
+    figures = merged.defences["D"].robust["Linf 4/255"]  # type: ignore[index]
+    assert figures.per_image == [1, 0, 0, 1, 1] and figures.attacks == ["attack A", "attack B"]
+    assert figures.accuracy == pytest.approx(0.6)
+    assert figures.robust["ci95"] == pytest.approx(list(metrics.wilson_interval(0.6, 5)))
+    assert set(merged.defences["D"].rows) == {"attack A", "attack B"}
     del second["defences"]["D"]["robust"]["Linf 4/255"]["per_image"]
     with pytest.raises(ValueError, match="no per-image results"):
         merge([first, second], ["cpu", "gpu"])
@@ -339,8 +340,8 @@ def test_a_run_without_sanity_checks_merges_and_keeps_the_others_checks() -> Non
     second["config"]["sanity_checks"] = False
     second["defences"]["D"]["sanity"] = []
     merged = merge([first, second], ["with checks", "without"])
-    assert merged["defences"]["D"]["sanity"] == first["defences"]["D"]["sanity"]
-    assert merged["defences"]["D"]["robust"]["Linf 4/255"]["per_image"] == [1, 0, 0, 1, 1]
+    assert [check.to_json() for check in merged.defences["D"].sanity or []] == first["defences"]["D"]["sanity"]
+    assert merged.defences["D"].robust["Linf 4/255"].per_image == [1, 0, 0, 1, 1]  # type: ignore[index]
     second["config"]["seed"] = 1  # other images or seeds are still refused
     with pytest.raises(ValueError, match="another configuration"):
         merge([first, second], ["with checks", "without"])
@@ -351,7 +352,7 @@ def test_a_defence_whose_evaluation_stopped_is_named_not_given_a_row() -> None:
 
     results = _run_with("D", "attack A", [1, 0, 0, 1])
     results["defences"]["D"]["robust"]["Linf 4/255"]["robust"]["ci95"] = [0.15, 0.85]
-    results["defences"]["E"] = {"rows": {"attack A": {"accuracy": 0.9}}}  # stopped before its worst case existed
+    results["defences"]["E"] = {"rows": {"attack A": {**ROW, "accuracy": 0.9}}}  # stopped before its worst case existed
     lines = robust_table(results)
     assert "| `D` | **50.0** [15.0, 85.0] |" in lines
     assert not any(line.startswith("| `E`") for line in lines)

@@ -1,4 +1,7 @@
-"""The layout version of results files: written by every run, 1 when absent, a newer one refused clearly."""
+"""
+The typed results file: every published and fixture results file reads into records and writes back byte for byte;
+unknown keys survive; a record missing a field or a newer layout is refused clearly; a run writes its layout version.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,25 @@ from pathlib import Path
 
 import pytest
 
-from art_purifiers.evaluation.results import SCHEMA_VERSION, load_results, schema_version
+from art_purifiers.evaluation.results import (
+    SCHEMA_VERSION,
+    DefenceResult,
+    Results,
+    RobustFigures,
+    Row,
+    SanityCheck,
+    load_results,
+)
 
-PUBLISHED = Path(__file__).parents[1] / "docs" / "results"
+ROOT = Path(__file__).parents[1]
+PUBLISHED = ROOT / "docs" / "results"
+#: every results file in the repository: the published pages and the results of older layouts
+RESULTS_FILES = sorted(
+    file
+    for folder in ("docs/results", "reproductions", "tests/fixtures")
+    for file in (ROOT / folder).rglob("*.json")
+    if {"config", "defences"} <= set(json.loads(file.read_text()))
+)
 
 
 def test_published_results_written_before_versions_read_as_version_1() -> None:
@@ -17,7 +36,43 @@ def test_published_results_written_before_versions_read_as_version_1() -> None:
     assert files
     for file in files:
         results = load_results(file)
-        assert "schema_version" not in results and schema_version(results) == 1
+        assert results.schema_version is None and results.check_version() == 1
+
+
+@pytest.mark.parametrize("file", RESULTS_FILES, ids=[str(f.relative_to(ROOT)) for f in RESULTS_FILES])
+def test_a_results_file_reads_into_records_and_writes_back_byte_for_byte(file: Path) -> None:
+    text = json.dumps(json.loads(file.read_text()), indent=1)
+    results = load_results(file)
+    assert json.dumps(results.to_json(), indent=1) == text  # key order included
+    for entry in results.defences.values():  # the nested records are typed, not dicts
+        assert isinstance(entry, DefenceResult)
+        assert all(isinstance(row, Row) and isinstance(row.kind, str) for row in entry.rows.values())
+        assert all(isinstance(figures, RobustFigures) for figures in (entry.robust or {}).values())
+        assert all(isinstance(check, SanityCheck) for check in entry.sanity or [])
+
+
+def test_the_files_checked_include_every_published_page() -> None:
+    assert set(PUBLISHED.glob("*.json")) <= set(RESULTS_FILES) and len(RESULTS_FILES) >= 15
+
+
+def test_unknown_keys_survive_and_a_record_missing_a_field_is_named() -> None:
+    row = {"kind": "pgd", "eps": None, "steps": 10, "eot_requested": 1, "eot": 1, "a_later_field": [1, 2]}
+    assert Row.from_json(row).to_json() == row and list(Row.from_json(row).to_json()) == list(row)
+    with pytest.raises(ValueError, match="Row lacks kind"):
+        Row.from_json({"eps": None, "steps": 10})
+    # the attack's settings are written even where a reader left them out (null: not set)
+    assert Row.from_json({"kind": "deepfool"}).to_json() == {"kind": "deepfool", "eps": None, "steps": None,
+                                                             "eot_requested": None, "eot": None}  # fmt: skip
+    with pytest.raises(TypeError, match="from a JSON object, got list"):
+        Results.from_json([])  # type: ignore[arg-type]
+
+
+def test_a_record_made_in_code_leaves_unset_optional_fields_out() -> None:
+    check = SanityCheck("large budget", True, "0%")
+    assert check.to_json() == {"name": "large budget", "passed": True, "detail": "0%"}
+    row = Row("deepfool", None, None, 1, 1, accuracy=0.5)
+    assert row.to_json() == {"kind": "deepfool", "eps": None, "steps": None, "eot_requested": 1, "eot": 1,
+                             "accuracy": 0.5}  # fmt: skip
 
 
 def test_a_newer_layout_is_refused_with_a_clear_message(tmp_path: Path) -> None:
@@ -36,3 +91,4 @@ def test_a_run_records_the_version_it_wrote(tmp_path: Path, monkeypatch: pytest.
     evaluate(tiny_config(f"imagefolder:{tmp_path / 'data'}"), tmp_path / "out")
     written = json.loads((tmp_path / "out" / "results.json").read_text())
     assert written["schema_version"] == SCHEMA_VERSION and next(iter(written)) == "schema_version"
+    assert json.dumps(load_results(tmp_path / "out" / "results.json").to_json()) == json.dumps(written)

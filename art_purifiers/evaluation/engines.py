@@ -1,5 +1,6 @@
 """The two engines that run an evaluation's attacks, behind one interface: ``run(attack, defences, directory,
-clean_correct, is_random)`` gives the attack's row for one defence (``None`` when the attack does not apply).
+clean_correct, is_random)`` gives the attack's :class:`~art_purifiers.evaluation.results.Row` for one defence
+(``None`` when the attack does not apply).
 
 * :class:`ArtEngine`: ART's evasion attacks on a ``PyTorchClassifier`` (BPDA through the defences' backward),
   chunk by chunk, scored over the draws of the defence.
@@ -31,6 +32,7 @@ from art_purifiers.evaluation.chunks import (
     save_atomic,
     total_seconds,
 )
+from art_purifiers.evaluation.results import Row
 from art_purifiers.evaluation.seeds import seed_global_generators
 from art_purifiers.evaluation.specs import AUTOMATIC_EOT, AttackKind, AttackSpec, Engine
 from art_purifiers.evaluation.targets import (
@@ -76,7 +78,7 @@ class ArtEngine:
 
     def run(
         self, attack: AttackSpec, defences: list[Any], directory: Path, clean_correct: np.ndarray, is_random: bool
-    ) -> dict[str, Any] | None:
+    ) -> Row | None:
         """An attack of ART's engine, chunk by chunk, scored over the draws of the defence."""
         setup = self._art_chain(attack, defences, directory, is_random)
         if setup is None:
@@ -122,8 +124,8 @@ class ArtEngine:
                 indices=self.suite.indices,
             )
         row = _art_row(attack, eot, correct, l2, linf, clean_correct, notes)
-        return {**row, "seconds": seconds, "wall_seconds": time.perf_counter() - wall_started,
-                "images_per_second": len(self.suite.x) / max(seconds, 1e-9), "notes": notes}  # fmt: skip
+        return Row.from_json({**row, "seconds": seconds, "wall_seconds": time.perf_counter() - wall_started,
+                              "images_per_second": len(self.suite.x) / max(seconds, 1e-9), "notes": notes})  # fmt: skip
 
     def _single_file_progress(self, file: Path) -> dict[str, np.ndarray] | None:
         """
@@ -154,7 +156,7 @@ class AdaptiveEngine:
 
     def run(
         self, attack: AttackSpec, defences: list[Any], directory: Path, clean_correct: np.ndarray, is_random: bool
-    ) -> dict[str, Any] | None:
+    ) -> Row | None:
         """Our APGD, the cascade, the original AutoAttack, transfer and noise (see :mod:`.adaptive`)."""
         if (
             not defences
@@ -167,7 +169,7 @@ class AdaptiveEngine:
         if saved is not None and "columns" in saved:  # done: the figures are recomputed from the saved results
             done = json.loads(str(saved["row"]))
             l2, linf = self._saved_norms(saved)
-            return {**done, **self._v2_summary(saved["columns"], l2, linf, done["seconds"])}
+            return Row.from_json({**done, **self._v2_summary(saved["columns"], l2, linf, done["seconds"])})
         chain = with_bpda(defences, attack.options["bpda"]) if "bpda" in attack.options else defences
         defended = cascade.DefendedModel(self.suite.model, chain).eval()
         norm, eps = adaptive.l2_or_linf(attack, int(np.prod(self.suite.input_shape)))
@@ -195,7 +197,7 @@ class AdaptiveEngine:
         row["wall_seconds"] = time.perf_counter() - wall_started
         if self.suite.world.is_main:
             save_atomic(file, columns=columns, l2=l2, linf=linf, indices=self.suite.indices, row=json.dumps(row))
-        return row
+        return Row.from_json(row)
 
     def _chunk_tensors(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.as_tensor(self.suite.x[start:end], device=self.suite.device),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from art_purifiers.evaluation.results import converged, headline, upper_bound_only, with_headline
+from art_purifiers.evaluation.results import AttackRecord, DefenceResult, Results, RobustFigures, Row, as_results
 from art_purifiers.evaluation.specs import AttackKind
 
 CSV_FIELDS = (
@@ -34,33 +35,38 @@ CSV_FIELDS = (
 )
 
 
-def _percent(row: dict[str, Any], randomized: bool) -> str:
-    text = f"{100 * row['accuracy']:.1f}"
+def _percent(accuracy: float, std: float, randomized: bool) -> str:
+    text = f"{100 * accuracy:.1f}"
     if randomized:
-        text += f" ± {100 * row['std']:.1f}"
+        text += f" ± {100 * std:.1f}"
     return text
 
 
-def _cell(label: str, entry: dict[str, Any], kind: str) -> str:
-    row = entry["rows"].get(label)
+def _row_percent(row: Row, entry: DefenceResult) -> str:
+    return _percent(row.accuracy or 0.0, row.std or 0.0, bool(entry.randomized))
+
+
+def _cell(label: str, entry: DefenceResult, kind: str) -> str:
+    row = entry.rows.get(label)
     if row is None:
         return "n/a"
-    if "accuracy" not in row:
-        return row.get("skipped", "n/a")
-    text = _percent(row, entry.get("randomized", False))
+    if not row.measured:
+        return row.skipped or "n/a"
+    text = _row_percent(row, entry)
     if kind in (AttackKind.CW, AttackKind.DEEPFOOL):
-        at_l2 = row.get("accuracy_at_l2", {})
-        fixed = "".join(f"; {100 * value:.1f} at L2 <= {radius}" for radius, value in at_l2.items())
-        text += f" (median L2 {row.get('median_l2', row['mean_l2']):.2f}{fixed})"
-    if row.get("notes"):
+        fixed = "".join(
+            f"; {100 * value:.1f} at L2 <= {radius}" for radius, value in (row.accuracy_at_l2 or {}).items()
+        )
+        text += f" (median L2 {row.median_l2 if row.median_l2 is not None else row.mean_l2:.2f}{fixed})"
+    if row.notes:
         text += " †"
     return text
 
 
-def _v2_details(entry: dict[str, Any]) -> list[str]:
+def _v2_details(entry: DefenceResult) -> list[str]:
     """The gradient report, and per v2 row its controller, EOT choice and targeted success (bullet lines)."""
     lines = []
-    report = entry.get("gradients")
+    report = entry.gradients
     if report:
         consistency = ", ".join(f"k={k}: {v:.3f}" for k, v in report["consistency"].items())
         lines.append(
@@ -68,45 +74,46 @@ def _v2_details(entry: dict[str, Any]) -> list[str]:
             f"{report['mean_l2']:.3g}; EOT consistency (cosine of two k-draw estimates) {consistency}; "
             f"EOT k={report['eot_choice']['k']} ({report['eot_choice']['reason']})"
         )
-    for label, row in entry.get("rows", {}).items():
-        if "robust" not in row:
+    for label, row in entry.rows.items():
+        if row.robust is None or row.expected is None:
             continue
-        parts = [f"robust {100 * row['robust']['accuracy']:.1f}%", f"expected {100 * row['expected']['accuracy']:.1f}%"]
-        if "controller" in row:
-            control = row["controller"]
-            levels = " -> ".join(f"{100 * a:.1f}" for a in control["accuracy_by_level"])
-            done = converged(row)
-            state = "converged" if done else "‡ still falling when the levels ran out (capped)"
-            parts.append(f"controller levels {levels}: {state}; images attacked per step {row.get('attacked')}")
-        if "targeted_success" in row:
+        parts = [f"robust {100 * row.robust['accuracy']:.1f}%", f"expected {100 * row.expected['accuracy']:.1f}%"]
+        if row.controller is not None:
+            levels = " -> ".join(f"{100 * a:.1f}" for a in row.controller["accuracy_by_level"])
+            state = "converged" if row.converged() else "‡ still falling when the levels ran out (capped)"
+            parts.append(f"controller levels {levels}: {state}; images attacked per step {row.attacked}")
+        if row.targeted_success is not None:
+            mean = row.targeted_success_mean if row.targeted_success_mean is not None else float("nan")
             parts.append(
-                f"targeted success {100 * row['targeted_success']['accuracy']:.1f}% in at least one draw, "
-                f"{100 * row.get('targeted_success_mean', float('nan')):.1f}% on average over draws"
+                f"targeted success {100 * row.targeted_success['accuracy']:.1f}% in at least one draw, "
+                f"{100 * mean:.1f}% on average over draws"
             )
         lines.append(f"- {label}: " + "; ".join(parts))
     return lines
 
 
-def paired_lines(results: dict[str, Any], baseline: str = "none") -> list[str]:
+def paired_lines(results: Results | dict[str, Any], baseline: str = "none") -> list[str]:
     """Per defence and threat model, robust accuracy compared with the undefended row on the same images (McNemar)."""
     from art_purifiers.evaluation.robust import describe_difference, paired_comparison
 
-    results = with_headline(results)
-    reference = results["defences"].get(baseline, {}).get("robust", {})
+    results = as_results(results).with_headline()
+    undefended = results.defences.get(baseline)
+    reference = (undefended.robust if undefended is not None else None) or {}
     lines = []
-    for spec, entry in results["defences"].items():
-        for group, figures in entry.get("robust", {}).items():
-            if spec == baseline or "per_image" not in figures or "per_image" not in reference.get(group, {}):
+    for spec, entry in results.defences.items():
+        for group, figures in (entry.robust or {}).items():
+            other = reference.get(group)
+            if spec == baseline or figures.per_image is None or other is None or other.per_image is None:
                 continue
-            comparison = paired_comparison(np.asarray(figures["per_image"]), np.asarray(reference[group]["per_image"]))
+            comparison = paired_comparison(np.asarray(figures.per_image), np.asarray(other.per_image))
             line = f"- {group}: " + describe_difference(comparison, f"`{spec}`", f"`{baseline}`")
-            if upper_bound_only(entry, figures):  # a gain over a worst case measured against an upper bound
+            if entry.upper_bound_only(figures):  # a gain over a worst case measured against an upper bound
                 line += f" (≤: no strong attack ran for `{spec}` here, so this difference is not a measured gain)"
             lines.append(line)
     return ["## Paired comparisons with the undefended classifier", "", *lines, ""] if lines else []
 
 
-def _cross_checks(entry: dict[str, Any]) -> list[str]:
+def _cross_checks(entry: DefenceResult) -> list[str]:
     """
     The original AutoAttack against the worst case of our attacks of the same threat model that ran before it (later
     ones may run on its survivors), on the same images (paired).
@@ -114,23 +121,23 @@ def _cross_checks(entry: dict[str, Any]) -> list[str]:
     from art_purifiers.evaluation.robust import describe_difference, paired_comparison
 
     lines = []
-    rows = [(label, row) for label, row in entry.get("rows", {}).items() if "robust_per_image" in row]
+    rows = [(label, row) for label, row in entry.rows.items() if row.robust_per_image is not None]
     for position, (label, row) in enumerate(rows):
-        if row["kind"] != "original-autoattack":
+        if row.kind != AttackKind.ORIGINAL_AUTOATTACK:
             continue
         ours = [
-            (other, np.asarray(other_row["robust_per_image"]))
+            (other, np.asarray(other_row.robust_per_image))
             for other, other_row in rows[:position]
-            if other_row["kind"] != "original-autoattack"
-            and other_row["eps"] == row["eps"]
-            and other_row.get("norm") == row.get("norm")
+            if other_row.kind != AttackKind.ORIGINAL_AUTOATTACK
+            and other_row.eps == row.eps
+            and other_row.norm == row.norm
         ]
         if ours:
             worst = np.minimum.reduce([per_image for _, per_image in ours])
             name = (
                 ours[0][0] if len(ours) == 1 else f"our {len(ours)} attacks before it ({', '.join(o for o, _ in ours)})"
             )
-            comparison = paired_comparison(worst, np.asarray(row["robust_per_image"]))
+            comparison = paired_comparison(worst, np.asarray(row.robust_per_image))
             lines.append("- cross-check: " + describe_difference(comparison, name, label))
     return lines
 
@@ -145,49 +152,45 @@ def _group_order(group: str) -> tuple[str, float]:
         return norm, 0.0
 
 
-def _sanity_groups(results: dict[str, Any]) -> list[str]:
+def _sanity_groups(results: Results) -> list[str]:
     """Bullet lines of the threat models only the sanity checks reached, per defence."""
     lines = []
-    for spec, entry in results["defences"].items():
-        for group, figures in entry.get("robust", {}).items():
-            if group not in headline(results, entry):
-                low, high = (100 * v for v in figures["robust"]["ci95"])
-                lines.append(f"- `{spec}`, {group}: {100 * figures['robust']['accuracy']:.1f}% [{low:.1f}, "
-                             f"{high:.1f}] robust ({'; '.join(figures['attacks'])})")  # fmt: skip
+    for spec, entry in results.defences.items():
+        for group, figures in (entry.robust or {}).items():
+            if group not in results.headline(entry):
+                low, high = (100 * v for v in figures.robust["ci95"])
+                lines.append(f"- `{spec}`, {group}: {100 * figures.accuracy:.1f}% [{low:.1f}, "
+                             f"{high:.1f}] robust ({'; '.join(figures.attacks)})")  # fmt: skip
     return lines
 
 
-def _headline_cell(entry: dict[str, Any], figures: dict[str, Any] | None, marks: set[str]) -> str:
+def _headline_cell(entry: DefenceResult, figures: RobustFigures | None, marks: set[str]) -> str:
     """
     One cell of the headline table: robust accuracy and its interval, ‡ when capped, ≤ when only an upper bound
     (``marks`` collects which upper-bound reasons occurred: ``weak`` or ``missing``).
     """
     if figures is None:
         return "n/a"
-    low, high = (100 * v for v in figures["robust"]["ci95"])
-    # capped unless a cascade of this threat model converged (after a merge, any of the runs' cascades)
-    controlled = [row for label, row in entry["rows"].items() if label in figures["attacks"] and "controller" in row]
-    capped = figures["robust"]["accuracy"] > 0 and bool(controlled) and not any(map(converged, controlled))
-    reasons = {"weak"} if upper_bound_only(entry, figures) else set()
-    reasons |= {"missing"} if figures.get("missing") else set()
+    low, high = (100 * v for v in figures.robust["ci95"])
+    reasons = {"weak"} if entry.upper_bound_only(figures) else set()
+    reasons |= {"missing"} if figures.missing else set()
     marks |= reasons
-    return (
-        "≤ " * bool(reasons) + f"**{100 * figures['robust']['accuracy']:.1f}** [{low:.1f}, {high:.1f}]" + " ‡" * capped
-    )
+    cell = f"**{100 * figures.accuracy:.1f}** [{low:.1f}, {high:.1f}]"
+    return "≤ " * bool(reasons) + cell + " ‡" * entry.capped(figures)
 
 
-def robust_table(results: dict[str, Any]) -> list[str]:
+def robust_table(results: Results | dict[str, Any]) -> list[str]:
     """
     The headline: per defence and threat model, robust accuracy (correct under every attack of that norm and budget
     in every draw) with its Wilson 95% interval; ‡ marks a cell whose convergence check ran out of budget, ≤ a cell
     that no strong attack decided (an upper bound). Threat models that only sanity attacks reached stay out.
     """
-    results = with_headline(results)
+    results = as_results(results).with_headline()
     groups = sorted(
-        dict.fromkeys(g for entry in results["defences"].values() for g in entry.get("robust", {})), key=_group_order
+        dict.fromkeys(g for entry in results.defences.values() for g in entry.robust or {}), key=_group_order
     )
     if not groups:
-        stopped = [f"`{spec}`" for spec, entry in results["defences"].items() if entry.get("rows")]
+        stopped = [f"`{spec}`" for spec, entry in results.defences.items() if entry.rows]
         return (
             [f"No robust accuracy yet: the evaluation of {', '.join(stopped)} stopped before every attack had run; "
              "the per-attack figures below are upper bounds.", ""]
@@ -199,11 +202,11 @@ def robust_table(results: dict[str, Any]) -> list[str]:
         "| Defence | " + " | ".join(groups) + " |",
         "|---|" + "---|" * len(groups),
     ]
-    unfinished = [spec for spec, entry in results["defences"].items() if not entry.get("robust")]
+    unfinished = [spec for spec, entry in results.defences.items() if not entry.robust]
     marks: set[str] = set()
-    for spec, entry in results["defences"].items():
+    for spec, entry in results.defences.items():
         if spec not in unfinished:
-            cells = [_headline_cell(entry, entry.get("robust", {}).get(group), marks) for group in groups]
+            cells = [_headline_cell(entry, (entry.robust or {}).get(group), marks) for group in groups]
             lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
     if marks:
         lines += [
@@ -222,23 +225,24 @@ def robust_table(results: dict[str, Any]) -> list[str]:
             "figures that were measured are upper bounds.",
         ]
     lines += ["", "Attacks behind each cell (run in this order; cascades run only on the images still robust):", ""]
-    for spec, entry in results["defences"].items():
-        for group, figures in entry.get("robust", {}).items():
-            missing = f" (not run on it: {'; '.join(figures['missing'])})" if figures.get("missing") else ""
-            lines.append(f"- `{spec}`, {group}: " + "; ".join(figures["attacks"]) + missing)
+    for spec, entry in results.defences.items():
+        for group, figures in (entry.robust or {}).items():
+            missing = f" (not run on it: {'; '.join(figures.missing)})" if figures.missing else ""
+            lines.append(f"- `{spec}`, {group}: " + "; ".join(figures.attacks) + missing)
     return lines + [""]
 
 
-def markdown(results: dict[str, Any], prefix: str = "") -> str:
+def markdown(results: Results | dict[str, Any], prefix: str = "") -> str:
     """The Markdown report: the headline table, then details, sanity checks and provenance per defence."""
-    config, data = results["config"], results["data"]
+    results = as_results(results)
+    config, data = results.config or {}, results.data or {}
     lines = _introduction(results) + robust_table(results) + _per_attack_table(results)
     lines += ["", f"![accuracy vs budget]({prefix}accuracy_vs_budget.png) "
               f"![accuracy vs iterations]({prefix}accuracy_vs_iterations.png)"]  # fmt: skip
     lines += _sanity_summary(results)
-    for spec, entry in results["defences"].items():
-        if "clean" in entry:
-            lines += _defence_details(spec, entry, results["attacks"])
+    for spec, entry in results.defences.items():
+        if entry.clean is not None:
+            lines += _defence_details(spec, entry, results.attacks)
     lines += ["", "## Provenance", "", *_provenance_lines(results)]
     lines += [
         f"- seed {config['seed']}, {config['draws']} draws, fit images {config['fit_images']}, "
@@ -248,9 +252,9 @@ def markdown(results: dict[str, Any], prefix: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _introduction(results: dict[str, Any]) -> list[str]:
+def _introduction(results: Results) -> list[str]:
     """The title, what was measured on which images, the data note and the runs merged."""
-    config, data = results["config"], results["data"]
+    config, data = results.config or {}, results.data or {}
     lines = [
         "# Robust accuracy (%) under adaptive attacks",
         "",
@@ -264,41 +268,41 @@ def _introduction(results: dict[str, Any]) -> list[str]:
     ]
     if data.get("note"):
         lines += [f"**Data:** {data['note']}", ""]
-    if results.get("merged_from"):
+    if results.merged_from:
         lines += [
-            f"Merged from the runs in {', '.join(f'`{p}`' for p in results['merged_from'])} (same classifier, "
+            f"Merged from the runs in {', '.join(f'`{p}`' for p in results.merged_from)} (same classifier, "
             "images and seeds).",
             "",
         ]
     return lines
 
 
-def _per_attack_table(results: dict[str, Any]) -> list[str]:
+def _per_attack_table(results: Results) -> list[str]:
     """Accuracy under every attack (sanity-only attacks left out), a row per defence."""
-    attacks = [a for a in results["attacks"] if not a["sanity_only"]]
-    data, n = results["data"], results["config"]["num_images"]
-    header = ["Defence", f"Clean ({_clean_sample(data)})", f"Clean ({n})"] + [a["label"] for a in attacks]
+    attacks = [a for a in results.attacks if not a.sanity_only]
+    data, n = results.data or {}, (results.config or {})["num_images"]
+    header = ["Defence", f"Clean ({_clean_sample(data)})", f"Clean ({n})"] + [a.label for a in attacks]
     lines = ["## Accuracy (%) per attack", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for spec, entry in results["defences"].items():
-        if "clean" not in entry:
+    for spec, entry in results.defences.items():
+        if entry.clean is None:
             continue
-        clean = entry["clean"]
+        clean = entry.clean
         cells = [
             f"`{spec}`",
             f"{100 * clean['full_split_accuracy']:.1f}",
-            _percent(clean, entry.get("randomized", False)),
+            _percent(clean["accuracy"], clean["std"], bool(entry.randomized)),
         ]
-        cells += [_cell(a["label"], entry, a["kind"]) for a in attacks]
+        cells += [_cell(a.label, entry, a.kind or "") for a in attacks]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _defence_details(spec: str, entry: dict[str, Any], attacks: list[dict[str, Any]]) -> list[str]:
+def _defence_details(spec: str, entry: DefenceResult, attacks: list[AttackRecord]) -> list[str]:
     """A defence's section: what was fitted, clean quality, speed and randomness, every attack's row, its checks."""
     lines = ["", f"## `{spec}`", ""]
-    info = entry.get("info", {})
+    info = entry.info or {}
     lines += [f"- {key}: `{json.dumps(info[key])}`" for key in ("note", "fitted", "table") if key in info]
-    lines += _clean_details(entry["clean"])
+    lines += _clean_details(entry.clean or {})
     lines += _v2_details(entry) + _cross_checks(entry)
     lines += [
         "",
@@ -306,18 +310,24 @@ def _defence_details(spec: str, entry: dict[str, Any], attacks: list[dict[str, A
         "|---|---|---|---|---|---|---|---|",
     ]
     for attack in attacks:
-        row = entry["rows"].get(attack["label"])
-        if not row or "accuracy" not in row:
+        row = entry.rows.get(attack.label)
+        if row is None or not row.measured:
             continue
-        name = attack["label"] + (" (sanity)" if attack["sanity_only"] else "")
-        lines.append(
-            f"| {name} | {_percent(row, entry.get('randomized', False))} | "
-            f"{100 * row['ci95'][0]:.1f}–{100 * row['ci95'][1]:.1f} | {100 * row['success_rate']:.1f} | "
-            f"{row['mean_l2']:.3f} | {row['mean_linf']:.4f} | {row['seconds']:.0f} | {'; '.join(row['notes'])} |"
-        )
+        lines.append(_detail_row(attack, row, entry))
     lines += ["", "Sanity checks:", ""]
-    lines += [f"- {'✅' if c['passed'] else '⚠️ FAILED'} {c['name']}: {c['detail']}" for c in entry.get("sanity", [])]
+    lines += [f"- {'✅' if c.passed else '⚠️ FAILED'} {c.name}: {c.detail}" for c in entry.sanity or []]
     return lines
+
+
+def _detail_row(attack: AttackRecord, row: Row, entry: DefenceResult) -> str:
+    """An attack's line of a defence's table."""
+    name = attack.label + (" (sanity)" if attack.sanity_only else "")
+    low, high = row.ci95 or [float("nan")] * 2
+    return (
+        f"| {name} | {_row_percent(row, entry)} | {100 * low:.1f}–{100 * high:.1f} | "
+        f"{100 * (row.success_rate or 0):.1f} | {row.mean_l2:.3f} | {row.mean_linf:.4f} | {row.seconds:.0f} | "
+        f"{'; '.join(row.notes or [])} |"
+    )
 
 
 def _clean_details(clean: dict[str, Any]) -> list[str]:
@@ -339,14 +349,14 @@ def _clean_details(clean: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _sanity_summary(results: dict[str, Any]) -> list[str]:
+def _sanity_summary(results: Results) -> list[str]:
     """The report's sanity-check section: failures first, then what ran, then the sanity-only threat models."""
-    failed = [(spec, c) for spec, e in results["defences"].items() for c in e.get("sanity", []) if not c["passed"]]
-    unchecked = [spec for spec, e in results["defences"].items() if not e.get("sanity")]
+    failed = [(spec, c) for spec, e in results.defences.items() for c in e.sanity or [] if not c.passed]
+    unchecked = [spec for spec, e in results.defences.items() if not e.sanity]
     lines = ["", "## Sanity checks", ""]
     if failed:
-        lines += [f"- ⚠️ **FAILED** `{spec}`: {c['name']}: {c['detail']}" for spec, c in failed]
-    elif len(unchecked) < len(results["defences"]):
+        lines += [f"- ⚠️ **FAILED** `{spec}`: {c.name}: {c.detail}" for spec, c in failed]
+    elif len(unchecked) < len(results.defences):
         lines.append("All sanity checks that ran passed (details per defence below).")
     if unchecked:
         lines.append("No sanity checks ran for " + ", ".join(f"`{spec}`" for spec in unchecked) + ".")
@@ -375,19 +385,19 @@ def _environment_line(env: dict[str, Any]) -> str:
     return "; ".join([line, *(f"resumed from a run begun on: {_environment_line(e)}" for e in env.get("earlier", []))])
 
 
-def _provenance_lines(results: dict[str, Any]) -> list[str]:
+def _provenance_lines(results: Results) -> list[str]:
     """The command and machine of every run behind these results (each defence's own runs after a merge)."""
-    stamps = [stamp for entry in results["defences"].values() for stamp in entry.get("provenance", [])]
-    invocations = results.get("invocations", [])
+    stamps = [stamp for entry in results.defences.values() for stamp in entry.provenance or []]
+    invocations = results.invocations or []
     if not stamps and len(invocations) > 1:  # one output directory, several commands (evaluate --extend)
         return [
             f"- command {number}: `{entry['command'] or '(Python API)'}`; {_environment_line(entry['environment'])}"
             for number, entry in enumerate(invocations, 1)
         ]
     if not stamps:
-        command = results["config"].get("command")
+        command = (results.config or {}).get("command")
         return [f"- command: `{command}`" if command else "- command: (Python API)"] + (
-            [f"- {_environment_line(results['environment'])}"] if results.get("environment") else []
+            [f"- {_environment_line(results.environment)}"] if results.environment else []
         )
     unique = list({stamp["source"]: stamp for stamp in stamps}.values())
     return [
@@ -396,73 +406,72 @@ def _provenance_lines(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def csv_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+def csv_rows(results: Results | dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (defence, attack), long format."""
-    rows = []
-    sanity_only = {a["label"]: a["sanity_only"] for a in results["attacks"]}
-    groups = {a["label"]: a.get("group", "") for a in results["attacks"]}
-    for spec, entry in results["defences"].items():
-        for label, row in entry.get("rows", {}).items():
-            if "accuracy" not in row:
-                continue
-            rows.append(
-                {
-                    "defence": spec,
-                    "attack": label,
-                    "kind": row["kind"],
-                    "eps": row["eps"],
-                    "steps": row["steps"],
-                    "eot": row["eot"],
-                    "accuracy": row["accuracy"],
-                    "std": row["std"],
-                    "ci95_low": row["ci95"][0],
-                    "ci95_high": row["ci95"][1],
-                    "n": row["n"],
-                    "success_rate": row["success_rate"],
-                    "mean_l2": row["mean_l2"],
-                    "mean_linf": row["mean_linf"],
-                    "seconds": row["seconds"],
-                    "sanity_only": sanity_only.get(label, False),
-                    "threat_model": groups.get(label, ""),
-                    "robust_accuracy": row.get("robust", {}).get("accuracy", ""),
-                }
-            )
-    return rows
+    results = as_results(results)
+    attacks = {a.label: a for a in results.attacks}
+    return [
+        _csv_row(spec, label, row, attacks.get(label))
+        for spec, entry in results.defences.items()
+        for label, row in entry.rows.items()
+        if row.measured
+    ]
 
 
-def _budget_points(entry: dict[str, Any]) -> list[tuple[float, float, float, float]]:
+def _csv_row(spec: str, label: str, row: Row, attack: AttackRecord | None) -> dict[str, Any]:
+    low, high = row.ci95 if row.ci95 is not None else ("", "")
+    return {
+        "defence": spec,
+        "attack": label,
+        **{name: getattr(row, name) for name in ("kind", "eps", "steps", "eot", "accuracy", "std")},
+        "ci95_low": low,
+        "ci95_high": high,
+        **{name: getattr(row, name) for name in ("n", "success_rate", "mean_l2", "mean_linf", "seconds")},
+        "sanity_only": attack.sanity_only if attack is not None else False,
+        "threat_model": (attack.group or "") if attack is not None else "",
+        "robust_accuracy": (row.robust or {}).get("accuracy", ""),
+    }
+
+
+def _budget_points(entry: DefenceResult) -> list[tuple[float, ...]]:
     """(eps x 255, accuracy, low, high): the clean point, then robust accuracy per Linf group (PGD rows without v2)."""
-    clean = entry["clean"]
+    clean = entry.clean or {}
     points = [(0.0, clean["accuracy"], *clean["ci95"])]
-    groups = {g: f for g, f in entry.get("robust", {}).items() if g.startswith("Linf ")}
+    groups = {g: f for g, f in (entry.robust or {}).items() if g.startswith("Linf ")}
     if groups:
         for group, figures in groups.items():
             numerator, _, denominator = group.split()[1].partition("/")
             eps = float(numerator) * (255 / float(denominator) if denominator else 255)
-            points.append((eps, figures["robust"]["accuracy"], *figures["robust"]["ci95"]))
+            points.append((eps, figures.accuracy, *figures.robust["ci95"]))
         return sorted(points)
-    best: dict[float, dict[str, Any]] = {}
-    for row in entry.get("rows", {}).values():
-        if (
-            row.get("kind") == "pgd"
-            and "accuracy" in row
-            and (row["eps"] not in best or row["steps"] > best[row["eps"]]["steps"])
-        ):
-            best[row["eps"]] = row
-    return sorted(points + [(r["eps"] * 255, r["accuracy"], *r["ci95"]) for r in best.values()])
+    best: dict[float, Row] = {}
+    for eps, row in _pgd_rows(entry):
+        if eps not in best or (row.steps or 0) > (best[eps].steps or 0):
+            best[eps] = row
+    return sorted(points + [_point(eps * 255, row) for eps, row in best.items()])
 
 
-def _iteration_points(entry: dict[str, Any]) -> list[tuple[float, float, float, float]]:
+def _pgd_rows(entry: DefenceResult) -> list[tuple[float, Row]]:
+    """The measured PGD rows (of a fixed Linf budget), each with its budget."""
+    return [(row.eps, row) for row in entry.rows.values() if row.kind == AttackKind.PGD and row.measured
+            and row.eps is not None]  # fmt: skip
+
+
+def _point(x: float, row: Row) -> tuple[float, ...]:
+    """A plot's point of a row: ``x``, accuracy and its interval."""
+    return (x, float(row.accuracy or 0.0), *(row.ci95 or [float("nan")] * 2))
+
+
+def _iteration_points(entry: DefenceResult) -> list[tuple[float, ...]]:
     """(steps, accuracy, low, high) of PGD at the Linf budget with the most iteration counts."""
-    counts: dict[float, list[dict[str, Any]]] = {}
-    for row in entry.get("rows", {}).values():
-        if row.get("kind") == "pgd" and "accuracy" in row:
-            counts.setdefault(row["eps"], []).append(row)
+    counts: dict[float, list[Row]] = {}
+    for eps, row in _pgd_rows(entry):
+        counts.setdefault(eps, []).append(row)
     series = max(counts.values(), key=len, default=[])
-    return sorted((r["steps"], r["accuracy"], *r["ci95"]) for r in series) if len(series) > 1 else []
+    return sorted(_point(row.steps or 0, row) for row in series) if len(series) > 1 else []
 
 
-def plot(results: dict[str, Any], output: Path, prefix: str = "") -> list[Path]:
+def plot(results: Results | dict[str, Any], output: Path, prefix: str = "") -> list[Path]:
     """
     ``accuracy_vs_budget.png`` (robust accuracy per Linf budget, the clean point at 0) and
     ``accuracy_vs_iterations.png`` (PGD accuracy per iteration count), one line per defence, Wilson 95% intervals.
@@ -472,8 +481,8 @@ def plot(results: dict[str, Any], output: Path, prefix: str = "") -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = results["config"]["num_images"]
-    results = with_headline(results)
+    results = as_results(results).with_headline()
+    n = (results.config or {})["num_images"]
     files = []
     for name, points_of, xlabel, title in (
         ("accuracy_vs_budget.png", _budget_points, "Linf budget (x/255; 0 = clean)",
@@ -482,8 +491,8 @@ def plot(results: dict[str, Any], output: Path, prefix: str = "") -> list[Path]:
          f"PGD-BPDA accuracy vs iterations, {n} images"),
     ):  # fmt: skip
         figure, axes = plt.subplots(figsize=(6.5, 4.2))
-        for spec, entry in results["defences"].items():
-            points = points_of(entry) if "clean" in entry else []
+        for spec, entry in results.defences.items():
+            points = points_of(entry) if entry.clean is not None else []
             if not points:
                 continue
             xs, ys, lows, highs = (np.asarray(v) for v in zip(*points))
@@ -503,12 +512,13 @@ def plot(results: dict[str, Any], output: Path, prefix: str = "") -> list[Path]:
     return files
 
 
-def write_reports(results: dict[str, Any], output: Path, stem: str = "results", notes: str = "") -> None:
+def write_reports(results: Results | dict[str, Any], output: Path, stem: str = "results", notes: str = "") -> None:
     """
     Write ``<stem>.md`` (followed by ``notes``), ``<stem>.csv`` and the plots (named ``<stem>-...png`` unless the
     stem is ``results``) next to ``results.json``.
     """
     prefix = "" if stem == "results" else f"{stem}-"
+    results = as_results(results)
     (output / f"{stem}.md").write_text(markdown(results, prefix) + (f"\n{notes}" if notes else ""))
     with open(output / f"{stem}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
@@ -522,7 +532,7 @@ def page_name(spec: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in spec.lower()).split()) or "defence"
 
 
-def write_pages(groups: list[dict[str, Any]], output: Path, notes_dir: Path | None = None) -> list[Path]:
+def write_pages(groups: list[Results], output: Path, notes_dir: Path | None = None) -> list[Path]:
     """
     One page per defence (``<page_name>.md`` with its CSV, JSON and plots; ``notes_dir/<page_name>.md`` appended when
     it exists) and ``summary.md``: per group of merged runs, the robust-accuracy headline across its defences and
@@ -532,19 +542,19 @@ def write_pages(groups: list[dict[str, Any]], output: Path, notes_dir: Path | No
     used: set[str] = set()
     for results in groups:
         stems = _page_stems(results, used)
-        for spec, entry in results["defences"].items():
+        for spec, entry in results.defences.items():
             stem = stems[spec]
-            single = {
-                **results,
-                "defences": {spec: entry},
-                "attacks": [a for a in results["attacks"] if a["label"] in entry.get("rows", {})],
-            }
-            sources = list(dict.fromkeys(stamp["source"] for stamp in entry.get("provenance", [])))
-            single["merged_from"] = sources if len(sources) > 1 else []  # only the runs behind this defence
+            sources = list(dict.fromkeys(stamp["source"] for stamp in entry.provenance or []))
+            single = dataclasses.replace(
+                results,
+                defences={spec: entry},
+                attacks=[a for a in results.attacks if a.label in entry.rows],
+                merged_from=sources if len(sources) > 1 else [],  # only the runs behind this defence
+            )
             note_file = notes_dir / f"{stem}.md" if notes_dir is not None else None
             notes = note_file.read_text() if note_file is not None and note_file.is_file() else ""
             write_reports(single, output, stem, notes)
-            (output / f"{stem}.json").write_text(json.dumps(single, indent=1))
+            (output / f"{stem}.json").write_text(json.dumps(single.to_json(), indent=1))
             pages.append(output / f"{stem}.md")
         summary += _summary_section(results, stems)
     summary_notes = notes_dir / "summary.md" if notes_dir is not None else None
@@ -554,20 +564,21 @@ def write_pages(groups: list[dict[str, Any]], output: Path, notes_dir: Path | No
     return pages
 
 
-def _page_stems(results: dict[str, Any], used: set[str]) -> dict[str, str]:
+def _page_stems(results: Results, used: set[str]) -> dict[str, str]:
     """
     Each defence's page name; a defence already paged for another group of runs gets its image count appended. The
     undefended row of another classifier than the reference (a classifier-side defence such as an ensemble) is named
     after that classifier: ``package.module:zhang2021_ensemble`` -> ``zhang2021-ensemble``.
     """
     stems = {}
-    classifier = str(results["config"].get("classifier", "cifar10-reference"))
-    for spec in results["defences"]:
+    config = results.config or {}
+    classifier = str(config.get("classifier", "cifar10-reference"))
+    for spec in results.defences:
         stem = page_name(spec)
         if spec == "none" and classifier != "cifar10-reference":  # a classifier-side defence: the page is the model's
             stem = page_name(Path(classifier.rpartition(":")[2]).stem)
         if stem in used:
-            stem = f"{stem}-{results['config']['num_images']}-images"
+            stem = f"{stem}-{config['num_images']}-images"
         while stem in used:
             stem += "-again"
         used.add(stem)
@@ -575,16 +586,16 @@ def _page_stems(results: dict[str, Any], used: set[str]) -> dict[str, str]:
     return stems
 
 
-def _summary_section(results: dict[str, Any], stems: dict[str, str]) -> list[str]:
-    config, data = results["config"], results["data"]
+def _summary_section(results: Results, stems: dict[str, str]) -> list[str]:
+    config, data = results.config or {}, results.data or {}
     # the runs behind the defences (their provenance survives a re-rendering from the pages' JSON files)
-    stamps = [stamp["source"] for entry in results["defences"].values() for stamp in entry.get("provenance", [])]
-    runs = list(dict.fromkeys(stamps)) or results["merged_from"]
+    stamps = [stamp["source"] for entry in results.defences.values() for stamp in entry.provenance or []]
+    runs = list(dict.fromkeys(stamps)) or results.merged_from or []
     lines = [
         f"Classifier `{config['classifier']}`, {config['num_images']} test images it classifies correctly, "
         f"{config['draws']} draws for randomized defences (runs: {', '.join(f'`{s}`' for s in runs)})"
         ". Each cell: robust accuracy (correct under every attack of that threat model in every draw) with its "
-        "Wilson 95% interval. Pages: " + ", ".join(f"[`{spec}`]({stems[spec]}.md)" for spec in results["defences"]),
+        "Wilson 95% interval. Pages: " + ", ".join(f"[`{spec}`]({stems[spec]}.md)" for spec in results.defences),
         "",
     ]
     if data.get("note"):

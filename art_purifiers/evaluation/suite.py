@@ -41,7 +41,15 @@ from art_purifiers.evaluation.chunks import (
 )
 from art_purifiers.evaluation.distributed import World, chunk_bounds, init_world
 from art_purifiers.evaluation.engines import ENGINES, accuracy_summary
-from art_purifiers.evaluation.results import SCHEMA_VERSION, load_results
+from art_purifiers.evaluation.results import (
+    SCHEMA_VERSION,
+    AttackRecord,
+    DefenceResult,
+    Results,
+    RobustFigures,
+    Row,
+    load_results,
+)
 from art_purifiers.evaluation.seeds import RunSeeds, seed_global_generators
 from art_purifiers.evaluation.specs import AttackSpec, Engine, check_l2_budget, parse_attack
 from art_purifiers.evaluation.targets import (
@@ -188,7 +196,7 @@ class Suite:
         for spec in config.defences:
             check_defence_spec(spec)
         self.results_file = self.output / "results.json"
-        self.results: dict[str, Any] = load_results(self.results_file) if self.results_file.is_file() else {}
+        self.results = load_results(self.results_file) if self.results_file.is_file() else Results()
         held = self._check_output_reuse(requested)
         self.requested = _union(held, requested)  # what the tables stand on: this command's and earlier commands'
         #: every attack of this output (sanity attacks added): each defence of this command runs all of them
@@ -206,13 +214,13 @@ class Suite:
 
         :raises ValueError: naming the differing settings.
         """
-        previous = self.results.get("config") or {}
+        previous = self.results.config or {}
         differing = _differing_options(previous, asdict(self.config), RESUMABLE_OPTIONS)
         if differing:
             details = ", ".join(f"{k}: {previous[k]!r} there, {getattr(self.config, k)!r} now" for k in differing)
             raise ValueError(f"{self.output} holds a run with another configuration ({details}); use a new --output.")
         held = [parse_attack(spec) for spec in previous.get("attacks", [])]
-        held_defences = [*previous.get("defences", []), *self.results.get("defences", {})]
+        held_defences = [*previous.get("defences", []), *self.results.defences]
         new_defences = [spec for spec in self.config.defences if spec not in held_defences]
         new_attacks = [a.label for a in requested if a.slug not in {b.slug for b in held}]
         if previous and (new_defences or new_attacks) and not self.config.extend:
@@ -230,15 +238,15 @@ class Suite:
         The commands behind this output, each with its defences, attacks and environment: this one is added, or
         updates the entry of an earlier command with the same defences and attacks (a resumed run).
         """
-        previous = self.results.get("config")
-        invocations = [dict(entry) for entry in self.results.get("invocations", [])]
+        previous = self.results.config
+        invocations = [dict(entry) for entry in self.results.invocations or []]
         if previous and not invocations:  # results written before invocations were recorded
             invocations = [
                 {
                     "command": previous.get("command", ""),
                     "defences": previous.get("defences", []),
                     "attacks": [parse_attack(spec).spec for spec in previous.get("attacks", [])],
-                    "environment": self.results.get("environment"),
+                    "environment": self.results.environment,
                 }
             ]
         mine: dict[str, Any] = {"defences": list(self.config.defences),
@@ -275,7 +283,6 @@ class Suite:
         self.chunks = chunk_bounds(len(self.indices), config.chunk_size)
         self.fit = FitData(self._load_fit_images, undefended, self.state, config.seed, self.verbose)
         self._record_run(test, clean_predictions)
-        self.results.setdefault("defences", {})
         for spec in config.defences:
             self._evaluate_defence(spec)
         if self.world.is_main:
@@ -285,58 +292,43 @@ class Suite:
             self._save()
             write_reports(self.results, self.output)
         self.world.barrier()
-        return self.results
+        return self.results.to_json()
 
     def _record_run(self, test: ImageDataset, clean_predictions: np.ndarray) -> None:
         """What ``results.json`` says of the whole run: configuration, commands, environment, data and attacks."""
         config = self.config
         requested = {a.slug for a in self.requested}
         examined = clean_predictions[self.examined]
-        self.results.update(
-            {
-                "config": {
-                    **asdict(config),
-                    "defences": list(dict.fromkeys([*self.results.get("config", {}).get("defences", []),
-                                                    *config.defences])),
-                    "attacks": [a.spec for a in self.requested],
-                },  # fmt: skip
-                "invocations": self._invocations(),
-                "environment": _environment(self.device, self.results.get("environment"), self.world.size),
-                "data": {
-                    "source": test.source,
-                    "test_images": len(test),
-                    "examined_images": len(self.examined),
-                    "note": test.note,
-                    "undefended_clean_accuracy": float((examined == self.y_full[self.examined]).mean()),
-                    "selected_indices": self.indices.tolist(),
-                },
-                "attacks": [
-                    {
-                        "label": a.label,
-                        "kind": a.kind,
-                        "eps": a.eps,
-                        "steps": a.steps,
-                        "eot": a.eot,
-                        "sanity_only": a.slug not in requested,
-                        "group": a.group,
-                    }
-                    for a in self.recorded
-                ],
-            }
-        )
+        results = self.results
+        results.config = {
+            **asdict(config),
+            "defences": list(dict.fromkeys([*(results.config or {}).get("defences", []), *config.defences])),
+            "attacks": [a.spec for a in self.requested],
+        }
+        results.invocations = self._invocations()
+        results.environment = _environment(self.device, results.environment, self.world.size)
+        results.data = {
+            "source": test.source,
+            "test_images": len(test),
+            "examined_images": len(self.examined),
+            "note": test.note,
+            "undefended_clean_accuracy": float((examined == self.y_full[self.examined]).mean()),
+            "selected_indices": self.indices.tolist(),
+        }
+        results.attacks = [
+            AttackRecord(a.label, a.kind, a.eps, a.steps, a.eot, sanity_only=a.slug not in requested, group=a.group)
+            for a in self.recorded
+        ]
 
     def _mark_missing_attacks(self) -> None:
         """
         Per defence and threat model, the attacks of this output (of any of its commands) that have not run on the
         defence (``missing``): its cell is then only an upper bound, and the report says so.
         """
-        for entry in self.results["defences"].values():
-            for group, figures in entry.get("robust", {}).items():
-                missing = [a.label for a in self.requested if a.group == group and a.label not in entry["rows"]]
-                if missing:
-                    figures["missing"] = missing
-                else:
-                    figures.pop("missing", None)
+        for entry in self.results.defences.values():
+            for group, figures in (entry.robust or {}).items():
+                missing = [a.label for a in self.requested if a.group == group and a.label not in entry.rows]
+                figures.missing = missing or None
 
     def _check_same_config(self) -> None:
         """
@@ -411,45 +403,45 @@ class Suite:
     # --- one defence -------------------------------------------------------------------------------------------------
     def _evaluate_defence(self, spec: str) -> None:
         config = self.config
-        entry = self.results["defences"].setdefault(spec, {"rows": {}})
+        entry = self.results.defences.setdefault(spec, DefenceResult())
         directory = self.state / "".join(c if c.isalnum() or c in "-_=." else "_" for c in spec)
         directory.mkdir(parents=True, exist_ok=True)
         defences, info = self.world.main_first(lambda: build_defences(spec, self.fit))  # rank 0 fits, others read
-        entry["info"] = info
+        entry.info = info
         is_random = randomized(defences)
-        entry["randomized"] = is_random
+        entry.randomized = is_random
         draws = config.draws if is_random else 1
         # per-draw correctness on the clean images: the clean row and every attack's success rate use it
         clean_correct = gathered(self._chunked(None, lambda start, end: {
             "correct": self._correct_over_draws(defences, self.x[start:end], self.y[start:end], draws, start).T
         }, "clean"), "correct", axis=1).astype(bool)  # fmt: skip
         self._clean_columns = clean_correct.T[:, None, :].astype(np.int8)
-        if "clean" not in entry:
-            entry["clean"] = self._clean_metrics(defences, clean_correct)
+        if entry.clean is None:
+            entry.clean = self._clean_metrics(defences, clean_correct)
             self._save()
-        if "gradients" not in entry:
+        if entry.gradients is None:
             report = self._gradient_report(defences, is_random) if self.world.is_main else None
-            entry["gradients"] = self.world.broadcast(report)
+            entry.gradients = self.world.broadcast(report)
             self._save()
-        self._gradients = entry["gradients"]
+        self._gradients = entry.gradients
         for attack in tqdm(self.recorded, desc=f"{spec}: attacks", disable=not self.verbose):
             # v2 rows refresh from their saved state; a finished ART row is kept while its per-image state is there
             # (without it the worst case would silently leave the attack out)
-            finished = attack.label in entry["rows"] and attack.engine is Engine.ART
+            finished = attack.label in entry.rows and attack.engine is Engine.ART
             if finished and self.world.broadcast(self._read(directory / f"{attack.slug}.npz") is not None):
                 continue
             row = self._run_attack(attack, defences, directory, clean_correct, is_random)
             self.world.barrier()  # rank 0 has written the attack's merged state: later attacks read it
             if row is not None:
-                entry["rows"][attack.label] = row
+                entry.rows[attack.label] = row
                 self._save()
         if not self.world.is_main:
             return
-        entry["robust"] = self._robust_by_group(directory)
-        entry["sanity"] = sanity.run_checks(entry, self.recorded, len(self.indices))
-        for check in entry["sanity"]:
-            if not check["passed"]:
-                print(f"WARNING [{spec}] sanity check failed: {check['name']}: {check['detail']}", file=sys.stderr)
+        entry.robust = self._robust_by_group(directory)
+        entry.sanity = sanity.run_checks(entry, self.recorded, len(self.indices))
+        for check in entry.sanity:
+            if not check.passed:
+                print(f"WARNING [{spec}] sanity check failed: {check.name}: {check.detail}", file=sys.stderr)
         self._save()
 
     def _predict_draws(self, chain: list[Any], x: torch.Tensor, draws: int, start: int) -> np.ndarray:
@@ -516,11 +508,11 @@ class Suite:
 
     def _run_attack(
         self, attack: AttackSpec, defences: list[Any], directory: Path, clean_correct: np.ndarray, is_random: bool
-    ) -> dict[str, Any] | None:
+    ) -> Row | None:
         """One attack's row for a defence, from the engine of its kind (``None``: the attack is not run)."""
         return self.engines[attack.engine].run(attack, defences, directory, clean_correct, is_random)
 
-    def _robust_by_group(self, directory: Path) -> dict[str, Any]:
+    def _robust_by_group(self, directory: Path) -> dict[str, RobustFigures]:
         """
         The headline per threat model: robust accuracy over every attack of the group in every draw, with the
         per-image tensor saved to ``correctness-<group>.npz`` (columns: clean, then the attacks in run order).
@@ -537,11 +529,9 @@ class Suite:
             if saved is None or not np.array_equal(saved["correct"], tensor):
                 save_atomic(file, correct=tensor, columns=np.array(labels), indices=self.indices)
             per_image = robust.robust_correct(tensor).astype(int).tolist()
-            groups[group] = {
-                **robust.summarise(tensor),
-                "attacks": [label for label, _ in found[1:]],
-                "per_image": per_image,
-            }
+            groups[group] = RobustFigures.from_json(
+                {**robust.summarise(tensor), "attacks": [label for label, _ in found[1:]], "per_image": per_image}
+            )
         return groups
 
     # --- v2 attacks --------------------------------------------------------------------------------------------------
@@ -579,9 +569,8 @@ class Suite:
         if not self.world.is_main:  # rank 0 alone writes results.json
             return
         temporary = self.results_file.with_suffix(".tmp")
-        temporary.write_text(
-            json.dumps({"schema_version": SCHEMA_VERSION, **self.results}, indent=1, default=_jsonable)
-        )
+        self.results.schema_version = SCHEMA_VERSION
+        temporary.write_text(json.dumps(self.results.to_json(), indent=1, default=_jsonable))
         temporary.replace(self.results_file)
 
 
