@@ -31,7 +31,7 @@ from art_purifiers import NNFavoredJpeg, zoo
 from art_purifiers.classifiers import make_classifier
 from art_purifiers.data import load_cifar10
 from art_purifiers.estimators import zhang2021_ensemble
-from art_purifiers.evaluation.suite import select_clean_correct
+from art_purifiers.evaluation.context import select_clean_correct
 from art_purifiers.evaluation.unaware import Predictor, attack_unaware, markdown, predictor, zhang2021_attacks
 
 SCENARIOS = {

@@ -23,7 +23,7 @@ from art_purifiers.classifiers import make_classifier
 from art_purifiers.data import load_cifar10
 from art_purifiers.defences.nn_favored_jpeg import DEFAULT_FAVORED_DIAGONALS
 from art_purifiers.estimators import search_ensemble_table, zhang2021_ensemble
-from art_purifiers.evaluation.suite import fit_image_indices
+from art_purifiers.evaluation.context import fit_image_indices
 from art_purifiers.evaluation.targets import FitData
 
 

@@ -25,7 +25,7 @@ import torch
 from art_purifiers import SuperResolution, zoo
 from art_purifiers.classifiers import make_classifier
 from art_purifiers.data import load_cifar10
-from art_purifiers.evaluation.suite import select_clean_correct
+from art_purifiers.evaluation.context import select_clean_correct
 from art_purifiers.evaluation.unaware import Predictor, attack_unaware, markdown, paper_attacks
 from art_purifiers.evaluation.unaware import predictor as unaware_predictor
 

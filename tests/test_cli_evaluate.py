@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from art_purifiers import cli
-from art_purifiers.evaluation import evaluate, suite
+from art_purifiers.evaluation import context, evaluate, suite
 from art_purifiers.evaluation.specs import ATTACK_KINDS, OPTION_TYPES, kind_options, parse_attack
 from tests.test_evaluation import tiny_config, write_dataset
 
@@ -35,8 +35,8 @@ def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("loaded data or a model before checking the specs")
 
-    monkeypatch.setattr(suite, "load_dataset", refuse)
-    monkeypatch.setattr(suite, "load_classifier", refuse)
+    monkeypatch.setattr(context, "load_dataset", refuse)
+    monkeypatch.setattr(context, "load_classifier", refuse)
 
 
 def run(arguments: list[str], output: Path) -> int:
@@ -150,7 +150,7 @@ def test_only_the_images_the_selection_needs_are_classified(dataset: str, tmp_pa
     assert whole["data"]["examined_images"] == whole["defences"]["none"]["clean"]["full_split_images"] == 20
     # the same images are selected as when every image is classified first
     labels = np.repeat([0, 1], 10)
-    everything = suite.select_clean_correct(labels, labels, 4, config.seed)
+    everything = context.select_clean_correct(labels, labels, 4, config.seed)
     assert results["data"]["selected_indices"] == whole["data"]["selected_indices"] == everything.tolist()
     assert (
         f"(undefended clean accuracy on {examined} of 20 test images" in (tmp_path / "lazy" / "results.md").read_text()

@@ -162,7 +162,7 @@ def test_a_single_process_world_needs_no_process_group(monkeypatch: pytest.Monke
 
 def test_a_process_given_another_configuration_is_stopped(tmp_path: Path) -> None:
     from art_purifiers.evaluation import EvaluationConfig
-    from art_purifiers.evaluation.suite import Suite
+    from art_purifiers.evaluation.config import check_same_config
 
     rank0 = EvaluationConfig(defences=["none"], seed=0)
 
@@ -170,9 +170,9 @@ def test_a_process_given_another_configuration_is_stopped(tmp_path: Path) -> Non
         def broadcast(self, value: Any) -> Any:  # what rank 0 sends: its own configuration
             return {k: v for k, v in vars(rank0).items() if k not in ("command", "verbose")}
 
-    Suite(EvaluationConfig(defences=["none"], seed=0, command="x"), tmp_path, SecondRank(1, 2))._check_same_config()
+    check_same_config(EvaluationConfig(defences=["none"], seed=0, command="x"), SecondRank(1, 2))
     with pytest.raises(ValueError, match=r"Rank 1 was given another configuration than rank 0 \(seed: 0 on rank 0, 1"):
-        Suite(EvaluationConfig(defences=["none"], seed=1), tmp_path, SecondRank(1, 2))._check_same_config()
+        check_same_config(EvaluationConfig(defences=["none"], seed=1), SecondRank(1, 2))
 
 
 def test_uneven_chunks_are_shared_by_cost_and_every_chunk_goes_to_one_process() -> None:

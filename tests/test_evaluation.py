@@ -429,8 +429,8 @@ def test_a_transfer_attack_runs_on_its_own_source_model(dataset: str, tmp_path: 
 
 
 def test_a_run_resumed_elsewhere_keeps_the_earlier_environment_in_its_provenance() -> None:
+    from art_purifiers.evaluation.output import environment as _environment
     from art_purifiers.evaluation.report import _environment_line
-    from art_purifiers.evaluation.suite import _environment
 
     here = _environment("cpu")
     assert "earlier" not in _environment("cpu", {**here, "started": "yesterday"})  # the same machine resuming

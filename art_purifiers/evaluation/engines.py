@@ -8,7 +8,9 @@ clean_correct, is_random)`` gives the attack's :class:`~art_purifiers.evaluation
   the noise and transfer floors, on the model behind the defences.
 
 :data:`ENGINES` picks the engine of each :class:`~art_purifiers.evaluation.specs.Engine` (the kind of every attack
-spec names one). An engine reads the run's state (images, seeds, chunk store, classifiers) from its ``suite``.
+spec names one). An engine reads the run's state (images, seeds, chunk store, classifiers) from its
+:class:`~art_purifiers.evaluation.context.RunContext`, and the defence's from the
+:class:`~art_purifiers.evaluation.defended.DefenceUnderTest` it attacks.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,6 +46,10 @@ from art_purifiers.evaluation.targets import (
     with_bpda,
 )
 
+if TYPE_CHECKING:
+    from art_purifiers.evaluation.context import RunContext
+    from art_purifiers.evaluation.defended import DefenceUnderTest
+
 #: The L2 radius at which minimum-norm attacks (C&W, DeepFool) are also scored, as a fixed-budget accuracy.
 FIXED_L2 = 0.5
 
@@ -51,8 +57,8 @@ FIXED_L2 = 0.5
 class ArtEngine:
     """ART's attacks (see the module docstring)."""
 
-    def __init__(self, suite: Any) -> None:
-        self.suite = suite
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
 
     def _art_chain(
         self, attack: AttackSpec, defences: list[Any], directory: Path, is_random: bool
@@ -69,25 +75,24 @@ class ArtEngine:
         if attack.kind == AttackKind.PGD_IDENTITY:
             chain = identity_copy(defences)
         elif attack.kind == AttackKind.LEARNED_BPDA:
-            chain = self.suite.world.main_first(lambda: learned_bpda_chain(defences, self.suite.fit, directory))
+            chain = self.context.world.main_first(lambda: learned_bpda_chain(defences, self.context.fit, directory))
         else:
             chain = defences
         if eot > 1 and not all(isinstance(d, PreprocessorPyTorch) for d in chain):
             eot, notes = 1, notes + ["ART NumPy defence: EOT not available, k=1 was run"]
         return chain, eot, notes
 
-    def run(
-        self, attack: AttackSpec, defences: list[Any], directory: Path, clean_correct: np.ndarray, is_random: bool
-    ) -> Row | None:
+    def run(self, attack: AttackSpec, target: DefenceUnderTest) -> Row | None:
         """An attack of ART's engine, chunk by chunk, scored over the draws of the defence."""
-        setup = self._art_chain(attack, defences, directory, is_random)
+        defences, directory, clean_correct = target.defences, target.directory, target.clean_correct
+        setup = self._art_chain(attack, defences, directory, target.is_random)
         if setup is None:
             return None
         chain, eot, notes = setup
-        classifier = self.suite._classifier(chain, eot)
+        classifier = self.context.classifier(chain, eot)
         file = directory / f"{attack.slug}.npz"
         earlier = self._single_file_progress(file)
-        labels = np.eye(self.suite.nb_classes)[self.suite.y]
+        labels = np.eye(self.context.nb_classes)[self.context.y]
 
         def attack_chunk(start: int, end: int) -> dict[str, Any]:
             started = time.perf_counter()
@@ -95,44 +100,45 @@ class ArtEngine:
                 x_adv = earlier["x_adv"][start:end]  # made before state was saved per chunk
             else:
                 # Seeds per chunk: a resumed or sharded run draws what an uninterrupted one would have drawn.
-                chunk_seed = self.suite.seeds.art_chunk(start)
+                chunk_seed = self.context.seeds.art_chunk(start)
                 seed_global_generators(chunk_seed)  # ART's attacks draw from the global generators
                 reseed(chain, chunk_seed)
-                art_attack = make_attack(attack, classifier, self.suite.config.batch_size)
-                x_adv = art_attack.generate(self.suite.x[start:end], y=labels[start:end]).astype(np.float32)
+                art_attack = make_attack(attack, classifier, self.context.config.batch_size)
+                x_adv = art_attack.generate(self.context.x[start:end], y=labels[start:end]).astype(np.float32)
             seconds = time.perf_counter() - started
-            x_adv = self._rounded_within_budget(attack, self.suite.x[start:end], x_adv)
-            correct = self.suite._correct_over_draws(
-                defences, x_adv, self.suite.y[start:end], len(clean_correct), start
+            x_adv = self._rounded_within_budget(attack, self.context.x[start:end], x_adv)
+            correct = self.context.correct_over_draws(
+                defences, x_adv, self.context.y[start:end], len(clean_correct), start
             ).T
-            l2, linf = metrics.perturbation_norms(self.suite.x[start:end], x_adv)
+            l2, linf = metrics.perturbation_norms(self.context.x[start:end], x_adv)
             return {"x_adv": x_adv, "correct": correct, "l2": l2, "linf": linf, "seconds": seconds}
 
         wall_started = time.perf_counter()
-        chunks = self.suite._chunked(directory / f"{attack.slug}.chunks", attack_chunk, attack.label)
+        chunks = self.context.chunked(directory / f"{attack.slug}.chunks", attack_chunk, attack.label)
         correct = gathered(chunks, "correct", axis=1).astype(bool)
         l2, linf = gathered(chunks, "l2"), gathered(chunks, "linf")
         seconds = total_seconds(chunks) + (0.0 if earlier is None else float(earlier["seconds"]))
-        if self.suite.world.is_main:
+        if self.context.world.is_main:
             save_atomic(
                 file,
-                done=len(self.suite.x),
+                done=len(self.context.x),
                 seconds=seconds,
                 correct=correct,
                 l2=l2,
                 linf=linf,
-                indices=self.suite.indices,
+                indices=self.context.indices,
             )
         row = _art_row(attack, eot, correct, l2, linf, clean_correct, notes)
-        return Row.from_json({**row, "seconds": seconds, "wall_seconds": time.perf_counter() - wall_started,
-                              "images_per_second": len(self.suite.x) / max(seconds, 1e-9), "notes": notes})  # fmt: skip
+        speed = {"seconds": seconds, "wall_seconds": time.perf_counter() - wall_started,
+                 "images_per_second": len(self.context.x) / max(seconds, 1e-9)}  # fmt: skip
+        return Row.from_json({**row, **speed, "notes": notes})
 
     def _single_file_progress(self, file: Path) -> dict[str, np.ndarray] | None:
         """
         The examples an unfinished ART attack saved in one file (``x_adv`` and the ``done`` count), as runs made
         before state was saved per chunk did; those chunks are scored, not attacked again.
         """
-        saved = self.suite._read(file)
+        saved = self.context.read(file)
         if saved is None or "correct" in saved or "x_adv" not in saved:
             return None
         return saved
@@ -150,39 +156,39 @@ class ArtEngine:
 class AdaptiveEngine:
     """The adaptive engine (see the module docstring)."""
 
-    def __init__(self, suite: Any) -> None:
-        self.suite = suite
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
         self._sources: dict[str, Any] = {}  # transfer attacks' source models, by attack
 
-    def run(
-        self, attack: AttackSpec, defences: list[Any], directory: Path, clean_correct: np.ndarray, is_random: bool
-    ) -> Row | None:
+    def run(self, attack: AttackSpec, target: DefenceUnderTest) -> Row | None:
         """Our APGD, the cascade, the original AutoAttack, transfer and noise (see :mod:`.adaptive`)."""
+        defences, directory = target.defences, target.directory
         if (
             not defences
             and attack.kind == AttackKind.TRANSFER
-            and self.suite.config.classifier == self._transfer_source(attack)
+            and self.context.config.classifier == self._transfer_source(attack)
         ):
             return None
         file = directory / f"{attack.slug}.npz"
-        saved = self.suite._read(file)
+        saved = self.context.read(file)
         if saved is not None and "columns" in saved:  # done: the figures are recomputed from the saved results
             done = json.loads(str(saved["row"]))
             l2, linf = self._saved_norms(saved)
             return Row.from_json({**done, **self._v2_summary(saved["columns"], l2, linf, done["seconds"])})
         chain = with_bpda(defences, attack.options["bpda"]) if "bpda" in attack.options else defences
-        defended = cascade.DefendedModel(self.suite.model, chain).eval()
-        norm, eps = adaptive.l2_or_linf(attack, int(np.prod(self.suite.input_shape)))
+        defended = cascade.DefendedModel(self.context.model, chain).eval()
+        norm, eps = adaptive.l2_or_linf(attack, int(np.prod(self.context.input_shape)))
         row: dict[str, Any] = {"kind": attack.kind, "eps": attack.eps, "norm": norm, "budget": eps}
-        eot = self._eot(attack, is_random, row)
+        eot = self._eot(attack, target, row)
         row.update({"steps": attack.steps, "eot_requested": attack.eot, "eot": eot})
-        run = _V2Run(attack, chain, defended, norm, eps, eot, len(clean_correct))
+        run = _V2Run(attack, chain, defended, norm, eps, eot, len(target.clean_correct))
         folder = directory / f"{attack.slug}.chunks"
         wall_started = time.perf_counter()
         if attack.kind in (AttackKind.CASCADE, AttackKind.APGD_T):
-            chunks = self._run_cascade(run, self.suite._group_columns(attack.group, directory), folder, row)
+            prior = target.group_columns(attack.group)  # the attacks of its threat model so far
+            chunks = self._run_cascade(run, prior, folder, row)
         else:
-            chunks = self.suite._chunked(folder, lambda start, end: self._v2_chunk(run, start, end), attack.label)
+            chunks = self.context.chunked(folder, lambda start, end: self._v2_chunk(run, start, end), attack.label)
             row["columns"] = [attack.label]
             if attack.options.get("targeted"):
                 hits = gathered(chunks, "target_hits")
@@ -195,30 +201,29 @@ class AdaptiveEngine:
         curves = json.loads(_merge_curves([str(chunk["curves"]) for chunk in chunks]))
         row["loss_curves"] = {label: np.mean(runs, axis=0).tolist() for label, runs in curves.items()}
         row["wall_seconds"] = time.perf_counter() - wall_started
-        if self.suite.world.is_main:
-            save_atomic(file, columns=columns, l2=l2, linf=linf, indices=self.suite.indices, row=json.dumps(row))
+        if self.context.world.is_main:
+            save_atomic(file, columns=columns, l2=l2, linf=linf, indices=self.context.indices, row=json.dumps(row))
         return Row.from_json(row)
 
     def _chunk_tensors(self, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.as_tensor(self.suite.x[start:end], device=self.suite.device),
-                torch.as_tensor(self.suite.y[start:end], device=self.suite.device))  # fmt: skip
+        return (torch.as_tensor(self.context.x[start:end], device=self.context.device),
+                torch.as_tensor(self.context.y[start:end], device=self.context.device))  # fmt: skip
 
     def _v2_chunk(self, run: _V2Run, start: int, end: int) -> dict[str, Any]:
         """One chunk of a v2 attack that is not a cascade: its examples, their correctness over the draws, norms."""
         x, y = self._chunk_tensors(start, end)
         curves: dict[str, list[torch.Tensor]] = {}
         function = self._v2_function(run, curves)
-        reseed(
-            run.chain, self.suite.seeds.adaptive_chunk(start)
-        )  # the defence's draws during the attack: the chunk's own
+        seed = self.context.seeds.adaptive_chunk(start)
+        reseed(run.chain, seed)  # the defence's draws during the attack: the chunk's own
         started = time.perf_counter()
-        x_adv = cascade.run_batched(cascade.CascadeAttack(run.attack.label, function), x, y, run.norm, run.eps,
-                                    self.suite.seeds.adaptive_chunk(start), self.suite.config.batch_size)  # fmt: skip
+        x_adv = cascade.run_batched(cascade.CascadeAttack(run.attack.label, function), x, y, run.norm, run.eps, seed,
+                                    self.context.config.batch_size)  # fmt: skip
         examples = x_adv.cpu().numpy()
-        l2, linf = metrics.perturbation_norms(self.suite.x[start:end], examples)
+        l2, linf = metrics.perturbation_norms(self.context.x[start:end], examples)
         arrays: dict[str, Any] = {
             "x_adv": examples,
-            "columns": self.suite._correct_over_draws(run.chain, x_adv, self.suite.y[start:end], run.draws, start)[
+            "columns": self.context.correct_over_draws(run.chain, x_adv, self.context.y[start:end], run.draws, start)[
                 :, None, :
             ],
             "seconds": time.perf_counter() - started,
@@ -227,11 +232,11 @@ class AdaptiveEngine:
             "linf": linf,
         }
         if run.attack.options.get("targeted"):
-            batch = self.suite.config.batch_size
-            targets = torch.cat([adaptive.random_targets(y[i : i + batch], self.suite.nb_classes,
-                                                            seeds.batch(self.suite.seeds.adaptive_chunk(start), i))
+            batch = self.context.config.batch_size
+            targets = torch.cat([adaptive.random_targets(y[i : i + batch], self.context.nb_classes,
+                                                            seeds.batch(self.context.seeds.adaptive_chunk(start), i))
                                  for i in range(0, len(y), batch)])  # fmt: skip
-            predicted = self.suite._predict_draws(run.chain, x_adv, run.draws, start)
+            predicted = self.context.predict_draws(run.chain, x_adv, run.draws, start)
             arrays["target_hits"] = predicted == targets.cpu().numpy()[:, None]
         return arrays
 
@@ -247,16 +252,16 @@ class AdaptiveEngine:
         def run_level(level: int) -> float:
             survivors = robust.robust_correct(prior) if not levels else _survivors(levels[-1])
             costs = {
-                start: 1.0 + float(survivors[start:end].sum()) for start, end in self.suite.chunks
+                start: 1.0 + float(survivors[start:end].sum()) for start, end in self.context.chunks
             }  # only they are attacked
-            chunks = self.suite._chunked(folder / f"level{level}",
+            chunks = self.context.chunked(folder / f"level{level}",
                                    lambda start, end: self._cascade_chunk(run, prior, folder, level, start, end),
                                    f"{attack.label} (level {level})", costs=costs)  # fmt: skip
             levels.append(chunks)
             return float(_survivors(chunks).mean())
 
         if attack.kind == AttackKind.CASCADE:
-            row["controller"] = cascade.converge(run_level, len(self.suite.x), int(attack.options.get("levels", 1)))
+            row["controller"] = cascade.converge(run_level, len(self.context.x), int(attack.options.get("levels", 1)))
         else:
             run_level(0)
         chunks = []
@@ -275,36 +280,36 @@ class AdaptiveEngine:
     def _cascade_chunk(self, run: _V2Run, prior: np.ndarray, folder: Path, level: int, start: int,
                        end: int) -> dict[str, Any]:  # fmt: skip
         """One chunk of one cascade level, continuing from the chunk's state after the level before."""
-        attack, config = run.attack, self.suite.config
+        attack, config = run.attack, self.context.config
         x, y = self._chunk_tensors(start, end)
         if level == 0:
             result = cascade.CascadeResult(prior[start:end], x.clone(), ["prior"] * prior.shape[1])
         else:
-            before = self.suite._read(folder / f"level{level - 1}" / f"{start:08d}.npz")
+            before = self.context.read(folder / f"level{level - 1}" / f"{start:08d}.npz")
             if before is None:
                 raise RuntimeError(f"The state of level {level - 1} of {attack.label} at image {start} is missing.")
-            x_worst = torch.as_tensor(before["x_worst"], device=self.suite.device)
+            x_worst = torch.as_tensor(before["x_worst"], device=self.context.device)
             result = cascade.CascadeResult(before["correct"], x_worst, [str(label) for label in before["labels"]],
                                            [int(count) for count in before["attacked"]])  # fmt: skip
         curves: dict[str, list[torch.Tensor]] = {}
         restarts = int(attack.options.get("restarts", 1))
         if attack.kind == AttackKind.APGD_T:
-            targets = min(int(attack.options.get("targets", 9)), self.suite.nb_classes - 1)
+            targets = min(int(attack.options.get("targets", 9)), self.context.nb_classes - 1)
             attacks = adaptive.targeted_attacks(run.defended, run.norm, run.eps, attack.steps, restarts, run.eot,
                                                 targets, curves)  # fmt: skip
         else:
             attacks = adaptive.cascade_level(run.defended, run.norm, run.eps, level=level, curves=curves,
-                                             nb_classes=self.suite.nb_classes, steps=attack.steps, restarts=restarts,
+                                             nb_classes=self.context.nb_classes, steps=attack.steps, restarts=restarts,
                                              eot=run.eot, square=int(attack.options.get("square", 5000)))  # fmt: skip
 
         def score(images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-            return self.suite._correct_over_draws(run.chain, images, labels.cpu().numpy(), run.draws, start)
+            return self.context.correct_over_draws(run.chain, images, labels.cpu().numpy(), run.draws, start)
 
         started = time.perf_counter()
-        seed = self.suite.seeds.cascade_level(level, start)
+        seed = self.context.seeds.cascade_level(level, start)
         reseed(run.chain, seed)
         result = cascade.run_cascade(attacks, x, y, score, run.norm, run.eps, seed, config.batch_size, result)
-        l2, linf = metrics.perturbation_norms(self.suite.x[start:end], result.x_worst.cpu().numpy())
+        l2, linf = metrics.perturbation_norms(self.context.x[start:end], result.x_worst.cpu().numpy())
         return {
             "correct": result.correct,
             "x_worst": result.x_worst.cpu().numpy(),
@@ -316,20 +321,20 @@ class AdaptiveEngine:
             "curves": _curves_json(curves),
         }
 
-    def _eot(self, attack: AttackSpec, is_random: bool, row: dict[str, Any]) -> int:
+    def _eot(self, attack: AttackSpec, target: DefenceUnderTest, row: dict[str, Any]) -> int:
         """The EOT draws of a v2 attack: 1 on deterministic defences, as given, or from the gradient report (auto)."""
-        if attack.kind not in AUTOMATIC_EOT or not is_random:
+        if attack.kind not in AUTOMATIC_EOT or not target.is_random:
             return 1
         if attack.eot > 0:
             return attack.eot
-        row["eot_choice"] = self.suite._gradients["eot_choice"]
+        row["eot_choice"] = target.gradients["eot_choice"]
         return int(row["eot_choice"]["k"])
 
     def _v2_function(self, run: _V2Run, curves: dict[str, list[torch.Tensor]]) -> cascade.AttackFunction:
         attack, defended, norm, eps, eot = run.attack, run.defended, run.norm, run.eps, run.eot
         options = attack.options
         if attack.kind == AttackKind.APGD:
-            classes = self.suite.nb_classes if options.get("targeted") else None
+            classes = self.context.nb_classes if options.get("targeted") else None
             return adaptive.apgd_attack(defended, norm, eps, attack.steps, int(options.get("restarts", 1)),
                                         str(options.get("loss", "ce")), eot, classes, curves, attack.label)  # fmt: skip
         if attack.kind == AttackKind.ORIGINAL_AUTOATTACK:
@@ -337,11 +342,11 @@ class AdaptiveEngine:
             if version == "auto":
                 version = "rand" if randomized(defended.defences) else "standard"
             return adaptive.original_autoattack(
-                defended, norm, eps, version, self.suite.config.batch_size, self.suite.nb_classes
+                defended, norm, eps, version, self.context.config.batch_size, self.context.nb_classes
             )
         if attack.kind == AttackKind.TRANSFER:
             if attack.slug not in self._sources:  # loaded once per attack, not once per chunk
-                self._sources[attack.slug] = load_classifier(self._transfer_source(attack), self.suite.device)
+                self._sources[attack.slug] = load_classifier(self._transfer_source(attack), self.context.device)
             return adaptive.transfer_attack(
                 self._sources[attack.slug], eps, attack.steps, str(options.get("method", "pgd"))
             )
@@ -349,13 +354,13 @@ class AdaptiveEngine:
 
     def _transfer_source(self, attack: AttackSpec) -> str:
         """The model a transfer attack runs on: its own ``source`` option, else the run's surrogate."""
-        return str(attack.options.get("source", self.suite.config.surrogate))
+        return str(attack.options.get("source", self.context.config.surrogate))
 
     def _saved_norms(self, saved: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Per-image L2 and Linf norms of a finished v2 attack (runs made before this version saved the examples)."""
         if "l2" in saved:
             return saved["l2"], saved["linf"]
-        return metrics.perturbation_norms(self.suite.x, saved["x_adv"])
+        return metrics.perturbation_norms(self.context.x, saved["x_adv"])
 
     def _v2_summary(self, columns: np.ndarray, l2: np.ndarray, linf: np.ndarray, seconds: float) -> dict[str, Any]:
         # an image a cascade did not attack was broken by an earlier attack of its group: wrong from here on
@@ -375,7 +380,7 @@ class AdaptiveEngine:
             "mean_linf": float(linf.mean()),
             "max_linf": float(linf.max()),
             "seconds": seconds,
-            "images_per_second": len(self.suite.x) / max(seconds, 1e-9),
+            "images_per_second": len(self.context.x) / max(seconds, 1e-9),
             "success_rate": float(1 - figures["robust"]["accuracy"]),
             "notes": [],
         }
