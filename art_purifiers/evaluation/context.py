@@ -66,14 +66,14 @@ class RunContext:
     clean_predictions: np.ndarray
     fit: FitData
 
-    def __init__(self, config: EvaluationConfig, world: World, state: Path, verbose: bool) -> None:
+    def __init__(self, config: EvaluationConfig, world: World, state: Path) -> None:
         self.config = config
         self.world = world
         self.state = state
-        self.verbose = verbose
+        self.verbose = config.verbose and world.is_main  # one progress bar per launch
         self.device = world.device(config.device)
         self.seeds = RunSeeds(config.seed)
-        self.store = ChunkStore(world, verbose)
+        self.store = ChunkStore(world, self.verbose)
 
     def load(self, attacks: Sequence[AttackSpec]) -> None:
         """

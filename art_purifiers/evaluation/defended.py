@@ -18,8 +18,8 @@ from art_purifiers import metrics
 from art_purifiers.evaluation import cascade, robust
 from art_purifiers.evaluation.chunks import gathered, load_state, save_atomic
 from art_purifiers.evaluation.context import RunContext
-from art_purifiers.evaluation.engines import accuracy_summary
-from art_purifiers.evaluation.results import RobustFigures
+from art_purifiers.evaluation.engines import AttackEngine, accuracy_summary
+from art_purifiers.evaluation.results import RobustFigures, Row
 from art_purifiers.evaluation.specs import AttackSpec
 from art_purifiers.evaluation.targets import build_defences, randomized, reseed
 
@@ -100,7 +100,14 @@ class DefenceUnderTest:
         return result
 
     def gradient_report(self) -> dict[str, Any]:
-        """Zero-gradient share, norms and EOT consistency of the defended model (:func:`.cascade.gradient_report`)."""
+        """
+        Zero-gradient share, norms and EOT consistency of the defended model (:func:`.cascade.gradient_report`),
+        measured by rank 0 and sent to the others.
+        """
+        world = self.context.world
+        return world.broadcast(self._measure_gradients() if world.is_main else None)
+
+    def _measure_gradients(self) -> dict[str, Any]:
         context = self.context
         count, cap = context.config.consistency_images, context.config.eot_cap
         x = torch.as_tensor(context.x[:count], device=context.device)
@@ -135,6 +142,20 @@ class DefenceUnderTest:
     def state_file(self, attack: AttackSpec) -> Path:
         """The file of an attack's per-image results on this defence."""
         return self.directory / f"{attack.slug}.npz"
+
+    def has_results(self, attack: AttackSpec) -> bool:
+        """Whether the attack's per-image results on this defence are saved and readable (rank 0's reading)."""
+        world = self.context.world
+        return bool(world.broadcast(self.context.read(self.state_file(attack)) is not None if world.is_main else None))
+
+    def attacked_by(self, engine: AttackEngine, attack: AttackSpec) -> Row | None:
+        """
+        ``engine``'s row of ``attack`` on this defence (``None``: not run); every process then waits until rank 0
+        has written the attack's merged state, which later attacks read.
+        """
+        row = engine.run(attack, self)
+        self.context.world.barrier()
+        return row
 
     def robust_by_group(self) -> dict[str, RobustFigures]:
         """

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -386,8 +386,16 @@ class AdaptiveEngine:
         }
 
 
+class AttackEngine(Protocol):
+    """The interface of an engine: made from the run context, it gives an attack's row on a defence under test."""
+
+    def __init__(self, context: RunContext) -> None: ...
+
+    def run(self, attack: AttackSpec, target: DefenceUnderTest) -> Row | None: ...
+
+
 #: The engine class of each kind of engine.
-ENGINES: dict[Engine, Any] = {Engine.ART: ArtEngine, Engine.ADAPTIVE: AdaptiveEngine}
+ENGINES: dict[Engine, type[AttackEngine]] = {Engine.ART: ArtEngine, Engine.ADAPTIVE: AdaptiveEngine}
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from art_purifiers.evaluation.config import RESUMABLE_OPTIONS, SANITY_ATTACKS, EvaluationConfig, differing_options
+from art_purifiers.evaluation.distributed import World
 from art_purifiers.evaluation.results import SCHEMA_VERSION, AttackRecord, Results, load_results
 from art_purifiers.evaluation.specs import AttackSpec, parse_attack
 
@@ -29,14 +30,16 @@ class RunOutput:
 
     :param config: This command's configuration (its attack and defence specs already checked).
     :param output: The output directory.
-    :param writer: Whether this process writes the file (rank 0 of a ``torchrun`` launch).
+    :param world: The processes of the run: rank 0 alone writes the file and the reports.
     :raises ValueError: if the directory holds a run that this command may not continue (see :meth:`_held_attacks`).
     """
 
-    def __init__(self, config: EvaluationConfig, output: Path, writer: bool = True) -> None:
+    def __init__(self, config: EvaluationConfig, output: Path, world: World) -> None:
         self.config = config
         self.output = Path(output)
-        self.writer = writer
+        self.world = world
+        #: whether this process writes ``results.json`` and the reports (and computes what only they show)
+        self.writer = world.is_main
         self.file = self.output / "results.json"
         self.results = load_results(self.file) if self.file.is_file() else Results()
         #: what the tables stand on: this command's attacks and earlier commands'
@@ -72,7 +75,7 @@ class RunOutput:
             )
         return held
 
-    def record_run(self, data: dict[str, Any], device: str, processes: int) -> None:
+    def record_run(self, data: dict[str, Any], device: str) -> None:
         """What ``results.json`` says of the whole run: configuration, commands, environment, data and attacks."""
         results, config = self.results, self.config
         requested = {a.slug for a in self.requested}
@@ -81,15 +84,15 @@ class RunOutput:
             "defences": list(dict.fromkeys([*(results.config or {}).get("defences", []), *config.defences])),
             "attacks": [a.spec for a in self.requested],
         }
-        results.invocations = self._invocations(device, processes)
-        results.environment = environment(device, results.environment, processes)
+        results.invocations = self._invocations(device)
+        results.environment = environment(device, results.environment, self.world.size)
         results.data = data
         results.attacks = [
             AttackRecord(a.label, a.kind, a.eps, a.steps, a.eot, sanity_only=a.slug not in requested, group=a.group)
             for a in self.recorded
         ]
 
-    def _invocations(self, device: str, processes: int) -> list[dict[str, Any]]:
+    def _invocations(self, device: str) -> list[dict[str, Any]]:
         """
         The commands behind this output, each with its defences, attacks and environment: this one is added, or
         updates the entry of an earlier command with the same defences and attacks (a resumed run).
@@ -112,7 +115,7 @@ class RunOutput:
         if not same:
             invocations.append(entry)
         entry["command"] = self.config.command
-        entry["environment"] = environment(device, entry.get("environment"), processes)
+        entry["environment"] = environment(device, entry.get("environment"), self.world.size)
         return invocations
 
     def mark_missing_attacks(self) -> None:
@@ -124,6 +127,19 @@ class RunOutput:
             for group, figures in (entry.robust or {}).items():
                 missing = [a.label for a in self.requested if a.group == group and a.label not in entry.rows]
                 figures.missing = missing or None
+
+    def finish(self) -> None:
+        """
+        The last write of a run: which attacks each defence lacks, ``results.json`` and the reports; every process
+        waits for it.
+        """
+        if self.writer:
+            from art_purifiers.evaluation.report import write_reports
+
+            self.mark_missing_attacks()
+            self.save()
+            write_reports(self.results, self.output)
+        self.world.barrier()
 
     def save(self) -> None:
         """Write ``results.json`` atomically (the writing process only), with the layout version first."""

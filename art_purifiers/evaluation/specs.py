@@ -136,22 +136,22 @@ ENGINES: dict[AttackKind, Engine] = {kind: Engine.ADAPTIVE if kind in _ADAPTIVE 
 AUTOMATIC_EOT = (AttackKind.APGD, AttackKind.CASCADE, AttackKind.APGD_T)
 
 #: Options each kind accepts besides eps, steps (or queries) and k.
-KIND_OPTIONS: dict[str, set[str]] = {
-    "pgd": {"eps_step", "restarts"},
-    "pgd-l2": {"eps_step", "restarts"},
-    "pgd-eot": {"eps_step", "restarts"},
-    "pgd-identity": {"eps_step", "restarts"},
-    "learned-bpda": {"eps_step", "restarts"},
-    "autoattack": {"queries"},
-    "cw": {"lr", "binary_search_steps", "initial_const"},
-    "deepfool": set(),
-    "square": {"restarts"},
-    "apgd": {"norm", "restarts", "loss", "targeted", "bpda"},
-    "cascade": {"norm", "restarts", "square", "levels"},
-    "apgd-t": {"norm", "restarts", "targets"},
-    "original-autoattack": {"norm", "version"},
-    "noise": {"norm"},
-    "transfer": {"method", "source"},
+KIND_OPTIONS: dict[AttackKind, set[str]] = {
+    AttackKind.PGD: {"eps_step", "restarts"},
+    AttackKind.PGD_L2: {"eps_step", "restarts"},
+    AttackKind.PGD_EOT: {"eps_step", "restarts"},
+    AttackKind.PGD_IDENTITY: {"eps_step", "restarts"},
+    AttackKind.LEARNED_BPDA: {"eps_step", "restarts"},
+    AttackKind.AUTOATTACK: {"queries"},
+    AttackKind.CW: {"lr", "binary_search_steps", "initial_const"},
+    AttackKind.DEEPFOOL: set(),
+    AttackKind.SQUARE: {"restarts"},
+    AttackKind.APGD: {"norm", "restarts", "loss", "targeted", "bpda"},
+    AttackKind.CASCADE: {"norm", "restarts", "square", "levels"},
+    AttackKind.APGD_T: {"norm", "restarts", "targets"},
+    AttackKind.ORIGINAL_AUTOATTACK: {"norm", "version"},
+    AttackKind.NOISE: {"norm"},
+    AttackKind.TRANSFER: {"method", "source"},
 }
 
 
@@ -280,27 +280,28 @@ class AttackSpec:
         """The column name in reports: what the attack is, its budget and its cost."""
         budget = f" {format_budget(self.eps)}" if self.eps is not None else ""
         norm, restarts, eot, targeted, bpda = self._label_parts
+        binary_search_steps = self.options.get("binary_search_steps", CW_BINARY_SEARCH_STEPS)
+        targets = self.options.get("targets", 9)
         names = {
-            "pgd": f"PGD-BPDA Linf{budget} ({self.steps} steps)",
-            "pgd-l2": f"PGD-BPDA L2{budget} ({self.steps} steps)",
-            "pgd-eot": f"PGD-BPDA+EOT Linf{budget} ({self.steps} steps, k={self.eot})",
-            "pgd-identity": f"PGD-BPDA-identity Linf{budget} ({self.steps} steps)",
-            "autoattack": f"AutoAttack Linf{budget}" + (f" (EOT k={self.eot})" if self.eot > 1 else ""),
-            "cw": f"C&W L2 ({self.options.get('binary_search_steps', CW_BINARY_SEARCH_STEPS)}x{self.steps} steps)",
-            "deepfool": f"DeepFool ({self.steps} steps)",
-            "square": f"Square Linf{budget} ({self.steps} queries)",
-            "transfer": f"Transfer PGD Linf{budget} ({self.steps} steps)",
-            "learned-bpda": f"Learned-BPDA PGD Linf{budget} ({self.steps} steps)",
-            "apgd": f"APGD-{str(self.options.get('loss', 'ce')).upper()} {norm}{budget} ({self.steps} steps"
+            AttackKind.PGD: f"PGD-BPDA Linf{budget} ({self.steps} steps)",
+            AttackKind.PGD_L2: f"PGD-BPDA L2{budget} ({self.steps} steps)",
+            AttackKind.PGD_EOT: f"PGD-BPDA+EOT Linf{budget} ({self.steps} steps, k={self.eot})",
+            AttackKind.PGD_IDENTITY: f"PGD-BPDA-identity Linf{budget} ({self.steps} steps)",
+            AttackKind.AUTOATTACK: f"AutoAttack Linf{budget}" + (f" (EOT k={self.eot})" if self.eot > 1 else ""),
+            AttackKind.CW: f"C&W L2 ({binary_search_steps}x{self.steps} steps)",
+            AttackKind.DEEPFOOL: f"DeepFool ({self.steps} steps)",
+            AttackKind.SQUARE: f"Square Linf{budget} ({self.steps} queries)",
+            AttackKind.TRANSFER: f"Transfer PGD Linf{budget} ({self.steps} steps)",
+            AttackKind.LEARNED_BPDA: f"Learned-BPDA PGD Linf{budget} ({self.steps} steps)",
+            AttackKind.APGD: f"APGD-{str(self.options.get('loss', 'ce')).upper()} {norm}{budget} ({self.steps} steps"
             f"{restarts}, {eot}{targeted}{bpda})",
-            "cascade": f"Cascade {norm}{budget} (APGD-CE/DLR {self.steps} steps{restarts}, {eot}, Square "
+            AttackKind.CASCADE: f"Cascade {norm}{budget} (APGD-CE/DLR {self.steps} steps{restarts}, {eot}, Square "
             f"{self.options.get('square', 5000)}, x{2 ** int(self.options.get('levels', 1))} check)",
-            "original-autoattack": f"AutoAttack original {self.options.get('version', 'auto')} {norm}{budget}",
-            "noise": f"Random noise {norm}{budget}",
-            "apgd-t": f"APGD-T {norm}{budget} ({self.options.get('targets', 9)} targets, {self.steps} steps{restarts}, "
-            f"{eot})",
+            AttackKind.ORIGINAL_AUTOATTACK: f"AutoAttack original {self.options.get('version', 'auto')} {norm}{budget}",
+            AttackKind.NOISE: f"Random noise {norm}{budget}",
+            AttackKind.APGD_T: f"APGD-T {norm}{budget} ({targets} targets, {self.steps} steps{restarts}, {eot})",
         }
-        if self.kind == "transfer":
+        if self.kind == AttackKind.TRANSFER:
             method = {"pgd": "APGD-CE", "mi": "MI-FGSM", "dim": "DI-MI-FGSM"}.get(
                 str(self.options.get("method", "pgd"))
             )
@@ -339,12 +340,12 @@ class AttackSpec:
     @property
     def gradient_free(self) -> bool:
         """Black-box attacks (for the white-box vs black-box sanity check)."""
-        return self.kind in ("square", "transfer", "noise")
+        return self.kind in (AttackKind.SQUARE, AttackKind.TRANSFER, AttackKind.NOISE)
 
     @property
     def norm(self) -> str:
         """``Linf``, ``L2`` or ``RMS`` (an L2 budget per pixel value, root-mean-square); C&W and DeepFool: ``L2``."""
-        if self.kind in ("pgd-l2", "cw", "deepfool"):
+        if self.kind in (AttackKind.PGD_L2, AttackKind.CW, AttackKind.DEEPFOOL):
             return "L2"
         return str(self.options.get("norm", "Linf"))
 
@@ -383,21 +384,21 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 CW_BINARY_SEARCH_STEPS = 3
 
 _DEFAULT_STEPS = {
-    "pgd": 50,
-    "pgd-l2": 50,
-    "pgd-eot": 20,
-    "pgd-identity": 50,
-    "autoattack": 100,
-    "cw": 10,
-    "deepfool": 50,
-    "square": 1000,
-    "transfer": 50,
-    "learned-bpda": 50,
-    "apgd": 100,
-    "cascade": 100,
-    "original-autoattack": 100,
-    "noise": 1,
-    "apgd-t": 100,
+    AttackKind.PGD: 50,
+    AttackKind.PGD_L2: 50,
+    AttackKind.PGD_EOT: 20,
+    AttackKind.PGD_IDENTITY: 50,
+    AttackKind.AUTOATTACK: 100,
+    AttackKind.CW: 10,
+    AttackKind.DEEPFOOL: 50,
+    AttackKind.SQUARE: 1000,
+    AttackKind.TRANSFER: 50,
+    AttackKind.LEARNED_BPDA: 50,
+    AttackKind.APGD: 100,
+    AttackKind.CASCADE: 100,
+    AttackKind.ORIGINAL_AUTOATTACK: 100,
+    AttackKind.NOISE: 1,
+    AttackKind.APGD_T: 100,
 }
 
 
@@ -425,11 +426,11 @@ def parse_attack(spec: str, eps_scale: float = 1.0) -> AttackSpec:
     if unknown:
         raise ValueError(f"Unknown option(s) {', '.join(unknown)} for attack {kind!r}; it takes: {', '.join(allowed)}.")
     automatic = kind in AUTOMATIC_EOT
-    k = options.pop("k", 10 if kind == "pgd-eot" else 0 if automatic else 1)
+    k = options.pop("k", 10 if kind == AttackKind.PGD_EOT else 0 if automatic else 1)
     eot = 0 if automatic and k in ("auto", 0) else _checked(kind, "k", k, " or auto" * automatic)
-    if kind == "square" and "queries" in options and "steps" in options:
+    if kind == AttackKind.SQUARE and "queries" in options and "steps" in options:
         raise ValueError("Attack 'square': give its queries as steps or as queries, not both.")
-    steps_name = "queries" if "queries" in options and kind == "square" else "steps"
+    steps_name = "queries" if "queries" in options and kind == AttackKind.SQUARE else "steps"
     steps = _checked(kind, steps_name, options.pop(steps_name, _DEFAULT_STEPS[kind]))
     options = {name: _checked(kind, name, value) for name, value in options.items()}
     eps = options.pop("eps", None)
@@ -437,21 +438,24 @@ def parse_attack(spec: str, eps_scale: float = 1.0) -> AttackSpec:
         if eps is not None:
             raise ValueError(f"{kind} is a minimum-norm attack and takes no eps.")
     elif eps is None:
-        eps = 0.5 if kind == "pgd-l2" else 8 / 255
+        eps = 0.5 if kind == AttackKind.PGD_L2 else 8 / 255
     else:
         eps = float(
-            check_budget(kind, "eps", eps, eps_scale, "L2" if kind == "pgd-l2" else options.get("norm", "Linf"))
+            check_budget(
+                kind, "eps", eps, eps_scale, "L2" if kind == AttackKind.PGD_L2 else options.get("norm", "Linf")
+            )
         )
     if "eps_step" in options:
-        norm = "L2" if kind == "pgd-l2" else "Linf"
+        norm = "L2" if kind == AttackKind.PGD_L2 else "Linf"
         options["eps_step"] = check_budget(kind, "eps_step", options["eps_step"], eps_scale, norm)
     return AttackSpec(kind, eps, steps, eot, options)
 
 
 def kind_options(kind: str) -> list[str]:
-    """The options an attack kind takes, in the order ``art-purifiers list`` shows them."""
+    """The options an attack kind (or its spec name) takes, in the order ``art-purifiers list`` shows them."""
+    kind = AttackKind(kind)
     common = [] if kind in (AttackKind.CW, AttackKind.DEEPFOOL) else ["eps"]
-    return common + ["steps", *(["queries"] if kind == "square" else []), "k", *sorted(KIND_OPTIONS[kind])]
+    return common + ["steps", *(["queries"] if kind == AttackKind.SQUARE else []), "k", *sorted(KIND_OPTIONS[kind])]
 
 
 def _checked(kind: str, name: str, value: Any, alternatives: str = "") -> Any:

@@ -61,9 +61,8 @@ class Suite:
         config.attack_specs()  # every spec is checked before anything is loaded or written
         for spec in config.defences:
             check_defence_spec(spec)
-        self.record = RunOutput(config, self.output, writer=self.world.is_main)
-        verbose = config.verbose and self.world.is_main
-        self.context = RunContext(config, self.world, self.output / "state", verbose)
+        self.record = RunOutput(config, self.output, self.world)
+        self.context = RunContext(config, self.world, self.output / "state")
 
     @property
     def attacks(self) -> list[AttackSpec]:
@@ -75,16 +74,10 @@ class Suite:
         check_same_config(self.config, self.world)
         self.context.load(self.attacks)
         self.engines = {engine: runner(self.context) for engine, runner in ENGINES.items()}
-        self.record.record_run(self.context.data_record(), self.context.device, self.world.size)
+        self.record.record_run(self.context.data_record(), self.context.device)
         for spec in self.config.defences:
             self._evaluate_defence(spec)
-        if self.world.is_main:
-            from art_purifiers.evaluation.report import write_reports
-
-            self.record.mark_missing_attacks()
-            self.record.save()
-            write_reports(self.record.results, self.output)
-        self.world.barrier()
+        self.record.finish()
         return self.record.results.to_json()
 
     def _evaluate_defence(self, spec: str) -> None:
@@ -96,21 +89,19 @@ class Suite:
             entry.clean = target.clean_metrics()
             self.record.save()
         if entry.gradients is None:
-            entry.gradients = self.world.broadcast(target.gradient_report() if self.world.is_main else None)
+            entry.gradients = target.gradient_report()
             self.record.save()
         target.gradients = entry.gradients
         for attack in tqdm(self.attacks, desc=f"{spec}: attacks", disable=not self.context.verbose):
             # adaptive rows refresh from their saved state; a finished ART row is kept while its per-image state is
             # there (without it the worst case would silently leave the attack out)
-            finished = attack.label in entry.rows and attack.engine is Engine.ART
-            if finished and self.world.broadcast(self.context.read(target.state_file(attack)) is not None):
+            if attack.label in entry.rows and attack.engine is Engine.ART and target.has_results(attack):
                 continue
-            row = self.engines[attack.engine].run(attack, target)
-            self.world.barrier()  # rank 0 has written the attack's merged state: later attacks read it
+            row = target.attacked_by(self.engines[attack.engine], attack)
             if row is not None:
                 entry.rows[attack.label] = row
                 self.record.save()
-        if not self.world.is_main:
+        if not self.record.writer:  # the headline and the checks are rank 0's to write
             return
         entry.robust = target.robust_by_group()
         entry.sanity = sanity.run_checks(entry, self.attacks, len(self.context.indices))
