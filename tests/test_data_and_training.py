@@ -191,3 +191,31 @@ def test_nrp_recipe_trains_writes_a_zoo_file_and_resumes(tmp_path: Path, monkeyp
     expected = int((predictions == test.labels).sum()) / len(test)
     assert metrics["test_accuracy"]["images"] == len(test) and metrics["test_accuracy"]["classifier"] == expected
     assert 0 <= metrics["test_accuracy"]["purifier+classifier"] <= 1
+
+
+def test_the_classifier_recipe_resumed_after_a_crash_ends_where_an_uninterrupted_run_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from art_purifiers.data import ImageDataset
+    from art_purifiers.training import classifier
+
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    data = ImageDataset(images, torch.arange(24) % 10, tuple(str(i) for i in range(10)), "random")
+    options = {"epochs": 2, "batch_size": 8, "widths": (4, 8, 8, 8), "bf16": False}
+    straight = classifier.train(data, None, tmp_path / "straight", **options)
+
+    def crash_in_the_second_epoch(step: int, total: int, peak: float) -> float:
+        if step >= 3:  # 24 images in batches of 8: the second epoch starts at step 3
+            raise KeyboardInterrupt
+        return learning_rate(step, total, peak)
+
+    monkeypatch.setattr(classifier, "learning_rate", crash_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        classifier.train(data, None, tmp_path / "resumed", **options)
+    monkeypatch.setattr(classifier, "learning_rate", learning_rate)
+    resumed = classifier.train(data, None, tmp_path / "resumed", resume=True, **options)
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert [record["epoch"] for record in resumed.history] == [1, 2]  # type: ignore[attr-defined]
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]  # type: ignore[attr-defined]

@@ -234,13 +234,7 @@ def search_nn_favored_table(
     :param verbose: Show a progress bar.
     :return: The chosen configuration and the full table of results.
     """
-    y_clean_idx = _label_indices(y_clean, len(x_clean), "y_clean")
-    if y_adv is None:
-        if len(x_adv) != len(x_clean):
-            raise ValueError("y_adv is required when x_adv and x_clean hold different numbers of images.")
-        y_adv_idx = y_clean_idx
-    else:
-        y_adv_idx = _label_indices(y_adv, len(x_adv), "y_adv")
+    y_clean_idx, y_adv_idx = _search_labels(x_clean, y_clean, x_adv, y_adv)
     if not favored_diagonals or not qs_af_values:
         raise ValueError("favored_diagonals and qs_af_values must not be empty.")
     if not 0 <= max_accuracy_loss < 1:
@@ -254,16 +248,9 @@ def search_nn_favored_table(
     grid = [(int(k), float(q)) for k in favored_diagonals for q in qs_af_values]
     for k, qs_af in tqdm(grid, desc="NN-favored table search", disable=not verbose):
         params = {"favored_diagonals": k, "qs_af": qs_af}
-        clean = accuracy(x_clean, y_clean_idx, params)
-        rows.append(
-            {
-                "favored_diagonals": k,
-                "qs_af": qs_af,
-                "clean_accuracy": clean,
-                "adversarial_accuracy": accuracy(x_adv, y_adv_idx, params),
-                "clean_accuracy_loss": baseline - clean,
-            }
-        )
+        clean, adversarial = accuracy(x_clean, y_clean_idx, params), accuracy(x_adv, y_adv_idx, params)
+        rows.append({**params, "clean_accuracy": clean, "adversarial_accuracy": adversarial,
+                     "clean_accuracy_loss": baseline - clean})  # fmt: skip
     best, feasible = _choose_candidate(rows, max_accuracy_loss)
     return TableSearchResult(
         favored_diagonals=int(best["favored_diagonals"]),
@@ -275,6 +262,18 @@ def search_nn_favored_table(
         feasible=feasible,
         rows=rows,
     )
+
+
+def _search_labels(
+    x_clean: np.ndarray, y_clean: np.ndarray, x_adv: np.ndarray, y_adv: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The class indices of the clean and adversarial images of a table search (``y_adv`` defaults to ``y_clean``)."""
+    y_clean_idx = _label_indices(y_clean, len(x_clean), "y_clean")
+    if y_adv is not None:
+        return y_clean_idx, _label_indices(y_adv, len(x_adv), "y_adv")
+    if len(x_adv) != len(x_clean):
+        raise ValueError("y_adv is required when x_adv and x_clean hold different numbers of images.")
+    return y_clean_idx, y_clean_idx
 
 
 def _choose_candidate(rows: list[dict[str, float]], max_accuracy_loss: float) -> tuple[dict[str, float], bool]:

@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -105,18 +106,12 @@ def train(
     total_steps = epochs * steps_per_epoch
     bf16 = torch.backends.mkldnn.is_available() if bf16 is None else bf16
     checkpoint = output / "checkpoint.pt"
-    start_epoch, history = 0, []
-    if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        start_epoch, history = state["epoch"], json.loads(state["history"])
-        print(f"resumed after epoch {start_epoch}", flush=True)
+    start_epoch, history = _resume(checkpoint, model, optimizer, generator) if resume else (0, [])
     for epoch in range(start_epoch, epochs):
         model.train()
-        started, seen, loss_sum = time.time(), 0, 0.0
+        started = time.time()
         order = torch.randperm(len(train_set), generator=generator)
+        loss_sum = 0.0
         for index in range(steps_per_epoch):
             batch = order[index * batch_size : (index + 1) * batch_size]
             images = augment(train_set.images[batch], generator).div_(255).contiguous(memory_format=torch.channels_last)
@@ -127,24 +122,43 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            seen += len(batch)
             loss_sum += float(loss.detach()) * len(batch)
-        record = {"epoch": epoch + 1, "loss": loss_sum / seen, "seconds": time.time() - started}
+        record = {"epoch": epoch + 1, "loss": loss_sum / len(train_set), "seconds": time.time() - started}
         if test_set is not None:
             record["test_accuracy"] = accuracy(model, test_set)
         history.append(record)
         print(json.dumps(record), flush=True)
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(),
-            "epoch": epoch + 1,
-            "history": json.dumps(history),
-        }
-        torch.save(state, checkpoint.with_suffix(".tmp"))
-        checkpoint.with_suffix(".tmp").replace(checkpoint)
+        _save_checkpoint(checkpoint, model, optimizer, generator, history)
     model.history = history  # type: ignore[assignment]
     return model.eval()
+
+
+def _resume(
+    checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> tuple[int, list[dict[str, Any]]]:
+    """The epochs done and their history, the model, optimizer and generator restored (none: 0 and [])."""
+    if not checkpoint.is_file():
+        return 0, []
+    state = torch.load(checkpoint, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    print(f"resumed after epoch {state['epoch']}", flush=True)
+    return state["epoch"], json.loads(state["history"])
+
+
+def _save_checkpoint(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     generator: torch.Generator, history: list[dict[str, Any]]) -> None:  # fmt: skip
+    """Model, optimizer, data-order generator and history after an epoch, written atomically."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "epoch": history[-1]["epoch"],
+        "history": json.dumps(history),
+    }
+    torch.save(state, checkpoint.with_suffix(".tmp"))
+    checkpoint.with_suffix(".tmp").replace(checkpoint)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
