@@ -234,11 +234,9 @@ def search_nn_favored_table(
     :param verbose: Show a progress bar.
     :return: The chosen configuration and the full table of results.
     """
-    y_clean_idx, y_adv_idx = _search_labels(x_clean, y_clean, x_adv, y_adv)
     if not favored_diagonals or not qs_af_values:
         raise ValueError("favored_diagonals and qs_af_values must not be empty.")
-    if not 0 <= max_accuracy_loss < 1:
-        raise ValueError(f"max_accuracy_loss must be in [0, 1), got {max_accuracy_loss}.")
+    y_clean_idx, y_adv_idx = _search_labels(x_clean, y_clean, x_adv, y_adv, max_accuracy_loss)
 
     def accuracy(images: np.ndarray, labels: np.ndarray, params: dict[str, Any] | None) -> float:
         return float(np.mean(np.argmax(predict(images, params), axis=1) == labels))
@@ -265,9 +263,14 @@ def search_nn_favored_table(
 
 
 def _search_labels(
-    x_clean: np.ndarray, y_clean: np.ndarray, x_adv: np.ndarray, y_adv: np.ndarray | None
+    x_clean: np.ndarray, y_clean: np.ndarray, x_adv: np.ndarray, y_adv: np.ndarray | None, max_accuracy_loss: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The class indices of the clean and adversarial images of a table search (``y_adv`` defaults to ``y_clean``)."""
+    """
+    The class indices of the clean and adversarial images of a table search (``y_adv`` defaults to ``y_clean``), its
+    accuracy-loss limit checked.
+    """
+    if not 0 <= max_accuracy_loss < 1:
+        raise ValueError(f"max_accuracy_loss must be in [0, 1), got {max_accuracy_loss}.")
     y_clean_idx = _label_indices(y_clean, len(x_clean), "y_clean")
     if y_adv is not None:
         return y_clean_idx, _label_indices(y_adv, len(x_adv), "y_adv")
