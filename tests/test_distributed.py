@@ -175,6 +175,21 @@ def test_a_process_given_another_configuration_is_stopped(tmp_path: Path) -> Non
         check_same_config(EvaluationConfig(defences=["none"], seed=1), SecondRank(1, 2))
 
 
+def test_a_suite_on_a_process_given_another_configuration_stops_before_loading_anything(tmp_path: Path) -> None:
+    from art_purifiers.evaluation import EvaluationConfig
+    from art_purifiers.evaluation.suite import Suite
+
+    rank0 = EvaluationConfig(defences=["none"], seed=0, classifier="no-such-classifier")
+
+    class SecondRank(World):
+        def broadcast(self, value: Any) -> Any:
+            return {k: v for k, v in vars(rank0).items() if k not in ("command", "verbose")}
+
+    mine = EvaluationConfig(defences=["none"], seed=1, classifier="no-such-classifier")
+    with pytest.raises(ValueError, match=r"Rank 1 was given another configuration than rank 0 \(seed: 0 on rank 0"):
+        Suite(mine, tmp_path, SecondRank(1, 2)).run()  # not the unknown classifier: the check comes first
+
+
 def test_uneven_chunks_are_shared_by_cost_and_every_chunk_goes_to_one_process() -> None:
     # a cascade level: most survivors sit in the first chunk; round-robin would give one process 12 of 16 units
     costs = [9.0, 1.0, 3.0, 1.0, 1.0, 1.0]

@@ -58,11 +58,10 @@ def test_the_files_checked_include_every_published_page() -> None:
 def test_unknown_keys_survive_and_a_record_missing_a_field_is_named() -> None:
     row = {"kind": "pgd", "eps": None, "steps": 10, "eot_requested": 1, "eot": 1, "a_later_field": [1, 2]}
     assert Row.from_json(row).to_json() == row and list(Row.from_json(row).to_json()) == list(row)
-    with pytest.raises(ValueError, match="Row lacks kind"):
-        Row.from_json({"eps": None, "steps": 10})
-    # the attack's settings are written even where a reader left them out (null: not set)
-    assert Row.from_json({"kind": "deepfool"}).to_json() == {"kind": "deepfool", "eps": None, "steps": None,
-                                                             "eot_requested": None, "eot": None}  # fmt: skip
+    with pytest.raises(ValueError, match="SanityCheck lacks passed"):
+        SanityCheck.from_json({"name": "large budget", "detail": "0%"})
+    # a record read writes back the keys it read, nothing more
+    assert Row.from_json({"kind": "deepfool"}).to_json() == {"kind": "deepfool"}
     with pytest.raises(TypeError, match="from a JSON object, got list"):
         Results.from_json([])  # type: ignore[arg-type]
 
@@ -73,6 +72,47 @@ def test_a_record_made_in_code_leaves_unset_optional_fields_out() -> None:
     row = Row("deepfool", None, None, 1, 1, accuracy=0.5)
     assert row.to_json() == {"kind": "deepfool", "eps": None, "steps": None, "eot_requested": 1, "eot": 1,
                              "accuracy": 0.5}  # fmt: skip
+    read = Row.from_json({"kind": "pgd", "norm": "linf", "accuracy": 0.5})
+    read.accuracy, read.n = 0.25, 4  # a field set after reading is written; one unset with discard is not
+    read.discard("norm")
+    assert read.to_json() == {"kind": "pgd", "accuracy": 0.25, "n": 4}
+
+
+def test_an_early_row_that_only_says_why_it_was_skipped_loads_renders_and_round_trips() -> None:
+    from art_purifiers.evaluation.report import _cell
+
+    legacy = {"skipped": "needs a differentiable defence"}
+    row = Row.from_json(legacy)
+    assert row.kind is None and not row.measured and row.to_json() == legacy
+    entry = DefenceResult(rows={"deepfool": row})
+    assert _cell("deepfool", entry, "deepfool") == "needs a differentiable defence"
+    assert _cell("pgd", entry, "pgd") == "n/a"
+
+
+def test_incomplete_records_refuse_the_rules_that_need_the_missing_figures() -> None:
+    cascade = Row.from_json({"kind": "cascade", "controller": {"accuracy_by_level": [0.5, 0.4], "converged": False}})
+    with pytest.raises(ValueError, match="without a cascade controller or an image count"):
+        cascade.converged()
+    with pytest.raises(ValueError, match="do not record which test images"):
+        Results.from_json({"config": {}, "defences": {}}).selected_indices()
+    from art_purifiers.evaluation.results import merge
+
+    with pytest.raises(ValueError, match="do not record which test images"):
+        merge([{"config": {}, "defences": {}}, {"config": {}, "defences": {}}], ["a", "b"])
+
+
+def test_a_newer_layout_with_renamed_fields_gets_the_version_message_not_a_missing_field(tmp_path: Path) -> None:
+    file = tmp_path / "results.json"
+    renamed = {"defences": {"x": {"sanity": [{"check": "large budget", "ok": True}]}}}
+    file.write_text(json.dumps(renamed))
+    with pytest.raises(ValueError, match="SanityCheck lacks name"):  # read as today's layout: a field is missing
+        load_results(file)
+    file.write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1, **renamed}))
+    with pytest.raises(ValueError, match=f"layout version {SCHEMA_VERSION + 1}"):  # the version is checked first
+        load_results(file)
+    file.write_text(json.dumps([renamed]))
+    with pytest.raises(ValueError, match="does not hold a results file"):
+        load_results(file)
 
 
 def test_a_newer_layout_is_refused_with_a_clear_message(tmp_path: Path) -> None:

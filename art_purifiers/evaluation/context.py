@@ -18,7 +18,7 @@ from art_purifiers.classifiers import load_classifier, make_classifier
 from art_purifiers.data import ImageDataset
 from art_purifiers.evaluation import cascade
 from art_purifiers.evaluation.chunks import ChunkStore, gathered, load_state
-from art_purifiers.evaluation.config import EvaluationConfig, load_dataset
+from art_purifiers.evaluation.config import EvaluationConfig, check_same_config, load_dataset
 from art_purifiers.evaluation.distributed import World, chunk_bounds
 from art_purifiers.evaluation.seeds import RunSeeds, seed_global_generators
 from art_purifiers.evaluation.specs import AttackSpec, check_l2_budget
@@ -79,10 +79,13 @@ class RunContext:
         """
         Load the classifier and the test split, check the L2 budgets of ``attacks`` against the image size, and select
         the evaluated images (the undefended predictions are cached in the state directory).
+
+        :raises ValueError: if the processes of a launch were given different configurations (checked first).
         """
         config = self.config
         if self.device.startswith("cuda:"):  # ART's estimators and preprocessors (and NCCL) use the current device
             torch.cuda.set_device(self.device)
+        check_same_config(config, self.world)
         seed_global_generators(self.seeds.run, ("torch",))  # for models built with random weights, user defences
         self.model = load_classifier(config.classifier, self.device)
         self.test = self.world.main_first(lambda: load_dataset(config, "test"))  # rank 0 decodes and caches

@@ -1,6 +1,6 @@
-"""The two engines that run an evaluation's attacks, behind one interface: ``run(attack, defences, directory,
-clean_correct, is_random)`` gives the attack's :class:`~art_purifiers.evaluation.results.Row` for one defence
-(``None`` when the attack does not apply).
+"""The two engines that run an evaluation's attacks, behind one interface (:class:`AttackEngine`): made from the
+run's context, ``run(attack, target)`` gives the attack's :class:`~art_purifiers.evaluation.results.Row` on a defence
+under test (``None`` when the attack does not apply).
 
 * :class:`ArtEngine`: ART's evasion attacks on a ``PyTorchClassifier`` (BPDA through the defences' backward),
   chunk by chunk, scored over the draws of the defence.

@@ -79,6 +79,7 @@ class RunOutput:
         """What ``results.json`` says of the whole run: configuration, commands, environment, data and attacks."""
         results, config = self.results, self.config
         requested = {a.slug for a in self.requested}
+        results.schema_version = SCHEMA_VERSION
         results.config = {
             **asdict(config),
             "defences": list(dict.fromkeys([*(results.config or {}).get("defences", []), *config.defences])),
@@ -126,7 +127,10 @@ class RunOutput:
         for entry in self.results.defences.values():
             for group, figures in (entry.robust or {}).items():
                 missing = [a.label for a in self.requested if a.group == group and a.label not in entry.rows]
-                figures.missing = missing or None
+                if missing:
+                    figures.missing = missing
+                else:
+                    figures.discard("missing")
 
     def finish(self) -> None:
         """
@@ -145,7 +149,6 @@ class RunOutput:
         """Write ``results.json`` atomically (the writing process only), with the layout version first."""
         if not self.writer:
             return
-        self.results.schema_version = SCHEMA_VERSION
         temporary = self.file.with_suffix(".tmp")
         temporary.write_text(json.dumps(self.results.to_json(), indent=1, default=_jsonable))
         temporary.replace(self.file)

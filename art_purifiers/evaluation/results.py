@@ -38,8 +38,10 @@ RecordT = TypeVar("RecordT", bound="Record")
 @dataclass
 class Record:
     """
-    A JSON object with named fields. A field without a default must be in the object read; it is always written, as
-    is one declared with :func:`nullable` (``null`` included); any other field is left out while it is ``None``.
+    A JSON object with named fields. A record read from JSON writes back the keys it read (``null`` included), in
+    their order, then any field set since. A record made in code writes its fields in their declared order: those
+    without a default and those declared :func:`nullable` always (``null`` included), the others unless ``None``.
+    A field without a default must be in the object read.
     """
 
     #: keys this code does not know, written back as they were read
@@ -74,12 +76,24 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON object (records inside it converted too; NumPy scalars are left to the writer)."""
-        names = self.fields()
-        values = {name: getattr(self, name) for name, f in names.items()}
-        written = {name: value for name, value in values.items() if value is not None or _always(names[name])}
+        written = {name: getattr(self, name) for name, f in self.fields().items() if self._writes(name, f)}
         written.update(self.extra)
         keys = [key for key in self.order if key in written] + [key for key in written if key not in self.order]
         return {key: _to_json(written[key]) for key in keys}
+
+    def _writes(self, name: str, f: dataclasses.Field[Any]) -> bool:
+        """Whether ``to_json`` writes the field (see the class docstring)."""
+        value = getattr(self, name)
+        if name in self.order:
+            return True
+        if self.order:  # read, and not among the keys read: written once set (an empty default stays out)
+            return value is not None and not (f.default_factory is not dataclasses.MISSING and not value)
+        return value is not None or _always(f)
+
+    def discard(self, name: str) -> None:
+        """Unset a field: ``None``, and left out of the JSON even if it was read (unless declared :func:`nullable`)."""
+        setattr(self, name, None)
+        self.order = tuple(key for key in self.order if key != name)
 
 
 def nullable() -> Any:
@@ -138,7 +152,8 @@ class Row(Record):
     minimum-norm attacks ``accuracy_at_l2``.
     """
 
-    kind: str
+    #: the attack kind (absent from the rows of attacks that early versions skipped)
+    kind: str | None = nullable()
     eps: float | None = nullable()
     steps: int | None = nullable()
     eot_requested: int | None = nullable()
@@ -186,14 +201,14 @@ class Row(Record):
         """
         from art_purifiers.evaluation.cascade import stopped_falling
 
-        if self.controller is None:
-            raise ValueError(f"A {self.kind} row has no cascade controller to judge.")
+        if self.controller is None or self.n is None:
+            raise ValueError(f"A {self.kind} row without a cascade controller or an image count cannot be judged.")
         levels = self.controller["accuracy_by_level"]
         if levels[-1] == 0:
             return True
         if len(levels) < 2:
             return bool(self.controller["converged"])
-        return stopped_falling(levels[-2], levels[-1], int(self.n or 0))
+        return stopped_falling(levels[-2], levels[-1], int(self.n))
 
 
 @dataclass
@@ -314,7 +329,7 @@ class Results(Record):
     """A results file: what was run, on which images, and every defence's results (see the module docstring)."""
 
     schema_version: int | None = None
-    #: the options of the run (:class:`~art_purifiers.evaluation.suite.EvaluationConfig`, as recorded)
+    #: the options of the run (:class:`~art_purifiers.evaluation.config.EvaluationConfig`, as recorded)
     config: dict[str, Any] | None = None
     #: each command behind this output with its defences, attacks and environment
     invocations: list[dict[str, Any]] | None = None
@@ -344,11 +359,7 @@ class Results(Record):
 
         :raises ValueError: for a file written by a newer layout than this code reads.
         """
-        version = int(self.schema_version or 1)
-        if version > SCHEMA_VERSION:
-            raise ValueError(f"This results file has layout version {version}; this art-purifiers reads up to "
-                             f"{SCHEMA_VERSION}: update the package.")  # fmt: skip
-        return version
+        return _checked_version(self.schema_version)
 
     def sanity_only_labels(self) -> set[str]:
         """The attacks run for the sanity checks alone."""
@@ -378,8 +389,18 @@ class Results(Record):
         ignored = {"command", "verbose", "defences", "attacks", "sanity_checks", "extend"}
         mine, theirs = self.config or {}, other.config or {}
         shared = set(mine) & set(theirs) - ignored
-        same_images = (self.data or {}).get("selected_indices") == (other.data or {}).get("selected_indices")
-        return same_images and all(mine[key] == theirs[key] for key in shared)
+        return self.selected_indices() == other.selected_indices() and all(mine[key] == theirs[key] for key in shared)
+
+    def selected_indices(self) -> list[int]:
+        """
+        The test images the attacks ran on.
+
+        :raises ValueError: if the file does not record them.
+        """
+        indices = (self.data or {}).get("selected_indices")
+        if indices is None:
+            raise ValueError("These results do not record which test images were attacked (data.selected_indices).")
+        return list(indices)
 
     def stamps(self, source: str, spec: str) -> list[dict[str, Any]]:
         """The commands of this run that evaluated ``spec`` (every command of it, for runs that did not record them)."""
@@ -396,10 +417,24 @@ def as_results(results: Results | dict[str, Any]) -> Results:
 
 
 def load_results(file: Path) -> Results:
-    """A ``results.json``, its layout version checked (see :meth:`Results.check_version`)."""
-    results = Results.from_json(json.loads(Path(file).read_text()))
-    results.check_version()
-    return results
+    """
+    A ``results.json``, its layout version checked before it is read (see :meth:`Results.check_version`).
+
+    :raises ValueError: for a file of a newer layout, or one that is not a results file.
+    """
+    data = json.loads(Path(file).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{file} does not hold a results file (a JSON object).")
+    _checked_version(data.get("schema_version"))
+    return Results.from_json(data)
+
+
+def _checked_version(version: int | None) -> int:
+    checked = int(version or 1)
+    if checked > SCHEMA_VERSION:
+        raise ValueError(f"This results file has layout version {checked}; this art-purifiers reads up to "
+                         f"{SCHEMA_VERSION}: update the package.")  # fmt: skip
+    return checked
 
 
 def merge(runs: Sequence[Results | dict[str, Any]], sources: Sequence[str]) -> Results:

@@ -24,14 +24,18 @@ import torch
 from tqdm.auto import tqdm
 
 from art_purifiers.evaluation import sanity
-from art_purifiers.evaluation.config import (  # noqa: F401 - the suite's public names, as before
+from art_purifiers.evaluation.config import (  # noqa: F401 - also importable from here, as before the split
     DEFAULT_ATTACKS,
+    RESUMABLE_OPTIONS,
     SANITY_ATTACKS,
     EvaluationConfig,
-    check_same_config,
     load_dataset,
 )
-from art_purifiers.evaluation.context import RunContext
+from art_purifiers.evaluation.context import (  # noqa: F401 - also importable from here, as before the split
+    RunContext,
+    fit_image_indices,
+    select_clean_correct,
+)
 from art_purifiers.evaluation.defended import DefenceUnderTest
 from art_purifiers.evaluation.distributed import World, init_world
 from art_purifiers.evaluation.engines import ENGINES
@@ -71,7 +75,6 @@ class Suite:
 
     def run(self) -> dict[str, Any]:
         """Run every defence of the config through every attack; the results (what ``results.json`` holds)."""
-        check_same_config(self.config, self.world)
         self.context.load(self.attacks)
         self.engines = {engine: runner(self.context) for engine, runner in ENGINES.items()}
         self.record.record_run(self.context.data_record(), self.context.device)
