@@ -6,8 +6,9 @@ Every ratio compares rates measured in the same run. Run from the repository roo
     python -m benchmarks.bench_jpeg_backends --quick
 
 Rows: ART's ``JpegCompression`` (quality 50, per image, PIL), then ``jpeg_round_trip`` with random qualities 20-60
-(as CompressRestore draws them) through each installed exact backend on the CPU, the tensor codec
-(``"libjpeg"``) eager and compiled (``torch.compile``, its compilation time on first use in brackets); with CUDA,
+(as CompressRestore draws them) through each installed exact backend on the CPU, among them the tensor codec
+eager (``"libjpeg"``) and compiled (``"libjpeg-compiled"``, its compilation time on first use in brackets, and its
+rate over TorchCodec's); with CUDA,
 the tensor codec on CUDA images (the default there) eager and compiled, TorchCodec on the host from CUDA images, and
 the nvJPEG option at 224x224 b256 and 32x32 b1024, plus nvJPEG's PSNR against libjpeg on scikit-image photos.
 """
@@ -22,7 +23,6 @@ import torch
 from art.defences.preprocessor import JpegCompression
 
 from art_purifiers.demo import load_photos
-from art_purifiers.ops import libjpeg
 from art_purifiers.ops.codec import EXACT_BACKENDS, available_backends, default_backend
 from art_purifiers.ops.jpeg import jpeg_round_trip
 from benchmarks.bench_dct_defences import images_per_second, print_table, repeats_from_command_line
@@ -38,7 +38,7 @@ def photo_batch(size: int, batch: int) -> torch.Tensor:
 
 
 def bench_setting(size: int, batch: int, repeats: int) -> list[str]:
-    """Markdown rows for one CPU setting: ART, each CPU backend, the tensor codec compiled."""
+    """Markdown rows for one CPU setting: ART, each exact CPU backend, the compiled tensor codec against TorchCodec."""
     x = photo_batch(size, batch)
     qualities = torch.randint(20, 61, (batch,), generator=torch.Generator().manual_seed(0))
     art = JpegCompression(clip_values=(0, 1), quality=50, channels_first=True)
@@ -46,24 +46,24 @@ def bench_setting(size: int, batch: int, repeats: int) -> list[str]:
     art_rate = images_per_second(lambda: art(x_numpy), batch, repeats)
     label = f"{size}x{size} b{batch}"
     rows = [f"| {label} | cpu | ART JpegCompression q50 | {art_rate:,.0f} | 1.00x |"]
-    backends = [name for name in EXACT_BACKENDS if name in available_backends()]
-    for name in backends:
-        rate = images_per_second(partial(jpeg_round_trip, x, qualities, backend=name), batch, repeats)
-        tag = " (default)" if name == default_backend() else " (eager)" if name == "libjpeg" else ""
-        rows.append(f"| {label} | cpu | {name}{tag}, q 20-60 | {rate:,.0f} | {rate / art_rate:.2f}x |")
-    rate, seconds = compiled_rate(x, qualities, repeats)
-    rows.append(
-        f"| {label} | cpu | libjpeg compiled [{seconds:.0f} s], q 20-60 | {rate:,.0f} | {rate / art_rate:.2f}x |"
-    )
+    rates = {}
+    for name in [name for name in EXACT_BACKENDS if name in available_backends()]:
+        if name == "libjpeg-compiled":
+            rates[name], seconds = compiled_rate(x, qualities, repeats)
+            tag = f" [{seconds:.0f} s compiling]"
+        else:
+            rates[name] = images_per_second(partial(jpeg_round_trip, x, qualities, backend=name), batch, repeats)
+            tag = " (default)" if name == default_backend() else " (eager)" if name == "libjpeg" else ""
+        rows.append(f"| {label} | cpu | {name}{tag}, q 20-60 | {rates[name]:,.0f} | {rates[name] / art_rate:.2f}x |")
+    if "torchcodec" in rates:
+        ratio = rates["libjpeg-compiled"] / rates["torchcodec"]
+        rows.append(f"| {label} | cpu | libjpeg-compiled / torchcodec | | {ratio:.2f}x |")
     return rows
 
 
 def compiled_rate(x: torch.Tensor, qualities: torch.Tensor, repeats: int) -> tuple[float, float]:
     """Images/s of the compiled tensor codec on ``x`` (8-bit conversion included), and its first call's seconds."""
-
-    def run() -> torch.Tensor:
-        return libjpeg.round_trip((x * 255).round_().to(torch.uint8), qualities, compiled=True)
-
+    run = partial(jpeg_round_trip, x, qualities, backend="libjpeg-compiled")
     started = time.perf_counter()
     run()
     if x.is_cuda:

@@ -16,7 +16,8 @@ from tests.references import pil_round_trip
 
 QUALITIES = [10, 25, 40, 50, 60, 75, 90, 95]
 SIZES = [(8, 8), (13, 21), (32, 32), (57, 40), (224, 224)]
-INSTALLED_EXACT = [name for name in EXACT_BACKENDS if name in available_backends()]
+#: the compiled tensor codec compiles per shape (about 20 s each): its own tests are in test_libjpeg and below
+INSTALLED_EXACT = [name for name in EXACT_BACKENDS if name in available_backends() and name != "libjpeg-compiled"]
 
 
 def photo_like(count: int, channels: int, size: tuple[int, int], seed: int) -> np.ndarray:
@@ -32,6 +33,13 @@ def photo_like(count: int, channels: int, size: tuple[int, int], seed: int) -> n
 def test_exact_backends_are_bit_exact_with_pil(backend: str, size: tuple[int, int], channels: int) -> None:
     images = photo_like(len(QUALITIES), channels, size, seed=size[0] * channels)
     out = jpeg_round_trip(torch.from_numpy(images), torch.tensor(QUALITIES), backend=backend).numpy()
+    for image, result, quality in zip(images, out, QUALITIES):
+        np.testing.assert_array_equal(result, pil_round_trip(image, quality), err_msg=f"quality {quality}")
+
+
+def test_the_compiled_tensor_codec_backend_is_bit_exact_with_pil() -> None:
+    images = photo_like(len(QUALITIES), 3, (13, 21), seed=5)
+    out = jpeg_round_trip(torch.from_numpy(images), torch.tensor(QUALITIES), backend="libjpeg-compiled").numpy()
     for image, result, quality in zip(images, out, QUALITIES):
         np.testing.assert_array_equal(result, pil_round_trip(image, quality), err_msg=f"quality {quality}")
 

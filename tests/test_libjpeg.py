@@ -143,7 +143,8 @@ def test_cuda_equals_cpu() -> None:
         cpu = libjpeg.round_trip(images, qualities, subsampling=subsampling)
         with torch.autocast("cuda", dtype=torch.float16):
             cuda = libjpeg.round_trip(images.cuda(), qualities, subsampling=subsampling)
-        assert torch.equal(cuda.cpu(), cpu)
+            compiled = libjpeg.round_trip(images.cuda(), qualities, subsampling=subsampling, compiled=True)
+        assert torch.equal(cuda.cpu(), cpu) and torch.equal(compiled.cpu(), cpu)
 
 
 def test_the_surrogate_is_the_codec_with_differentiable_roundings() -> None:
@@ -161,6 +162,20 @@ def test_the_surrogate_is_the_codec_with_differentiable_roundings() -> None:
             assert x.grad is not None and torch.isfinite(x.grad).all() and float(x.grad.abs().mean()) > 0.1
     grey = make("smooth", 1, 9, 13).float() / 255
     assert torch.equal(jpeg_differentiable(grey, 40, "hard"), jpeg_round_trip(grey, 40, backend="libjpeg"))
+
+
+@pytest.mark.parametrize("channels, subsampling, pillow_subsampling", LAYOUTS, ids=["grey", "4:2:0", "4:4:4"])
+def test_the_compiled_codec_equals_pillow_in_padded_chunks(
+    channels: int, subsampling: str, pillow_subsampling: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # another code path: libjpeg's butterflies in int32 under torch.compile (one compilation per layout, ~20 s)
+    kinds = ("random", "smooth", "saturated")
+    images = torch.cat([make(kinds[s % 3], channels, 15, 17, seed=s) for s in range(7)])
+    qualities = torch.tensor([1, 8, 25, 50, 75, 97, 100])
+    monkeypatch.setattr(libjpeg, "COMPILED_CHUNK_PIXELS", 3 * channels * 15 * 17)  # chunks of 3: the last padded
+    compiled = libjpeg.round_trip(images, qualities, subsampling=subsampling, compiled=True)
+    for image, quality, out in zip(images, qualities.tolist(), compiled):
+        assert torch.equal(out, pillow_round_trip(image, quality, pillow_subsampling)), quality
 
 
 def test_chunking_does_not_change_the_output(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -80,7 +80,9 @@ class CompressRestore(PurifierPreprocessor):
                           Modules are copied (yours is never moved to another device or frozen in place).
         :param jpeg_backend: The JPEG codec (:mod:`art_purifiers.ops.codec`): ``"auto"`` gives libjpeg's pixels on
                              every device (CUDA images coded on the GPU by the tensor codec, CPU images by
-                             TorchCodec); ``"nvjpeg"`` codes on the GPU with nvJPEG (inexact).
+                             TorchCodec); ``"libjpeg-compiled"`` the same pixels from the tensor codec under
+                             ``torch.compile`` (faster once compiled; seconds of compilation per shape on first
+                             use); ``"nvjpeg"`` codes on the GPU with nvJPEG (inexact).
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor`.
         """
         super().__init__(**kwargs)

@@ -6,15 +6,18 @@ quality, islow DCT; the decoded pixels equal PIL's ``Image.save(..., "JPEG", qua
 
 * ``"libjpeg"``: libjpeg's arithmetic in integer tensor ops (:mod:`art_purifiers.ops.libjpeg`), batched on the
   images' own device, every quality in one call: the default for CUDA images, which it keeps on the GPU;
+* ``"libjpeg-compiled"``: the same through ``torch.compile`` (fused int32 kernels): the fastest exact backend on the
+  CPU once compiled, at about 20 s of compilation per image size, batch size and layout on first use, hence opt-in;
 * ``"torchcodec"``: TorchCodec's ``JpegEncoder`` and ``decode_jpeg`` (TorchCodec >= 0.16, the successor of
   torchvision's codecs);
 * ``"torchvision"``: ``torchvision.io.encode_jpeg``/``decode_jpeg`` on the CPU (deprecated since torchvision 0.29);
 * ``"pil"``: Pillow, one image at a time (the reference; slowest).
 
 ``"auto"`` is ``"libjpeg"`` for CUDA images and, for CPU images, the first installed of TorchCodec, torchvision and
-PIL: on 2 CPU cores TorchCodec codes 2x (32x32) to 6x (224x224) more images per second than the tensor codec run
-eagerly (``benchmarks/bench_jpeg_backends.py``). The library codecs run on the CPU: CUDA images given to them travel
-to the host and back. Every exact backend gives the same pixels on every device.
+PIL: on 2 CPU cores TorchCodec codes 1.2-1.9x (32x32) and 3.8-6.9x (224x224) more images per second than the tensor
+codec run eagerly; once compiled, the tensor codec codes 2.6-3.6x more than TorchCodec at 32x32 and 0.7-1.0x as many
+at 224x224 (two runs of ``benchmarks/bench_jpeg_backends.py``). The library codecs run on the CPU: CUDA images given
+to them travel to the host and back. Every exact backend gives the same pixels on every device.
 
 Fast, inexact option, chosen only by name: ``"nvjpeg"`` encodes and decodes on the GPU with nvJPEG through
 torchvision. nvJPEG subsamples chroma 4:4:4 and its DCT and colour conversion differ from libjpeg's: on an H100,
@@ -34,9 +37,11 @@ import numpy as np
 import torch
 
 #: Backend names accepted by :func:`round_trip_uint8` (``"auto"`` resolves to an exact one).
-BACKENDS: tuple[str, ...] = ("auto", "libjpeg", "torchcodec", "torchvision", "pil", "nvjpeg")
+BACKENDS: tuple[str, ...] = ("auto", "libjpeg", "libjpeg-compiled", "torchcodec", "torchvision", "pil", "nvjpeg")
 #: Backends whose output is the pixels of PIL's libjpeg.
-EXACT_BACKENDS: tuple[str, ...] = ("libjpeg", "torchcodec", "torchvision", "pil")
+EXACT_BACKENDS: tuple[str, ...] = ("libjpeg", "libjpeg-compiled", "torchcodec", "torchvision", "pil")
+#: The tensor codec's backends: every quality in one batch, on the images' own device.
+TENSOR_BACKENDS: tuple[str, ...] = ("libjpeg", "libjpeg-compiled")
 
 
 @functools.cache
@@ -63,6 +68,7 @@ def available_backends() -> list[str]:
     """The backends that can run here (``"nvjpeg"`` only where CUDA and torchvision's codecs are available)."""
     found = {
         "libjpeg": True,
+        "libjpeg-compiled": True,
         "torchcodec": _has_torchcodec_jpeg(),
         "torchvision": _has_torchvision_jpeg(),
         "pil": True,
@@ -110,7 +116,7 @@ def round_trip_uint8(images: torch.Tensor, quality: int, backend: str) -> list[t
     Only the codec runs here (no other torch operation), so it can run in a thread pool.
 
     :param images: Contiguous uint8 images: on the CPU for the library codecs, on CUDA for ``"nvjpeg"``, anywhere
-        for ``"libjpeg"``.
+        for the tensor codec.
     :param quality: JPEG quality in ``[1, 100]``.
     :param backend: One of :data:`EXACT_BACKENDS` or ``"nvjpeg"`` (see :func:`resolve_backend`).
     :return: The decoded ``(C, H, W)`` uint8 images, on ``images``' device.
@@ -118,10 +124,10 @@ def round_trip_uint8(images: torch.Tensor, quality: int, backend: str) -> list[t
     return _RUNNERS[backend](images, quality)
 
 
-def _libjpeg(images: torch.Tensor, quality: int) -> list[torch.Tensor]:
+def _libjpeg(images: torch.Tensor, quality: int, compiled: bool = False) -> list[torch.Tensor]:
     from art_purifiers.ops.libjpeg import round_trip
 
-    return list(round_trip(images, quality))
+    return list(round_trip(images, quality, compiled=compiled))
 
 
 def _torchcodec(images: torch.Tensor, quality: int) -> list[torch.Tensor]:
@@ -167,6 +173,7 @@ def _nvjpeg(images: torch.Tensor, quality: int) -> list[torch.Tensor]:
 
 _RUNNERS: dict[str, Callable[[torch.Tensor, int], list[torch.Tensor]]] = {
     "libjpeg": _libjpeg,
+    "libjpeg-compiled": functools.partial(_libjpeg, compiled=True),
     "torchcodec": _torchcodec,
     "torchvision": _torchvision,
     "pil": _pil,

@@ -21,7 +21,7 @@ from functools import partial
 import torch
 
 from art_purifiers.ops import libjpeg
-from art_purifiers.ops.codec import resolve_backend, round_trip_uint8
+from art_purifiers.ops.codec import TENSOR_BACKENDS, resolve_backend, round_trip_uint8
 from art_purifiers.ops.device import cached_constant
 from art_purifiers.ops.groups import map_groups
 from art_purifiers.ops.quantize import Rounding, floor_with, quantize_dct, round_with
@@ -59,7 +59,8 @@ def jpeg_round_trip(
 
     :param x: Floating-point images in ``[0, 1]`` on any device.
     :param quality: One integer quality in ``[1, 100]``, or one per image.
-    :param backend: ``"auto"`` (exact libjpeg: TorchCodec, else torchvision), ``"torchcodec"``, ``"torchvision"``,
+    :param backend: ``"auto"`` (exact libjpeg: the tensor codec for CUDA images, else TorchCodec, else
+                    torchvision), ``"libjpeg"``, ``"libjpeg-compiled"``, ``"torchcodec"``, ``"torchvision"``,
                     ``"pil"`` or ``"nvjpeg"`` (CUDA images only; inexact), see :mod:`art_purifiers.ops.codec`.
     :param workers: Host threads for the exact backends (default 1). A pool gave no reliable gain: per-quality
                     groups are small, and the GIL hand-offs around each codec call cost about what the threads save
@@ -70,8 +71,8 @@ def jpeg_round_trip(
     qualities = _qualities(quality, x.shape[0])
     name = resolve_backend(backend, x.device)
     pixels = _to_uint8(x.detach())
-    if name == "libjpeg":  # every quality in one batch, on the images' device
-        return _from_uint8(libjpeg.round_trip(pixels, qualities), x.dtype)
+    if name in TENSOR_BACKENDS:  # every quality in one batch, on the images' device
+        return _from_uint8(libjpeg.round_trip(pixels, qualities, compiled=name == "libjpeg-compiled"), x.dtype)
     if name == "nvjpeg":
         decoded = map_groups(lambda images, q: round_trip_uint8(images, q, name), pixels, qualities)
         return _from_uint8(decoded, x.dtype)

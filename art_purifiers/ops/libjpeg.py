@@ -5,8 +5,11 @@ file it encodes, bit for bit, for a whole ``(N, C, H, W)`` uint8 batch on any de
 A JPEG file holds quantized DCT coefficients; the entropy coding that packs them is lossless, so it is skipped here:
 :func:`encode` gives the coefficients of the file Pillow writes with ``Image.save(buffer, "JPEG", quality=q)`` (or
 with ``qtables=``), :func:`decode` the pixels Pillow reads back from it, and :func:`round_trip` both. Every value is
-an exact integer (held in float64, far below 2^53, so sums and products are exact in any order), every division is
-floored as libjpeg's shifts are, so the result does not depend on the device, autocast or the order of a reduction.
+an exact integer, every division is floored as libjpeg's shifts are, so the result does not depend on the device,
+autocast or the order of a reduction. Run eagerly, the values are held in float64 (far below 2^53, so the matrix
+products that carry the DCTs and colour conversions are exact in any order; integer matrix products are not offered
+on CUDA); ``round_trip(..., compiled=True)`` runs libjpeg's own butterflies in int32, as libjpeg does (every
+intermediate of 8-bit data fits), fused by ``torch.compile`` into kernels that vectorize twice as wide.
 Each step takes its rounding as a ``floor`` function: with a differentiable stand-in the same steps are the BPDA
 surrogate of :func:`art_purifiers.ops.jpeg.jpeg_differentiable`, which therefore differs from the codec only in its
 rounding. The steps and the facts of libjpeg-turbo's arithmetic they follow (read from its source; naive variants
@@ -38,6 +41,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 import torch
 
@@ -75,6 +79,8 @@ _COLOUR_BITS = 16  # the colour conversions' fixed point
 _CENTRE = 128
 #: Pixels (images x channels x height x width) coded at once by :func:`round_trip`: bounds its working memory.
 CHUNK_PIXELS = 1 << 22
+#: The same for the compiled codec, whose fused kernels run fastest on chunks that stay in the CPU's caches.
+COMPILED_CHUNK_PIXELS = 1 << 19
 
 
 def _fix(value: float, bits: int) -> int:
@@ -149,7 +155,11 @@ def check_tables(tables: torch.Tensor, count: int) -> torch.Tensor:
 
 
 # --- the DCTs: each pass an integer matrix and a descaling shift per output -----------------------------------------
-def _butterfly_even(a: list[int], b: list[int]) -> tuple[int, int, int, int]:
+#: What the passes compute on: Python integers (to find their matrices) or tensors of them (compiled).
+Sample = TypeVar("Sample", int, torch.Tensor)
+
+
+def _butterfly_even(a: list[Sample], b: list[Sample]) -> tuple[Sample, Sample, Sample, Sample]:
     """The even half shared by the forward DCT's passes: ``(0, 4)`` unscaled sums, ``(2, 6)`` products."""
     t0, t1, t2, t3 = a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]  # x[k] + x[7 - k]
     sum03, diff03, sum12, diff12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
@@ -158,7 +168,7 @@ def _butterfly_even(a: list[int], b: list[int]) -> tuple[int, int, int, int]:
             z1 - diff12 * _fix(1.847759065, _CONST_BITS))  # fmt: skip
 
 
-def _rotations(t4: int, t5: int, t6: int, t7: int) -> tuple[int, int, int, int]:
+def _rotations(t4: Sample, t5: Sample, t6: Sample, t7: Sample) -> tuple[Sample, Sample, Sample, Sample]:
     """The odd half of the islow DCTs (the same rotation network in both directions): four fixed-point sums."""
     z5 = (t4 + t5 + t6 + t7) * _fix(1.175875602, _CONST_BITS)
     z1 = (t4 + t7) * -_fix(0.899976223, _CONST_BITS)
@@ -169,22 +179,22 @@ def _rotations(t4: int, t5: int, t6: int, t7: int) -> tuple[int, int, int, int]:
             t6 * _fix(3.072711026, _CONST_BITS) + z2 + z3, t7 * _fix(1.501321110, _CONST_BITS) + z1 + z4)  # fmt: skip
 
 
-def _forward_pass(x: list[int], first: bool) -> tuple[list[int], list[int]]:
+def _forward_pass(x: list[Sample], first: bool) -> tuple[list[Sample], list[int]]:
     """One pass of ``jfdctint`` on 8 samples: the outputs before descaling, and each one's shift."""
     even = _butterfly_even(x[:4], x[7:3:-1])
     odd = _rotations(*(x[3 - k] - x[4 + k] for k in range(4)))  # t4 .. t7 = x[3]-x[4] .. x[0]-x[7]
     raw = [even[0], odd[3], even[2], odd[2], even[1], odd[1], even[3], odd[0]]
     if first:  # outputs 0 and 4 are shifted up, the others descaled to keep PASS1_BITS of extra precision
-        raw[0], raw[4] = raw[0] << _PASS1_BITS, raw[4] << _PASS1_BITS
+        raw[0], raw[4] = raw[0] * (1 << _PASS1_BITS), raw[4] * (1 << _PASS1_BITS)
         return raw, [0, *([_CONST_BITS - _PASS1_BITS] * 3), 0, *([_CONST_BITS - _PASS1_BITS] * 3)]
     return raw, [_PASS1_BITS, *([_CONST_BITS + _PASS1_BITS] * 3), _PASS1_BITS, *([_CONST_BITS + _PASS1_BITS] * 3)]
 
 
-def _inverse_pass(x: list[int]) -> list[int]:
+def _inverse_pass(x: list[Sample]) -> list[Sample]:
     """One pass of ``jidctint`` on 8 coefficients: the 8 outputs before descaling (every shift is the same)."""
     z1 = (x[2] + x[6]) * _fix(0.541196100, _CONST_BITS)
     even2, even3 = z1 - x[6] * _fix(1.847759065, _CONST_BITS), z1 + x[2] * _fix(0.765366865, _CONST_BITS)
-    sum04, diff04 = (x[0] + x[4]) << _CONST_BITS, (x[0] - x[4]) << _CONST_BITS
+    sum04, diff04 = (x[0] + x[4]) * (1 << _CONST_BITS), (x[0] - x[4]) * (1 << _CONST_BITS)
     t10, t13, t11, t12 = sum04 + even3, sum04 - even3, diff04 + even2, diff04 - even2
     o0, o1, o2, o3 = _rotations(x[7], x[5], x[3], x[1])
     return [t10 + o3, t11 + o2, t12 + o1, t13 + o0, t13 - o0, t12 - o1, t11 - o2, t10 - o3]
@@ -196,7 +206,7 @@ def _rows(linear: Callable[[list[int]], list[int]]) -> tuple[tuple[int, ...], ..
     return tuple(tuple(column[row] for column in columns) for row in range(_BLOCK))
 
 
-#: The islow passes as integer matrices (plain Python numbers, so that ``torch.compile`` folds them in as constants).
+#: The islow passes as integer matrices (the eager codec's matrix products).
 _PASSES = {
     "forward1": _rows(lambda x: _forward_pass(x, True)[0]),
     "forward2": _rows(lambda x: _forward_pass(x, False)[0]),
@@ -206,66 +216,83 @@ _PASSES = {
 
 @cached_constant
 def _dct_constants(dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-    """The passes as float64 matrices (exact integers) and the descaling shifts of their outputs."""
-    constants = {name: torch.tensor(rows, dtype=torch.float64) for name, rows in _PASSES.items()}
-    constants["shift1"] = torch.tensor(_forward_pass([0] * 8, True)[1], dtype=torch.float64)
-    constants["shift2"] = torch.tensor(_forward_pass([0] * 8, False)[1], dtype=torch.float64)
-    return {name: value.to(device=device, dtype=dtype) for name, value in constants.items()}
+    """The passes as matrices (exact integers in float64)."""
+    return {name: torch.tensor(rows, dtype=dtype, device=device) for name, rows in _PASSES.items()}
 
 
 Floor = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _descale(x: torch.Tensor, shift: torch.Tensor | float, floor: Floor = torch.floor) -> torch.Tensor:
+def _shift(x: torch.Tensor, bits: int, floor: Floor = torch.floor) -> torch.Tensor:
+    """
+    ``floor(x / 2^bits)``, libjpeg's right shift: an arithmetic shift of integer tensors; for float64 ones (exact
+    integers) ``floor`` of the product with the exact reciprocal.
+    """
+    return x >> bits if not x.is_floating_point() else floor(x * 2.0**-bits)
+
+
+def _descale(x: torch.Tensor, shift: torch.Tensor | int, floor: Floor = torch.floor) -> torch.Tensor:
     """
     libjpeg's ``DESCALE``: ``floor((x + 2^(shift-1)) / 2^shift)``, where ``shift`` is 0 ``floor(x)``, which is ``x``
-    for the integers the codec's steps hold. Dividing by a power of two is multiplying by its exact reciprocal.
+    for the integers the codec's steps hold (``shift`` a tensor: one per output, float64 only).
     """
-    shift = torch.as_tensor(shift, dtype=x.dtype, device=x.device)
+    if isinstance(shift, int):
+        return _shift(x + (1 << shift >> 1), shift, floor)
     return floor((x + torch.where(shift > 0, torch.exp2(shift - 1), 0.0)) * torch.exp2(-shift))
 
 
-def _along(blocks: torch.Tensor, name: str, dim: int) -> torch.Tensor:
+def _forward(blocks: torch.Tensor, first: bool, dim: int, floor: Floor) -> torch.Tensor:
     """
-    A pass (the matrix ``name`` of :func:`_dct_constants`) along the rows (``dim=-1``) or columns (``-2``) of 8x8
-    blocks: a matrix product when run eagerly; under ``torch.compile`` the same sums written out term by term, which
-    fuse with their neighbours into one kernel (a matrix product cannot). Exact either way: integers in float64.
+    A pass of the forward DCT along the rows (``dim=-1``) or columns (``-2``) of 8x8 blocks, descaled: a matrix
+    product in float64 when run eagerly; under ``torch.compile`` libjpeg's own butterflies (a third of the matrix's
+    operations) in the blocks' dtype (int32 for the compiled codec), which fuse with their neighbours into one kernel
+    (a matrix product cannot). Exact either way.
     """
-    if not torch.compiler.is_compiling():
-        matrix = _dct_constants(torch.float64, blocks.device)[name]
-        return blocks @ matrix.T if dim == -1 else matrix @ blocks
-    rows, values = _PASSES[name], blocks.unbind(dim)
-    sums = [sum(weight * value for weight, value in zip(row, values) if weight) for row in rows]
-    return torch.stack(sums, dim)  # type: ignore[arg-type]
+    _, shifts = _forward_pass([0] * _BLOCK, first)
+    if torch.compiler.is_compiling():
+        raw, _ = _forward_pass(list(blocks.unbind(dim)), first)
+        return torch.stack([_descale(value, shift, floor) for value, shift in zip(raw, shifts)], dim)
+    blocks, matrix = blocks.double(), _dct_constants(torch.float64, blocks.device)["forward1" if first else "forward2"]
+    shift = torch.tensor(shifts, dtype=torch.float64, device=blocks.device)
+    return _descale(blocks @ matrix.T, shift, floor) if dim == -1 else _descale(matrix @ blocks, shift[:, None], floor)
+
+
+def _inverse(blocks: torch.Tensor, shift: int, dim: int, floor: Floor) -> torch.Tensor:
+    """A pass of the inverse DCT along ``dim`` of 8x8 blocks, descaled by ``shift`` (as :func:`_forward`)."""
+    if torch.compiler.is_compiling():
+        return torch.stack([_descale(value, shift, floor) for value in _inverse_pass(list(blocks.unbind(dim)))], dim)
+    blocks, matrix = blocks.double(), _dct_constants(torch.float64, blocks.device)["inverse"]
+    return _descale(blocks @ matrix.T if dim == -1 else matrix @ blocks, shift, floor)
 
 
 def forward_dct(blocks: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     """
-    ``jfdctint``'s islow DCT of ``(..., 8, 8)`` blocks of samples minus 128 (float64 holding integers): 8 times the
-    coefficients, row = vertical frequency.
+    ``jfdctint``'s islow DCT of ``(..., 8, 8)`` blocks of samples minus 128 (integers, float64 when eager): 8 times
+    the coefficients, row = vertical frequency.
 
     :param floor: The rounding of each descaling (``torch.floor``; a differentiable stand-in for a surrogate).
     """
-    constants = _dct_constants(torch.float64, blocks.device)
-    rows = _descale(_along(blocks.double(), "forward1", -1), constants["shift1"], floor)
-    return _descale(_along(rows, "forward2", -2), constants["shift2"][:, None], floor)
+    return _forward(_forward(blocks, True, -1, floor), False, -2, floor)
 
 
 def inverse_dct(coefficients: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     """
-    ``jidctint``'s islow inverse DCT of dequantized ``(..., 8, 8)`` blocks (float64 holding integers), recentred and
-    saturated to [0, 255].
+    ``jidctint``'s islow inverse DCT of dequantized ``(..., 8, 8)`` blocks (integers, float64 when eager),
+    recentred and saturated to [0, 255].
     """
-    columns = _descale(_along(coefficients.double(), "inverse", -2), _CONST_BITS - _PASS1_BITS, floor)
-    samples = _descale(_along(columns, "inverse", -1), _CONST_BITS + _PASS1_BITS + 3, floor)
-    return (samples + _CENTRE).clamp(0, 255)
+    columns = _inverse(coefficients, _CONST_BITS - _PASS1_BITS, -2, floor)
+    return (_inverse(columns, _CONST_BITS + _PASS1_BITS + 3, -1, floor) + _CENTRE).clamp(0, 255)
 
 
 def quantize(dct: torch.Tensor, tables: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     """
-    ``jcdctmgr``'s quantization: ``dct / (8 * table)`` rounded half away from zero. In float64 the division is exact
-    enough: a quotient below 2^31 that is not an integer stays at least ``1 / (8 * table)`` from the next one.
+    ``jcdctmgr``'s quantization: ``dct / (8 * table)`` rounded half away from zero. A floating-point division is
+    exact enough: the true quotient of ``|dct| < 2^14`` (8-bit samples) is a half-integer exactly or at least
+    ``1 / (16 * table)`` away from one, far beyond float32's rounding error at that size (float64: any integers).
     """
+    if not dct.is_floating_point():  # the compiled codec's int32: the quotient in float32, vectorized
+        quotient = dct.abs().float() / (8 * tables.float())
+        return torch.sign(dct) * torch.floor(quotient + 0.5).to(dct.dtype)
     return torch.sign(dct) * floor(dct.abs() / (8 * tables) + 0.5)
 
 
@@ -274,39 +301,47 @@ def _colour_fix(value: float) -> int:
     return _fix(value, _COLOUR_BITS)
 
 
+_HALF, _OFFSET = 1 << (_COLOUR_BITS - 1), _CENTRE << _COLOUR_BITS
+#: Rounding (and Cb and Cr's centring) added before the fixed-point RGB to YCbCr conversion is shifted down.
+_YCBCR_OFFSETS = (_HALF, _OFFSET + _HALF - 1, _OFFSET + _HALF - 1)
+#: The fixed-point colour matrices (plain integers; a matrix product of them is exact in float64).
+_COLOUR = {
+    "to_ycbcr": ((_colour_fix(0.29900), _colour_fix(0.58700), _colour_fix(0.11400)),
+                 (-_colour_fix(0.16874), -_colour_fix(0.33126), _colour_fix(0.5)),
+                 (_colour_fix(0.5), -_colour_fix(0.41869), -_colour_fix(0.08131))),
+    "to_rgb": ((0, _colour_fix(1.40200)), (-_colour_fix(0.34414), -_colour_fix(0.71414)),
+               (_colour_fix(1.77200), 0)),  # from (Cb, Cr)
+}  # fmt: skip
+
+
 @cached_constant
 def _colour_constants(dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-    """The fixed-point colour matrices and offsets (a matrix product of exact integers is exact in float64)."""
-    fix, half, offset = _colour_fix, 1 << (_COLOUR_BITS - 1), _CENTRE << _COLOUR_BITS
-    constants = {
-        "to_ycbcr": [[fix(0.29900), fix(0.58700), fix(0.11400)], [-fix(0.16874), -fix(0.33126), fix(0.5)],
-                     [fix(0.5), -fix(0.41869), -fix(0.08131)]],
-        "to_ycbcr_offset": [half, offset + half - 1, offset + half - 1],
-        "to_rgb": [[0.0, fix(1.40200)], [-fix(0.34414), -fix(0.71414)], [fix(1.77200), 0.0]],  # from (Cb, Cr)
-    }  # fmt: skip
-    return {name: torch.tensor(value, dtype=dtype, device=device) for name, value in constants.items()}
+    """:data:`_COLOUR` as tensors."""
+    return {name: torch.tensor(value, dtype=dtype, device=device) for name, value in _COLOUR.items()}
 
 
-def _mix(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``matrix @ pixel`` for every pixel of ``(N, C, H, W)`` samples (written out term by term when compiled)."""
+def _mix(name: str, x: torch.Tensor) -> torch.Tensor:
+    """
+    The colour matrix ``name`` times every pixel of ``(N, C, H, W)`` samples: in float64 when eager, written out term
+    by term in the samples' dtype when compiled.
+    """
     if not torch.compiler.is_compiling():
-        return torch.einsum("oc,nchw->nohw", matrix, x)
+        return torch.einsum("oc,nchw->nohw", _colour_constants(torch.float64, x.device)[name], x.double())
     channels = x.unbind(1)
-    return torch.stack([sum(w * c for w, c in zip(row, channels)) for row in matrix.unbind(0)], 1)  # type: ignore[misc]
+    return torch.stack([sum(w * c for w, c in zip(row, channels) if w) for row in _COLOUR[name]], 1)  # type: ignore
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
-    """``jccolor``'s conversion of float64 ``(N, 3, H, W)`` samples in [0, 255] (YCbCr in [0, 255])."""
-    constants = _colour_constants(torch.float64, rgb.device)
-    fixed = _mix(constants["to_ycbcr"], rgb) + constants["to_ycbcr_offset"][:, None, None]
-    return floor(fixed * 2.0**-_COLOUR_BITS)
+    """``jccolor``'s conversion of ``(N, 3, H, W)`` integer samples in [0, 255] (YCbCr in [0, 255])."""
+    mixed = _mix("to_ycbcr", rgb)
+    return _shift(mixed + mixed.new_tensor(_YCBCR_OFFSETS)[:, None, None], _COLOUR_BITS, floor)
 
 
 def ycbcr_to_rgb(ycbcr: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
-    """``jdcolor``'s conversion of float64 ``(N, 3, H, W)`` YCbCr samples (RGB saturated to [0, 255])."""
+    """``jdcolor``'s conversion of ``(N, 3, H, W)`` integer YCbCr samples (RGB saturated to [0, 255])."""
     # red and blue round their own term; green rounds the sum of its two (one ONE_HALF between them)
-    differences = _mix(_colour_constants(torch.float64, ycbcr.device)["to_rgb"], ycbcr[:, 1:] - _CENTRE)
-    return (ycbcr[:, :1] + floor((differences + (1 << (_COLOUR_BITS - 1))) * 2.0**-_COLOUR_BITS)).clamp(0, 255)
+    differences = _mix("to_rgb", ycbcr[:, 1:] - _CENTRE)
+    return (ycbcr[:, :1] + _shift(differences + _HALF, _COLOUR_BITS, floor)).clamp(0, 255)
 
 
 # --- edges, chroma resampling and blocks -----------------------------------------------------------------------------
@@ -327,7 +362,7 @@ def downsample_h2v2(x: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor
     """``jcsample``'s 2x2 averaging of ``(N, C, H, W)`` samples, H and W even: bias 1, 2, 1, ... by column."""
     total = x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]
     bias = 1 + torch.arange(total.shape[-1], device=x.device, dtype=total.dtype) % 2
-    return floor((total + bias) * 0.25)
+    return _shift(total + bias, 2, floor)
 
 
 def upsample_h2v2(x: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
@@ -342,7 +377,7 @@ def upsample_h2v2(x: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     rows = torch.stack([3 * x + above, 3 * x + below], dim=-2).flatten(-3, -2)  # (.., 2h, w) column sums
     left = torch.cat([rows[..., :1], rows[..., :-1]], dim=-1)
     right = torch.cat([rows[..., 1:], rows[..., -1:]], dim=-1)
-    return torch.stack([floor((3 * rows + left + 8) * 0.0625), floor((3 * rows + right + 7) * 0.0625)], -1).flatten(-2)
+    return torch.stack([_shift(3 * rows + left + 8, 4, floor), _shift(3 * rows + right + 7, 4, floor)], -1).flatten(-2)
 
 
 def _to_blocks(x: torch.Tensor) -> torch.Tensor:
@@ -468,24 +503,42 @@ def round_trip(
     """
     :func:`decode` of :func:`encode`: exactly the pixels of Pillow's ``Image.save(buffer, "JPEG", quality=q)`` then
     ``Image.open(buffer)``, for uint8 ``(N, C, H, W)`` images on any device (same arguments as :func:`encode`).
-    Large batches run in chunks of about :data:`CHUNK_PIXELS` pixels, which bounds the working memory.
+    Large batches run in chunks of about :data:`CHUNK_PIXELS` pixels, written into the output as they finish, which
+    bounds the working memory (about 100-180 bytes per pixel of a chunk when eager; see
+    ``benchmarks/bench_libjpeg_memory.py``).
 
-    :param compiled: Run the codec through ``torch.compile`` (opt-in: fused kernels, faster once compiled, at a
-        compilation of tens of seconds per image size and layout on first use; the pixels are the same).
+    :param compiled: Run the codec through ``torch.compile`` (opt-in: fused int32 kernels, faster once compiled, at
+        a compilation of about 20 s per image size, chunk size and layout on first use; the pixels are the same).
+        Chunks then hold :data:`COMPILED_CHUNK_PIXELS` pixels, all of one size (the last padded with copies of an
+        image), so that a batch compiles once.
     """
     per_image = _tables(images, quality, tables, subsampling)
-    code = _compiled_codec() if compiled else _codec
-    step = max(1, CHUNK_PIXELS // max(1, images[0].numel()))
-    outputs = [
-        code(images[start : start + step], per_image[start : start + step], subsampling)
-        for start in range(0, images.shape[0], step)
-    ]
-    return torch.cat(outputs)
+    count, code = images.shape[0], _compiled_codec() if compiled else _codec
+    step = max(1, (COMPILED_CHUNK_PIXELS if compiled else CHUNK_PIXELS) // max(1, images[0].numel()))
+    if compiled:  # chunks of one size, the last padded with copies of its last image: the batch compiles once
+        step = -(-count // -(-count // step)) if count else 1  # as few chunks as needed, evened out
+    decoded = torch.empty_like(images)
+    for start in range(0, count, step):
+        chunk, chunk_tables = images[start : start + step], per_image[start : start + step]
+        if compiled and len(chunk) < step:
+            chunk, chunk_tables = _pad(chunk, step), _pad(chunk_tables, step)
+        decoded[start : start + step] = code(chunk, chunk_tables, subsampling)[: count - start]
+    return decoded
+
+
+def _pad(x: torch.Tensor, count: int) -> torch.Tensor:
+    """``x`` with copies of its last entry appended up to ``count`` entries."""
+    return torch.cat([x, x[-1:].expand(count - len(x), *x.shape[1:])])
 
 
 def _codec(images: torch.Tensor, tables: torch.Tensor, subsampling: str) -> torch.Tensor:
-    """The round trip of checked uint8 images with per-image float64 tables."""
-    levels = encode_samples(images.double(), tables, subsampling)
+    """
+    The round trip of checked uint8 images with per-image tables: in float64 when eager; compiled, in int32 (every
+    value of libjpeg's arithmetic fits, as in libjpeg), which vectorizes twice as wide.
+    """
+    dtype = torch.int32 if torch.compiler.is_compiling() else torch.float64
+    images, tables = images.to(dtype), tables.to(dtype)
+    levels = encode_samples(images, tables, subsampling)
     return decode_samples(*levels, tables, (images.shape[-2], images.shape[-1]), subsampling).to(torch.uint8)
 
 
