@@ -165,17 +165,45 @@ def test_the_surrogate_is_the_codec_with_differentiable_roundings() -> None:
 
 
 @pytest.mark.parametrize("channels, subsampling, pillow_subsampling", LAYOUTS, ids=["grey", "4:2:0", "4:4:4"])
-def test_the_compiled_codec_equals_pillow_in_padded_chunks(
+@pytest.mark.parametrize("height, width", [(1, 1), (2, 3), (1, 9), (9, 1), (15, 17), (31, 33)])
+def test_the_compiled_codecs_int32_arithmetic_equals_pillow(
+    height: int, width: int, channels: int, subsampling: str, pillow_subsampling: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the compiled codec's code path (libjpeg's butterflies in int32, shifts, float32 quantization), run eagerly:
+    # every quality, and tables up to the largest allowed
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    kinds = ("random", "smooth", "saturated")
+    images = torch.cat([make(kinds[q % 3], channels, height, width, seed=q) for q in range(100)])
+    tables = libjpeg.quality_tables(torch.arange(1, 101), 100).double()
+    out = libjpeg._codec(images, tables, subsampling)
+    assert out.dtype == torch.uint8
+    for quality in range(1, 101):
+        expected = pillow_round_trip(images[quality - 1], quality, pillow_subsampling)
+        assert torch.equal(out[quality - 1], expected), quality
+    large = torch.tensor([[1, 255], [32767, 4000]], dtype=torch.float64).repeat_interleave(32, 0).reshape(2, 8, 8)
+    custom = libjpeg._codec(images[:1], large[None], subsampling)[0]
+    qtables = [row.flatten().int().tolist() for row in large] if channels == 3 else [large[0].flatten().int().tolist()]
+    assert torch.equal(custom, pillow_round_trip(images[0], None, pillow_subsampling, qtables))
+
+
+@pytest.mark.parametrize("channels, subsampling, pillow_subsampling", LAYOUTS, ids=["grey", "4:2:0", "4:4:4"])
+def test_the_compiled_codec_equals_pillow_for_any_batch_size_with_one_compilation(
     channels: int, subsampling: str, pillow_subsampling: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # another code path: libjpeg's butterflies in int32 under torch.compile (one compilation per layout, ~20 s)
+    import torch._dynamo.utils
+
+    # compiled for real (about 20 s per layout); chunks of 3, 3 and 1 images share the compilation
     kinds = ("random", "smooth", "saturated")
     images = torch.cat([make(kinds[s % 3], channels, 15, 17, seed=s) for s in range(7)])
     qualities = torch.tensor([1, 8, 25, 50, 75, 97, 100])
-    monkeypatch.setattr(libjpeg, "COMPILED_CHUNK_PIXELS", 3 * channels * 15 * 17)  # chunks of 3: the last padded
+    monkeypatch.setattr(libjpeg, "COMPILED_CHUNK_PIXELS", 3 * channels * 15 * 17)
+    torch._dynamo.utils.counters.clear()
     compiled = libjpeg.round_trip(images, qualities, subsampling=subsampling, compiled=True)
+    again = libjpeg.round_trip(images[:5], qualities[:5], subsampling=subsampling, compiled=True)
+    assert torch.equal(again, compiled[:5])
     for image, quality, out in zip(images, qualities.tolist(), compiled):
         assert torch.equal(out, pillow_round_trip(image, quality, pillow_subsampling)), quality
+    assert 1 <= torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2  # batches of 1 may be specialised
 
 
 def test_chunking_does_not_change_the_output(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,8 +6,9 @@ quality, islow DCT; the decoded pixels equal PIL's ``Image.save(..., "JPEG", qua
 
 * ``"libjpeg"``: libjpeg's arithmetic in integer tensor ops (:mod:`art_purifiers.ops.libjpeg`), batched on the
   images' own device, every quality in one call: the default for CUDA images, which it keeps on the GPU;
-* ``"libjpeg-compiled"``: the same through ``torch.compile`` (fused int32 kernels): the fastest exact backend on the
-  CPU once compiled, at about 20 s of compilation per image size, batch size and layout on first use, hence opt-in;
+* ``"libjpeg-compiled"``: the same through ``torch.compile`` (fused int32 kernels): once compiled, the fastest exact
+  backend on the CPU for small images (see below), at about 20 s of compilation per image size, layout and device on
+  first use (any batch size shares it), hence opt-in;
 * ``"torchcodec"``: TorchCodec's ``JpegEncoder`` and ``decode_jpeg`` (TorchCodec >= 0.16, the successor of
   torchvision's codecs);
 * ``"torchvision"``: ``torchvision.io.encode_jpeg``/``decode_jpeg`` on the CPU (deprecated since torchvision 0.29);

@@ -8,8 +8,10 @@ with ``qtables=``), :func:`decode` the pixels Pillow reads back from it, and :fu
 an exact integer, every division is floored as libjpeg's shifts are, so the result does not depend on the device,
 autocast or the order of a reduction. Run eagerly, the values are held in float64 (far below 2^53, so the matrix
 products that carry the DCTs and colour conversions are exact in any order; integer matrix products are not offered
-on CUDA); ``round_trip(..., compiled=True)`` runs libjpeg's own butterflies in int32, as libjpeg does (every
-intermediate of 8-bit data fits), fused by ``torch.compile`` into kernels that vectorize twice as wide.
+on CUDA); ``round_trip(..., compiled=True)`` runs libjpeg's own butterflies in int32, fused by ``torch.compile`` into
+kernels that vectorize twice as wide: in a round trip of 8-bit images every intermediate stays below 2^30 (the
+forward DCT's output below 2^13 in magnitude, a dequantized coefficient below 2^11 whatever the table). Only the round
+trip runs in int32: :func:`decode` of arbitrary coefficients stays in float64.
 Each step takes its rounding as a ``floor`` function: with a differentiable stand-in the same steps are the BPDA
 surrogate of :func:`art_purifiers.ops.jpeg.jpeg_differentiable`, which therefore differs from the codec only in its
 rounding. The steps and the facts of libjpeg-turbo's arithmetic they follow (read from its source; naive variants
@@ -24,8 +26,8 @@ differ):
 * 2x2 chroma averaging (``jcsample`` h2v2): ``(a + b + c + d + bias) >> 2``, the bias alternating 1, 2, 1, ... across
   output columns;
 * forward DCT (``jfdctint``, "islow"): two passes of 13-bit fixed-point butterflies, each output descaled
-  (``(x + 2^(n-1)) >> n``); each pass is an integer linear combination, computed here as a matrix product in
-  float64, exact because every partial sum is an integer below 2^53;
+  (``(x + 2^(n-1)) >> n``); each pass is an integer linear combination, computed eagerly as a matrix product in
+  float64, exact because every partial sum is an integer below 2^53 (compiled: the butterflies themselves);
 * quantization (``jcdctmgr``): the DCT output is 8 times the coefficient; it is divided by 8 times the table entry,
   rounding half away from zero;
 * inverse DCT (``jidctint``): dequantize, two passes descaled by 2^11 and 2^18, recentred and saturated to [0, 255];
@@ -38,6 +40,7 @@ differ):
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -79,7 +82,7 @@ _COLOUR_BITS = 16  # the colour conversions' fixed point
 _CENTRE = 128
 #: Pixels (images x channels x height x width) coded at once by :func:`round_trip`: bounds its working memory.
 CHUNK_PIXELS = 1 << 22
-#: The same for the compiled codec, whose fused kernels run fastest on chunks that stay in the CPU's caches.
+#: The same for the compiled codec on the CPU, whose fused kernels run fastest on chunks near the CPU's caches.
 COMPILED_CHUNK_PIXELS = 1 << 19
 
 
@@ -216,8 +219,11 @@ _PASSES = {
 
 @cached_constant
 def _dct_constants(dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-    """The passes as matrices (exact integers in float64)."""
-    return {name: torch.tensor(rows, dtype=dtype, device=device) for name, rows in _PASSES.items()}
+    """The passes as matrices (exact integers in float64) and the descaling shift of each forward output."""
+    constants = {name: torch.tensor(rows, dtype=dtype, device=device) for name, rows in _PASSES.items()}
+    for name, first in (("shift1", True), ("shift2", False)):
+        constants[name] = torch.tensor(_forward_pass([0] * _BLOCK, first)[1], dtype=dtype, device=device)
+    return constants
 
 
 Floor = Callable[[torch.Tensor], torch.Tensor]
@@ -248,12 +254,12 @@ def _forward(blocks: torch.Tensor, first: bool, dim: int, floor: Floor) -> torch
     operations) in the blocks' dtype (int32 for the compiled codec), which fuse with their neighbours into one kernel
     (a matrix product cannot). Exact either way.
     """
-    _, shifts = _forward_pass([0] * _BLOCK, first)
     if torch.compiler.is_compiling():
-        raw, _ = _forward_pass(list(blocks.unbind(dim)), first)
+        raw, shifts = _forward_pass(list(blocks.unbind(dim)), first)
         return torch.stack([_descale(value, shift, floor) for value, shift in zip(raw, shifts)], dim)
-    blocks, matrix = blocks.double(), _dct_constants(torch.float64, blocks.device)["forward1" if first else "forward2"]
-    shift = torch.tensor(shifts, dtype=torch.float64, device=blocks.device)
+    constants = _dct_constants(torch.float64, blocks.device)
+    matrix, shift = constants["forward1" if first else "forward2"], constants["shift1" if first else "shift2"]
+    blocks = blocks.double()
     return _descale(blocks @ matrix.T, shift, floor) if dim == -1 else _descale(matrix @ blocks, shift[:, None], floor)
 
 
@@ -289,6 +295,7 @@ def quantize(dct: torch.Tensor, tables: torch.Tensor, floor: Floor = torch.floor
     ``jcdctmgr``'s quantization: ``dct / (8 * table)`` rounded half away from zero. A floating-point division is
     exact enough: the true quotient of ``|dct| < 2^14`` (8-bit samples) is a half-integer exactly or at least
     ``1 / (16 * table)`` away from one, far beyond float32's rounding error at that size (float64: any integers).
+    Integer input (the compiled codec) is always rounded exactly this way (``floor`` is for float input).
     """
     if not dct.is_floating_point():  # the compiled codec's int32: the quotient in float32, vectorized
         quotient = dct.abs().float() / (8 * tables.float())
@@ -316,8 +323,9 @@ _COLOUR = {
 
 @cached_constant
 def _colour_constants(dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-    """:data:`_COLOUR` as tensors."""
-    return {name: torch.tensor(value, dtype=dtype, device=device) for name, value in _COLOUR.items()}
+    """:data:`_COLOUR` and :data:`_YCBCR_OFFSETS` as tensors."""
+    constants = {name: torch.tensor(value, dtype=dtype, device=device) for name, value in _COLOUR.items()}
+    return {**constants, "to_ycbcr_offsets": torch.tensor(_YCBCR_OFFSETS, dtype=dtype, device=device)[:, None, None]}
 
 
 def _mix(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -334,7 +342,10 @@ def _mix(name: str, x: torch.Tensor) -> torch.Tensor:
 def rgb_to_ycbcr(rgb: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     """``jccolor``'s conversion of ``(N, 3, H, W)`` integer samples in [0, 255] (YCbCr in [0, 255])."""
     mixed = _mix("to_ycbcr", rgb)
-    return _shift(mixed + mixed.new_tensor(_YCBCR_OFFSETS)[:, None, None], _COLOUR_BITS, floor)
+    if torch.compiler.is_compiling():
+        offsets = torch.stack([mixed[:, k] + offset for k, offset in enumerate(_YCBCR_OFFSETS)], 1)
+        return _shift(offsets, _COLOUR_BITS, floor)
+    return _shift(mixed + _colour_constants(torch.float64, rgb.device)["to_ycbcr_offsets"], _COLOUR_BITS, floor)
 
 
 def ycbcr_to_rgb(ycbcr: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
@@ -410,9 +421,9 @@ def encode_samples(
     quantization: Floor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """
-    The quantized luma and chroma blocks (float64) of float64 ``(N, C, H, W)`` samples in [0, 255] with per-image
-    ``(N, 2, 8, 8)`` tables. With ``torch.floor`` and integer samples, libjpeg's integers; with differentiable floors,
-    its surrogate.
+    The quantized luma and chroma blocks of ``(N, C, H, W)`` samples in [0, 255] (float64; int32 when compiled) with
+    per-image ``(N, 2, 8, 8)`` tables. With ``torch.floor`` and integer samples, libjpeg's integers; with
+    differentiable floors, its surrogate.
 
     :param floor: The fixed-point arithmetic's rounding (colour, averaging, the DCT's descaling).
     :param quantization: The quantization's rounding (default ``floor``).
@@ -438,7 +449,7 @@ def decode_samples(
     subsampling: str = "4:2:0",
     floor: Floor = torch.floor,
 ) -> torch.Tensor:
-    """The float64 ``(N, C, H, W)`` samples of quantized blocks (the inverse of :func:`encode_samples`)."""
+    """The ``(N, C, H, W)`` samples of quantized blocks, in their dtype (the inverse of :func:`encode_samples`)."""
     height, width = size
     samples = _pixels(luma, tables[:, 0], floor)[..., :height, :width]
     if chroma is None:
@@ -504,37 +515,49 @@ def round_trip(
     :func:`decode` of :func:`encode`: exactly the pixels of Pillow's ``Image.save(buffer, "JPEG", quality=q)`` then
     ``Image.open(buffer)``, for uint8 ``(N, C, H, W)`` images on any device (same arguments as :func:`encode`).
     Large batches run in chunks of about :data:`CHUNK_PIXELS` pixels, written into the output as they finish, which
-    bounds the working memory (about 100-180 bytes per pixel of a chunk when eager; see
+    bounds the working memory (107-127 bytes per pixel of a chunk when eager; see
     ``benchmarks/bench_libjpeg_memory.py``).
 
     :param compiled: Run the codec through ``torch.compile`` (opt-in: fused int32 kernels, faster once compiled, at
-        a compilation of about 20 s per image size, chunk size and layout on first use; the pixels are the same).
-        Chunks then hold :data:`COMPILED_CHUNK_PIXELS` pixels, all of one size (the last padded with copies of an
-        image), so that a batch compiles once.
+        a compilation of about 20 s per image size, layout and device on first use; any batch size shares one; the
+        pixels are the same). On the CPU chunks then hold up to :data:`COMPILED_CHUNK_PIXELS` pixels (they run
+        fastest in the CPU's caches). torch recompiles a function for at most 8 different shapes
+        (``torch._dynamo.config.recompile_limit``), then runs it eagerly.
+    :raises RuntimeError: if ``torch.compile`` cannot build the codec (on the CPU it needs a C++ compiler).
     """
     per_image = _tables(images, quality, tables, subsampling)
-    count, code = images.shape[0], _compiled_codec() if compiled else _codec
-    step = max(1, (COMPILED_CHUNK_PIXELS if compiled else CHUNK_PIXELS) // max(1, images[0].numel()))
-    if compiled:  # chunks of one size, the last padded with copies of its last image: the batch compiles once
-        step = -(-count // -(-count // step)) if count else 1  # as few chunks as needed, evened out
+    budget = COMPILED_CHUNK_PIXELS if compiled and images.device.type == "cpu" else CHUNK_PIXELS
+    step = max(1, budget // max(1, math.prod(images.shape[1:])))
     decoded = torch.empty_like(images)
-    for start in range(0, count, step):
+    for start in range(0, images.shape[0], step):
         chunk, chunk_tables = images[start : start + step], per_image[start : start + step]
-        if compiled and len(chunk) < step:
-            chunk, chunk_tables = _pad(chunk, step), _pad(chunk_tables, step)
-        decoded[start : start + step] = code(chunk, chunk_tables, subsampling)[: count - start]
+        if compiled:
+            decoded[start : start + step] = _run_compiled(chunk, chunk_tables, subsampling)
+        else:
+            decoded[start : start + step] = _codec(chunk, chunk_tables, subsampling)
     return decoded
 
 
-def _pad(x: torch.Tensor, count: int) -> torch.Tensor:
-    """``x`` with copies of its last entry appended up to ``count`` entries."""
-    return torch.cat([x, x[-1:].expand(count - len(x), *x.shape[1:])])
+def _run_compiled(images: torch.Tensor, tables: torch.Tensor, subsampling: str) -> torch.Tensor:
+    """:func:`_codec` compiled, the batch dimension dynamic (one compilation serves every batch size)."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import InductorError
+
+    torch._dynamo.maybe_mark_dynamic(images, 0)
+    torch._dynamo.maybe_mark_dynamic(tables, 0)
+    try:
+        return _compiled_codec()(images, tables, subsampling)
+    except (BackendCompilerFailed, InductorError) as error:
+        raise RuntimeError(
+            "torch.compile could not build the compiled JPEG codec (on the CPU it needs a working C++ compiler); "
+            "the eager codec (compiled=False, backend 'libjpeg') gives the same pixels."
+        ) from error
 
 
 def _codec(images: torch.Tensor, tables: torch.Tensor, subsampling: str) -> torch.Tensor:
     """
     The round trip of checked uint8 images with per-image tables: in float64 when eager; compiled, in int32 (every
-    value of libjpeg's arithmetic fits, as in libjpeg), which vectorizes twice as wide.
+    intermediate of a round trip fits, see the module docstring), which vectorizes twice as wide.
     """
     dtype = torch.int32 if torch.compiler.is_compiling() else torch.float64
     images, tables = images.to(dtype), tables.to(dtype)
@@ -544,7 +567,7 @@ def _codec(images: torch.Tensor, tables: torch.Tensor, subsampling: str) -> torc
 
 @functools.cache
 def _compiled_codec() -> Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]:
-    return torch.compile(_codec, dynamic=False)  # type: ignore[return-value]
+    return torch.compile(_codec, fullgraph=True)  # type: ignore[return-value]
 
 
 def _check_images(images: torch.Tensor) -> None:
