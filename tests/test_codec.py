@@ -11,7 +11,8 @@ import torch
 
 from art_purifiers.ops.codec import EXACT_BACKENDS, available_backends, default_backend, resolve_backend
 from art_purifiers.ops.groups import group_indices, map_groups
-from art_purifiers.ops.jpeg import _from_uint8, _levels, jpeg_round_trip
+from art_purifiers.ops.jpeg import jpeg_round_trip
+from art_purifiers.ops.libjpeg import _levels, from_pixels
 from tests.references import pil_round_trip
 
 QUALITIES = [10, 25, 40, 50, 60, 75, 90, 95]
@@ -70,7 +71,7 @@ def test_the_decoding_table_of_cuda_equals_ieee_division(dtype: type) -> None:
     torch_dtype = getattr(torch, np.dtype(dtype).name)
     table = _levels(torch_dtype, torch.device("cpu")).numpy()
     np.testing.assert_array_equal(table, np.arange(256, dtype=dtype) / dtype(255))
-    np.testing.assert_array_equal(_from_uint8(torch.arange(256, dtype=torch.uint8), torch_dtype).numpy(), table)
+    np.testing.assert_array_equal(from_pixels(torch.arange(256, dtype=torch.uint8), torch_dtype).numpy(), table)
 
 
 def test_backend_selection_errors() -> None:
@@ -93,7 +94,8 @@ def spy(original):
 warnings.filterwarnings, warnings.simplefilter = spy(warnings.filterwarnings), spy(warnings.simplefilter)
 import torch
 import art_purifiers
-from art_purifiers.ops.jpeg import _from_uint8, _levels, jpeg_round_trip
+from art_purifiers.ops.jpeg import jpeg_round_trip
+from art_purifiers.ops.libjpeg import _levels, from_pixels
 for backend in ("auto", "torchvision", "pil"):
     jpeg_round_trip(torch.rand(2, 3, 8, 8), 50, backend=backend)
 ours = [name for name in callers if name.startswith("art_purifiers")]

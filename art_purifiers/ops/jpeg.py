@@ -22,7 +22,6 @@ import torch
 
 from art_purifiers.ops import libjpeg
 from art_purifiers.ops.codec import TENSOR_BACKENDS, resolve_backend, round_trip_uint8
-from art_purifiers.ops.device import cached_constant
 from art_purifiers.ops.groups import map_groups
 from art_purifiers.ops.quantize import Rounding, floor_with, quantize_dct, round_with
 
@@ -70,40 +69,19 @@ def jpeg_round_trip(
     _check_images(x)
     qualities = _qualities(quality, x.shape[0])
     name = resolve_backend(backend, x.device)
-    pixels = _to_uint8(x.detach())
-    if name in TENSOR_BACKENDS:  # every quality in one batch, on the images' device
-        return _from_uint8(libjpeg.round_trip(pixels, qualities, compiled=name == "libjpeg-compiled"), x.dtype)
+    if name in TENSOR_BACKENDS:  # every quality in one batch, on the images' device, 8-bit rounding included
+        return libjpeg.round_trip(x.detach(), qualities, compiled=name == "libjpeg-compiled")
+    pixels = libjpeg.to_pixels(x.detach()).contiguous()
     if name == "nvjpeg":
         decoded = map_groups(lambda images, q: round_trip_uint8(images, q, name), pixels, qualities)
-        return _from_uint8(decoded, x.dtype)
+        return libjpeg.from_pixels(decoded, x.dtype)
     # the exact codecs run on the host (CUDA images too: one transfer each way)
     threads = max(1, workers or 1)
     with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
         decoded = map_groups(
             lambda images, q: round_trip_uint8(images, q, name), _to_host(pixels), qualities, threads, pool
         )
-    return _from_uint8(decoded.to(x.device), x.dtype)
-
-
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Round ``[0, 1]`` images to 8-bit pixels (in float32 at least: float16 cannot hold ``255 * x`` finely enough to
-    round it like the float32 images it holds)."""
-    work = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-    return (work * 255).round_().clamp_(0, 255).to(torch.uint8).contiguous()
-
-
-@cached_constant
-def _levels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``k / 255`` for the 256 pixel values, divided on the CPU."""
-    return (torch.arange(256, dtype=dtype) / 255).to(device)
-
-
-def _from_uint8(pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Pixels to ``[0, 1]``, the same floats on every device: CUDA divides by multiplying with the reciprocal, which
-    can differ in the last bit, so there the values are looked up from a table divided on the CPU."""
-    if pixels.device.type == "cpu":
-        return pixels.to(dtype).div_(255)
-    return _levels(dtype, pixels.device).index_select(0, pixels.reshape(-1).int()).view(pixels.shape)
+    return libjpeg.from_pixels(decoded.to(x.device), x.dtype)
 
 
 def _to_host(pixels: torch.Tensor) -> torch.Tensor:

@@ -329,30 +329,43 @@ def _colour_constants(dtype: torch.dtype, device: torch.device) -> dict[str, tor
 
 
 def _mix(name: str, x: torch.Tensor) -> torch.Tensor:
+    """The colour matrix ``name`` times every pixel of ``(N, C, H, W)`` samples, in float64 (run eagerly)."""
+    return torch.einsum("oc,nchw->nohw", _colour_constants(torch.float64, x.device)[name], x.double())
+
+
+def _mixed_channels(name: str, x: torch.Tensor) -> list[torch.Tensor]:
     """
-    The colour matrix ``name`` times every pixel of ``(N, C, H, W)`` samples: in float64 when eager, written out term
-    by term in the samples' dtype when compiled.
+    :func:`_mix` written out term by term in the samples' dtype (compiled), one ``(N, H, W)`` tensor per output
+    channel: each is finished before the channels are stacked, because on the CPU inductor writes a stack to memory
+    and would read it back for every step after it.
     """
-    if not torch.compiler.is_compiling():
-        return torch.einsum("oc,nchw->nohw", _colour_constants(torch.float64, x.device)[name], x.double())
     channels = x.unbind(1)
-    return torch.stack([sum(w * c for w, c in zip(row, channels) if w) for row in _COLOUR[name]], 1)  # type: ignore
+    return [sum(w * c for w, c in zip(row, channels) if w) for row in _COLOUR[name]]  # type: ignore[misc]
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     """``jccolor``'s conversion of ``(N, 3, H, W)`` integer samples in [0, 255] (YCbCr in [0, 255])."""
-    mixed = _mix("to_ycbcr", rgb)
     if torch.compiler.is_compiling():
-        offsets = torch.stack([mixed[:, k] + offset for k, offset in enumerate(_YCBCR_OFFSETS)], 1)
-        return _shift(offsets, _COLOUR_BITS, floor)
-    return _shift(mixed + _colour_constants(torch.float64, rgb.device)["to_ycbcr_offsets"], _COLOUR_BITS, floor)
+        mixed = _mixed_channels("to_ycbcr", rgb)
+        return torch.stack([_shift(m + offset, _COLOUR_BITS, floor) for m, offset in zip(mixed, _YCBCR_OFFSETS)], 1)
+    offsets = _colour_constants(torch.float64, rgb.device)["to_ycbcr_offsets"]
+    return _shift(_mix("to_ycbcr", rgb) + offsets, _COLOUR_BITS, floor)
 
 
 def ycbcr_to_rgb(ycbcr: torch.Tensor, floor: Floor = torch.floor) -> torch.Tensor:
     """``jdcolor``'s conversion of ``(N, 3, H, W)`` integer YCbCr samples (RGB saturated to [0, 255])."""
+    return _to_rgb(ycbcr[:, :1], ycbcr[:, 1:], floor)
+
+
+def _to_rgb(luma: torch.Tensor, chroma: torch.Tensor, floor: Floor) -> torch.Tensor:
+    """:func:`ycbcr_to_rgb` of ``(N, 1, H, W)`` Y and ``(N, 2, H, W)`` Cb and Cr (never concatenated: see above)."""
     # red and blue round their own term; green rounds the sum of its two (one ONE_HALF between them)
-    differences = _mix("to_rgb", ycbcr[:, 1:] - _CENTRE)
-    return (ycbcr[:, :1] + _shift(differences + _HALF, _COLOUR_BITS, floor)).clamp(0, 255)
+    if torch.compiler.is_compiling():
+        differences = _mixed_channels("to_rgb", chroma - _CENTRE)
+        return torch.stack(
+            [(luma[:, 0] + _shift(d + _HALF, _COLOUR_BITS, floor)).clamp(0, 255) for d in differences], 1
+        )
+    return (luma + _shift(_mix("to_rgb", chroma - _CENTRE) + _HALF, _COLOUR_BITS, floor)).clamp(0, 255)
 
 
 # --- edges, chroma resampling and blocks -----------------------------------------------------------------------------
@@ -457,12 +470,14 @@ def decode_samples(
     colour = _pixels(chroma, tables[:, 1], floor)
     if subsampling == "4:2:0":
         colour = upsample_h2v2(colour[..., : -(-height // 2), : -(-width // 2)], floor)
-    return ycbcr_to_rgb(torch.cat([samples, colour[..., :height, :width]], dim=1), floor)
+    return _to_rgb(samples, colour[..., :height, :width], floor)
 
 
-def _tables(images: torch.Tensor, quality: object, tables: torch.Tensor | None, subsampling: str) -> torch.Tensor:
-    """Check the codec's arguments; the per-image tables on the images' device."""
-    _check_images(images)
+def _tables(
+    images: torch.Tensor, quality: object, tables: torch.Tensor | None, subsampling: str, floating: bool = False
+) -> torch.Tensor:
+    """Check the codec's arguments (``floating``: images may be floating point too); the per-image tables."""
+    _check_images(images, floating)
     if subsampling not in SUBSAMPLINGS:
         raise ValueError(f"subsampling must be one of {SUBSAMPLINGS}, got {subsampling!r}.")
     if quality is not None and tables is not None:
@@ -514,7 +529,9 @@ def round_trip(
     """
     :func:`decode` of :func:`encode`: exactly the pixels of Pillow's ``Image.save(buffer, "JPEG", quality=q)`` then
     ``Image.open(buffer)``, for uint8 ``(N, C, H, W)`` images on any device (same arguments as :func:`encode`).
-    Large batches run in chunks of about :data:`CHUNK_PIXELS` pixels, written into the output as they finish, which
+    Floating-point images in ``[0, 1]`` are rounded to 8 bits first (:func:`to_pixels`) and come back in their dtype
+    (:func:`from_pixels`), within the same kernels when compiled. Large batches run in chunks of about
+    :data:`CHUNK_PIXELS` pixels, written into the output as they finish, which
     bounds the working memory (107-127 bytes per pixel of a chunk when eager; see
     ``benchmarks/bench_libjpeg_memory.py``).
 
@@ -525,20 +542,27 @@ def round_trip(
         (``torch._dynamo.config.recompile_limit``), then runs it eagerly.
     :raises RuntimeError: if ``torch.compile`` cannot build the codec (on the CPU it needs a C++ compiler).
     """
-    per_image = _tables(images, quality, tables, subsampling)
+    per_image = _tables(images, quality, tables, subsampling, floating=True)
+    cpu_or_uint8 = images.device.type == "cpu" or images.dtype == torch.uint8
+    levels = None if cpu_or_uint8 else _levels(images.dtype, images.device)
     budget = COMPILED_CHUNK_PIXELS if compiled and images.device.type == "cpu" else CHUNK_PIXELS
     step = max(1, budget // max(1, math.prod(images.shape[1:])))
     decoded = torch.empty_like(images)
-    for start in range(0, images.shape[0], step):
-        chunk, chunk_tables = images[start : start + step], per_image[start : start + step]
+    starts = list(range(0, images.shape[0], step))
+    if compiled and len(starts) > 1 and images.shape[0] - starts[-1] == 1:
+        starts.pop()  # torch specialises a batch of one: a last chunk of one image would compile the codec again
+    for start, end in zip(starts, [*starts[1:], images.shape[0]]):
+        chunk, chunk_tables = images[start:end], per_image[start:end]
         if compiled:
-            decoded[start : start + step] = _run_compiled(chunk, chunk_tables, subsampling)
+            decoded[start:end] = _run_compiled(chunk, chunk_tables, subsampling, levels)
         else:
-            decoded[start : start + step] = _codec(chunk, chunk_tables, subsampling)
+            decoded[start:end] = _codec(chunk, chunk_tables, subsampling, levels)
     return decoded
 
 
-def _run_compiled(images: torch.Tensor, tables: torch.Tensor, subsampling: str) -> torch.Tensor:
+def _run_compiled(
+    images: torch.Tensor, tables: torch.Tensor, subsampling: str, levels: torch.Tensor | None
+) -> torch.Tensor:
     """:func:`_codec` compiled, the batch dimension dynamic (one compilation serves every batch size)."""
     from torch._dynamo.exc import BackendCompilerFailed
     from torch._inductor.exc import InductorError
@@ -546,7 +570,7 @@ def _run_compiled(images: torch.Tensor, tables: torch.Tensor, subsampling: str) 
     torch._dynamo.maybe_mark_dynamic(images, 0)
     torch._dynamo.maybe_mark_dynamic(tables, 0)
     try:
-        return _compiled_codec()(images, tables, subsampling)
+        return _compiled_codec()(images, tables, subsampling, levels)
     except (BackendCompilerFailed, InductorError) as error:
         raise RuntimeError(
             "torch.compile could not build the compiled JPEG codec (on the CPU it needs a working C++ compiler); "
@@ -554,26 +578,62 @@ def _run_compiled(images: torch.Tensor, tables: torch.Tensor, subsampling: str) 
         ) from error
 
 
-def _codec(images: torch.Tensor, tables: torch.Tensor, subsampling: str) -> torch.Tensor:
+def _codec(
+    images: torch.Tensor, tables: torch.Tensor, subsampling: str, levels: torch.Tensor | None = None
+) -> torch.Tensor:
     """
-    The round trip of checked uint8 images with per-image tables: in float64 when eager; compiled, in int32 (every
-    intermediate of a round trip fits, see the module docstring), which vectorizes twice as wide.
+    The round trip of checked images with per-image tables: in float64 when eager; compiled, in int32 (every
+    intermediate of a round trip fits, see the module docstring), which vectorizes twice as wide. Images come back
+    in their dtype: floating-point ones as :func:`from_pixels` gives them, divided (on the CPU) or looked up from
+    ``levels`` (``k / 255`` divided on the CPU; CUDA may divide by multiplying with the reciprocal).
     """
     dtype = torch.int32 if torch.compiler.is_compiling() else torch.float64
-    images, tables = images.to(dtype), tables.to(dtype)
-    levels = encode_samples(images, tables, subsampling)
-    return decode_samples(*levels, tables, (images.shape[-2], images.shape[-1]), subsampling).to(torch.uint8)
+    pixels = images if images.dtype == torch.uint8 else to_pixels(images)
+    samples, tables = pixels.to(dtype), tables.to(dtype)
+    levels_out = encode_samples(samples, tables, subsampling)
+    decoded = decode_samples(*levels_out, tables, (images.shape[-2], images.shape[-1]), subsampling)
+    if images.dtype == torch.uint8:
+        return decoded.to(torch.uint8)
+    return decoded.to(images.dtype) / 255 if levels is None else levels[decoded.long()]
 
 
 @functools.cache
-def _compiled_codec() -> Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]:
+def _compiled_codec() -> Callable[[torch.Tensor, torch.Tensor, str, torch.Tensor | None], torch.Tensor]:
     return torch.compile(_codec, fullgraph=True)  # type: ignore[return-value]
 
 
-def _check_images(images: torch.Tensor) -> None:
+def _check_images(images: torch.Tensor, floating: bool = False) -> None:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"Expected a torch.Tensor of uint8 images, got {type(images).__name__}.")
-    if images.dtype != torch.uint8:
-        raise ValueError(f"Expected uint8 images (0-255), got {images.dtype}.")
+    if images.dtype != torch.uint8 and not (floating and images.is_floating_point()):
+        kinds = "uint8 images (0-255) or floating-point ones in [0, 1]" if floating else "uint8 images (0-255)"
+        raise ValueError(f"Expected {kinds}, got {images.dtype}.")
     if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[-2] < 1 or images.shape[-1] < 1:
         raise ValueError(f"Expected (N, C, H, W) images with 1 or 3 channels and H, W >= 1, got {tuple(images.shape)}.")
+
+
+# --- 8-bit pixels and [0, 1] images ---------------------------------------------------------------------------------
+def to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """
+    ``[0, 1]`` images rounded to 8-bit pixels, ``round(255 x)`` clipped to [0, 255], in float32 at least (float16
+    cannot hold ``255 x`` finely enough to round it like the float32 images it holds).
+    """
+    work = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    return (work * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+@cached_constant
+def _levels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``k / 255`` for the 256 pixel values, divided on the CPU."""
+    return (torch.arange(256, dtype=dtype) / 255).to(device)
+
+
+def from_pixels(pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """
+    8-bit pixels as ``[0, 1]`` images of ``dtype``, the same floats on every device and compiled or not: each is
+    looked up from ``k / 255`` divided on the CPU (CUDA and compiled kernels may multiply by the reciprocal instead,
+    which can differ in the last bit).
+    """
+    if pixels.device.type == "cpu":
+        return pixels.to(dtype).div_(255)
+    return _levels(dtype, pixels.device).index_select(0, pixels.reshape(-1).int()).view(pixels.shape)
