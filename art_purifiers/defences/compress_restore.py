@@ -81,7 +81,7 @@ class CompressRestore(PurifierPreprocessor):
         :param jpeg_backend: The JPEG codec (:mod:`art_purifiers.ops.codec`): ``"auto"`` gives libjpeg's pixels on
                              every device (CUDA images coded on the GPU by the tensor codec, CPU images by
                              TorchCodec); ``"libjpeg-compiled"`` the same pixels from the tensor codec under
-                             ``torch.compile`` (faster on small images once compiled; about 20 s of compilation
+                             ``torch.compile`` (faster on small images once compiled; 20-100 s of compilation
                              per image size on first use); ``"nvjpeg"`` codes on the GPU with nvJPEG (inexact).
         :param kwargs: Arguments of :class:`~art_purifiers.base.PurifierPreprocessor`.
         """

@@ -7,18 +7,18 @@ quality, islow DCT; the decoded pixels equal PIL's ``Image.save(..., "JPEG", qua
 * ``"libjpeg"``: libjpeg's arithmetic in integer tensor ops (:mod:`art_purifiers.ops.libjpeg`), batched on the
   images' own device, every quality in one call: the default for CUDA images, which it keeps on the GPU;
 * ``"libjpeg-compiled"``: the same through ``torch.compile`` (fused int32 kernels): once compiled, the fastest exact
-  backend on the CPU for small images (see below), at about 20 s of compilation per image size, layout and device on
+  backend on the CPU for small images (see below), at 20-100 s of compilation per image size, layout and device on
   first use (any batch size shares it), hence opt-in;
 * ``"torchcodec"``: TorchCodec's ``JpegEncoder`` and ``decode_jpeg`` (TorchCodec >= 0.16, the successor of
   torchvision's codecs);
 * ``"torchvision"``: ``torchvision.io.encode_jpeg``/``decode_jpeg`` on the CPU (deprecated since torchvision 0.29);
 * ``"pil"``: Pillow, one image at a time (the reference; slowest).
 
-``"auto"`` is ``"libjpeg"`` for CUDA images and, for CPU images, the first installed of TorchCodec, torchvision and
-PIL: on 2 CPU cores TorchCodec codes 1.2-1.9x (32x32) and 3.8-6.9x (224x224) more images per second than the tensor
-codec run eagerly; once compiled, the tensor codec codes 2.6-3.6x more than TorchCodec at 32x32 and 0.7-1.0x as many
-at 224x224 (two runs of ``benchmarks/bench_jpeg_backends.py``). The library codecs run on the CPU: CUDA images given
-to them travel to the host and back. Every exact backend gives the same pixels on every device.
+``"auto"`` is ``"libjpeg"`` for CUDA images and, for CPU images, the first installed of TorchCodec, torchvision and PIL:
+on 2 CPU cores TorchCodec codes 1.0-1.9x (32x32) and 3.8-6.9x (224x224) more images per second than the tensor codec run
+eagerly; once compiled, the tensor codec codes 4.1x as many as TorchCodec at 32x32 and 0.96-1.03x as many at 224x224
+(two runs of ``benchmarks/bench_jpeg_backends.py``), but its compilation takes 20-100 s. The library codecs run on the
+CPU: CUDA images given to them travel to the host and back. Every exact backend gives the same pixels on every device.
 
 Fast, inexact option, chosen only by name: ``"nvjpeg"`` encodes and decodes on the GPU with nvJPEG through
 torchvision. nvJPEG subsamples chroma 4:4:4 and its DCT and colour conversion differ from libjpeg's: on an H100,

@@ -532,12 +532,12 @@ def round_trip(
     Floating-point images in ``[0, 1]`` are rounded to 8 bits first (:func:`to_pixels`) and come back in their dtype
     (:func:`from_pixels`), within the same kernels when compiled. Large batches run in chunks of about
     :data:`CHUNK_PIXELS` pixels, written into the output as they finish, which
-    bounds the working memory (107-127 bytes per pixel of a chunk when eager; see
+    bounds the working memory (94-127 bytes per pixel of a chunk when eager; see
     ``benchmarks/bench_libjpeg_memory.py``).
 
     :param compiled: Run the codec through ``torch.compile`` (opt-in: fused int32 kernels, faster once compiled, at
-        a compilation of about 20 s per image size, layout and device on first use; any batch size shares one; the
-        pixels are the same). On the CPU chunks then hold up to :data:`COMPILED_CHUNK_PIXELS` pixels (they run
+        a compilation of 20-100 s per image size, layout, device and dtype on first use; any batch size shares one;
+        the pixels are the same). On the CPU chunks then hold up to :data:`COMPILED_CHUNK_PIXELS` pixels (they run
         fastest in the CPU's caches). torch recompiles a function for at most 8 different shapes
         (``torch._dynamo.config.recompile_limit``), then runs it eagerly.
     :raises RuntimeError: if ``torch.compile`` cannot build the codec (on the CPU it needs a C++ compiler).
