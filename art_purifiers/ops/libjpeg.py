@@ -630,9 +630,9 @@ def _levels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 def from_pixels(pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """
-    8-bit pixels as ``[0, 1]`` images of ``dtype``, the same floats on every device and compiled or not: each is
-    looked up from ``k / 255`` divided on the CPU (CUDA and compiled kernels may multiply by the reciprocal instead,
-    which can differ in the last bit).
+    8-bit pixels as ``[0, 1]`` images of ``dtype``, the same floats on every device: divided by 255 on the CPU,
+    elsewhere looked up from ``k / 255`` divided on the CPU (CUDA may divide by multiplying with the reciprocal, which
+    can differ in the last bit).
     """
     if pixels.device.type == "cpu":
         return pixels.to(dtype).div_(255)
