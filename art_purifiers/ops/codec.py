@@ -7,8 +7,8 @@ quality, islow DCT; the decoded pixels equal PIL's ``Image.save(..., "JPEG", qua
 * ``"libjpeg"``: libjpeg's arithmetic in integer tensor ops (:mod:`art_purifiers.ops.libjpeg`), batched on the
   images' own device, every quality in one call: the default for CUDA images, which it keeps on the GPU;
 * ``"libjpeg-compiled"``: the same through ``torch.compile`` (fused int32 kernels): once compiled, the fastest exact
-  backend on the CPU for small images (see below), at 20-100 s of compilation per image size, layout and device on
-  first use (any batch size shares it), hence opt-in;
+  backend on the CPU for small images (see below), at 20-100 s of compilation per image size, layout, device and
+  dtype on first use (any batch size shares it), hence opt-in;
 * ``"torchcodec"``: TorchCodec's ``JpegEncoder`` and ``decode_jpeg`` (TorchCodec >= 0.16, the successor of
   torchvision's codecs);
 * ``"torchvision"``: ``torchvision.io.encode_jpeg``/``decode_jpeg`` on the CPU (deprecated since torchvision 0.29);

@@ -543,8 +543,7 @@ def round_trip(
     :raises RuntimeError: if ``torch.compile`` cannot build the codec (on the CPU it needs a C++ compiler).
     """
     per_image = _tables(images, quality, tables, subsampling, floating=True)
-    cpu_or_uint8 = images.device.type == "cpu" or images.dtype == torch.uint8
-    levels = None if cpu_or_uint8 else _levels(images.dtype, images.device)
+    lookup = None if images.dtype == torch.uint8 else _lookup_table(images.dtype, images.device)
     budget = COMPILED_CHUNK_PIXELS if compiled and images.device.type == "cpu" else CHUNK_PIXELS
     step = max(1, budget // max(1, math.prod(images.shape[1:])))
     decoded = torch.empty_like(images)
@@ -554,14 +553,14 @@ def round_trip(
     for start, end in zip(starts, [*starts[1:], images.shape[0]]):
         chunk, chunk_tables = images[start:end], per_image[start:end]
         if compiled:
-            decoded[start:end] = _run_compiled(chunk, chunk_tables, subsampling, levels)
+            decoded[start:end] = _run_compiled(chunk, chunk_tables, subsampling, lookup)
         else:
-            decoded[start:end] = _codec(chunk, chunk_tables, subsampling, levels)
+            decoded[start:end] = _codec(chunk, chunk_tables, subsampling, lookup)
     return decoded
 
 
 def _run_compiled(
-    images: torch.Tensor, tables: torch.Tensor, subsampling: str, levels: torch.Tensor | None
+    images: torch.Tensor, tables: torch.Tensor, subsampling: str, lookup: torch.Tensor | None
 ) -> torch.Tensor:
     """:func:`_codec` compiled, the batch dimension dynamic (one compilation serves every batch size)."""
     from torch._dynamo.exc import BackendCompilerFailed
@@ -570,7 +569,7 @@ def _run_compiled(
     torch._dynamo.maybe_mark_dynamic(images, 0)
     torch._dynamo.maybe_mark_dynamic(tables, 0)
     try:
-        return _compiled_codec()(images, tables, subsampling, levels)
+        return _compiled_codec()(images, tables, subsampling, lookup)
     except (BackendCompilerFailed, InductorError) as error:
         raise RuntimeError(
             "torch.compile could not build the compiled JPEG codec (on the CPU it needs a working C++ compiler); "
@@ -579,22 +578,19 @@ def _run_compiled(
 
 
 def _codec(
-    images: torch.Tensor, tables: torch.Tensor, subsampling: str, levels: torch.Tensor | None = None
+    images: torch.Tensor, tables: torch.Tensor, subsampling: str, lookup: torch.Tensor | None = None
 ) -> torch.Tensor:
     """
     The round trip of checked images with per-image tables: in float64 when eager; compiled, in int32 (every
     intermediate of a round trip fits, see the module docstring), which vectorizes twice as wide. Images come back
-    in their dtype: floating-point ones as :func:`from_pixels` gives them, divided (on the CPU) or looked up from
-    ``levels`` (``k / 255`` divided on the CPU; CUDA may divide by multiplying with the reciprocal).
+    in their dtype, floating-point ones as :func:`from_pixels` gives them (``lookup``: its table, if it uses one).
     """
     dtype = torch.int32 if torch.compiler.is_compiling() else torch.float64
     pixels = images if images.dtype == torch.uint8 else to_pixels(images)
     samples, tables = pixels.to(dtype), tables.to(dtype)
-    levels_out = encode_samples(samples, tables, subsampling)
-    decoded = decode_samples(*levels_out, tables, (images.shape[-2], images.shape[-1]), subsampling)
-    if images.dtype == torch.uint8:
-        return decoded.to(torch.uint8)
-    return decoded.to(images.dtype) / 255 if levels is None else levels[decoded.long()]
+    coefficients = encode_samples(samples, tables, subsampling)
+    decoded = decode_samples(*coefficients, tables, (images.shape[-2], images.shape[-1]), subsampling)
+    return decoded.to(torch.uint8) if images.dtype == torch.uint8 else _to_unit(decoded, images.dtype, lookup)
 
 
 @functools.cache
@@ -628,12 +624,19 @@ def _levels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return (torch.arange(256, dtype=dtype) / 255).to(device)
 
 
+def _lookup_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+    """
+    The table :func:`from_pixels` looks values up from: none on the CPU, which divides by 255; elsewhere ``k / 255``
+    divided on the CPU (CUDA may divide by multiplying with the reciprocal, which can differ in the last bit).
+    """
+    return None if device.type == "cpu" else _levels(dtype, device)
+
+
+def _to_unit(pixels: torch.Tensor, dtype: torch.dtype, lookup: torch.Tensor | None) -> torch.Tensor:
+    """Integer-valued pixels (any dtype) divided by 255 in ``dtype``, or looked up from ``lookup``."""
+    return pixels.to(dtype) / 255 if lookup is None else lookup[pixels.long()]
+
+
 def from_pixels(pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """
-    8-bit pixels as ``[0, 1]`` images of ``dtype``, the same floats on every device: divided by 255 on the CPU,
-    elsewhere looked up from ``k / 255`` divided on the CPU (CUDA may divide by multiplying with the reciprocal, which
-    can differ in the last bit).
-    """
-    if pixels.device.type == "cpu":
-        return pixels.to(dtype).div_(255)
-    return _levels(dtype, pixels.device).index_select(0, pixels.reshape(-1).int()).view(pixels.shape)
+    """8-bit pixels as ``[0, 1]`` images of ``dtype``, the same floats on every device (see :func:`_lookup_table`)."""
+    return _to_unit(pixels, dtype, _lookup_table(dtype, pixels.device))
